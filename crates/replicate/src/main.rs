@@ -1,0 +1,20 @@
+//! Lambda function: replicates S3 object events to every configured replica bucket.
+
+use lambda_runtime::{run, service_fn, Diagnostic, Error, LambdaEvent};
+use s3fanout::{invocation, Replicator};
+use serde_json::Value;
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    lambda_runtime::tracing::init_default_subscriber();
+    let replicator = &Replicator::from_env().await?;
+    run(service_fn(move |event: LambdaEvent<Value>| async move {
+        invocation::handle(replicator, &event.payload)
+            .await
+            .map_err(|e| Diagnostic {
+                error_type: e.kind().into(),
+                error_message: e.to_string(),
+            })
+    }))
+    .await
+}

@@ -1,0 +1,382 @@
+//! Replication configuration, read once at cold start from environment variables.
+
+use std::collections::BTreeSet;
+
+use aws_sdk_s3::types::StorageClass;
+use percent_encoding::percent_decode_str;
+
+/// Default number of copy operations in flight at once.
+pub const DEFAULT_CONCURRENCY: usize = 32;
+
+/// One replica bucket and how objects are written to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// Replica bucket name.
+    pub bucket: String,
+    /// Region of the replica bucket.
+    pub region: String,
+    /// Prepended to every key written to this bucket.
+    pub prefix: String,
+    /// Storage class applied to replicas; `None` keeps the bucket's default.
+    pub storage_class: Option<StorageClass>,
+    /// SSE-KMS key applied to replicas; `None` keeps the bucket's default encryption.
+    pub kms_key_id: Option<String>,
+}
+
+impl Target {
+    /// The key an object of the source is stored under in this target.
+    pub fn replica_key(&self, source_key: &str) -> String {
+        format!("{}{}", self.prefix, source_key)
+    }
+}
+
+/// Everything the engine needs to know besides the AWS credentials.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// Buckets whose events are accepted; events from any other bucket are rejected.
+    pub source_buckets: BTreeSet<String>,
+    /// Replica buckets, each receiving a full copy.
+    pub targets: Vec<Target>,
+    /// Whether `ObjectRemoved` events delete the object from every replica.
+    pub replicate_deletes: bool,
+    /// Upper bound on copy operations in flight at once, across all objects and targets.
+    pub concurrency: usize,
+}
+
+/// A configuration value that cannot be used; the message names the variable and the value.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("invalid configuration: {variable}={value:?}: {reason}")]
+pub struct ConfigError {
+    /// The environment variable at fault.
+    pub variable: &'static str,
+    /// Its value (or the offending part of it).
+    pub value: String,
+    /// What is wrong with it.
+    pub reason: String,
+}
+
+/// Environment variable names, documented in the README.
+pub mod vars {
+    /// Comma-separated allowed source buckets.
+    pub const SOURCE_BUCKETS: &str = "SOURCE_BUCKETS";
+    /// Comma-separated targets: `BUCKET@REGION[?prefix=..&storage_class=..&kms_key_id=..]`.
+    pub const REPLICA_TARGETS: &str = "REPLICA_TARGETS";
+    /// `true` or `false`.
+    pub const REPLICATE_DELETES: &str = "REPLICATE_DELETES";
+    /// Positive integer.
+    pub const COPY_CONCURRENCY: &str = "COPY_CONCURRENCY";
+}
+
+impl Config {
+    /// Reads the configuration from the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Reads the configuration through `lookup`, which returns a variable's value if set.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let get = |name: &'static str| lookup(name).filter(|v| !v.trim().is_empty());
+
+        let sources_raw = get(vars::SOURCE_BUCKETS).ok_or_else(|| ConfigError {
+            variable: vars::SOURCE_BUCKETS,
+            value: String::new(),
+            reason: "required: the bucket(s) whose events may be replicated".into(),
+        })?;
+        let mut source_buckets = BTreeSet::new();
+        for name in split_list(&sources_raw) {
+            check_bucket_name(vars::SOURCE_BUCKETS, name)?;
+            source_buckets.insert(name.to_string());
+        }
+
+        let targets_raw = get(vars::REPLICA_TARGETS).ok_or_else(|| ConfigError {
+            variable: vars::REPLICA_TARGETS,
+            value: String::new(),
+            reason: "required: at least one BUCKET@REGION".into(),
+        })?;
+        let mut targets: Vec<Target> = Vec::new();
+        for entry in split_list(&targets_raw) {
+            let target = parse_target(entry)?;
+            if source_buckets.contains(&target.bucket) {
+                return Err(ConfigError {
+                    variable: vars::REPLICA_TARGETS,
+                    value: entry.to_string(),
+                    reason: "target is also a source bucket: replication would loop".into(),
+                });
+            }
+            if targets.iter().any(|t| t.bucket == target.bucket) {
+                return Err(ConfigError {
+                    variable: vars::REPLICA_TARGETS,
+                    value: entry.to_string(),
+                    reason: "bucket listed twice".into(),
+                });
+            }
+            targets.push(target);
+        }
+
+        let replicate_deletes = match get(vars::REPLICATE_DELETES) {
+            None => false,
+            Some(v) => parse_bool(&v).ok_or_else(|| ConfigError {
+                variable: vars::REPLICATE_DELETES,
+                value: v.clone(),
+                reason: "expected true or false".into(),
+            })?,
+        };
+
+        let concurrency = match get(vars::COPY_CONCURRENCY) {
+            None => DEFAULT_CONCURRENCY,
+            Some(v) => match v.trim().parse::<usize>() {
+                Ok(n) if (1..=1024).contains(&n) => n,
+                _ => {
+                    return Err(ConfigError {
+                        variable: vars::COPY_CONCURRENCY,
+                        value: v,
+                        reason: "expected an integer from 1 to 1024".into(),
+                    })
+                }
+            },
+        };
+
+        Ok(Config {
+            source_buckets,
+            targets,
+            replicate_deletes,
+            concurrency,
+        })
+    }
+
+    /// The configured target with this bucket name.
+    pub fn target(&self, bucket: &str) -> Option<&Target> {
+        self.targets.iter().find(|t| t.bucket == bucket)
+    }
+}
+
+fn split_list(raw: &str) -> impl Iterator<Item = &str> {
+    raw.split(',').map(str::trim).filter(|s| !s.is_empty())
+}
+
+fn parse_bool(v: &str) -> Option<bool> {
+    match v.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" => Some(true),
+        "false" | "0" | "no" => Some(false),
+        _ => None,
+    }
+}
+
+fn parse_target(entry: &str) -> Result<Target, ConfigError> {
+    let err = |reason: String| ConfigError {
+        variable: vars::REPLICA_TARGETS,
+        value: entry.to_string(),
+        reason,
+    };
+    let (location, options) = entry.split_once('?').unwrap_or((entry, ""));
+    let (bucket, region) = location
+        .split_once('@')
+        .ok_or_else(|| err("expected BUCKET@REGION".into()))?;
+    check_bucket_name(vars::REPLICA_TARGETS, bucket)?;
+    if region.is_empty()
+        || !region
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+    {
+        return Err(err(format!("{region:?} is not a region name")));
+    }
+    let mut target = Target {
+        bucket: bucket.to_string(),
+        region: region.to_string(),
+        prefix: String::new(),
+        storage_class: None,
+        kms_key_id: None,
+    };
+    for pair in options.split('&').filter(|p| !p.is_empty()) {
+        let (name, raw_value) = pair
+            .split_once('=')
+            .ok_or_else(|| err(format!("option {pair:?} has no value")))?;
+        let value = percent_decode_str(raw_value)
+            .decode_utf8()
+            .map_err(|_| err(format!("option {name} is not valid UTF-8 once decoded")))?
+            .into_owned();
+        match name {
+            "prefix" => target.prefix = value,
+            "storage_class" => {
+                if !StorageClass::values().contains(&value.as_str()) {
+                    return Err(err(format!("unknown storage class {value:?}")));
+                }
+                target.storage_class = Some(StorageClass::from(value.as_str()));
+            }
+            "kms_key_id" if !value.is_empty() => target.kms_key_id = Some(value),
+            "kms_key_id" => {}
+            other => {
+                return Err(err(format!(
+                    "unknown option {other:?} (known: prefix, storage_class, kms_key_id)"
+                )))
+            }
+        }
+    }
+    Ok(target)
+}
+
+/// Checks the rules S3 enforces on bucket names, so that a typo fails at cold start.
+fn check_bucket_name(variable: &'static str, name: &str) -> Result<(), ConfigError> {
+    let valid = (3..=63).contains(&name.len())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name.ends_with(|c: char| c.is_ascii_alphanumeric());
+    if valid {
+        Ok(())
+    } else {
+        Err(ConfigError {
+            variable,
+            value: name.to_string(),
+            reason: "not a valid S3 bucket name".into(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn parse(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::from_lookup(|k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn parses_targets_with_options() {
+        let c = parse(&[
+            ("SOURCE_BUCKETS", "src-a, src-b"),
+            (
+                "REPLICA_TARGETS",
+                "rep-1@us-west-2, rep-2@eu-west-1?prefix=mirror%2F&storage_class=STANDARD_IA&kms_key_id=arn%3Aaws%3Akms%3Aeu-west-1%3A1%3Akey%2Fk",
+            ),
+            ("REPLICATE_DELETES", "true"),
+            ("COPY_CONCURRENCY", "8"),
+        ])
+        .unwrap();
+        assert_eq!(c.source_buckets.len(), 2);
+        assert!(c.replicate_deletes);
+        assert_eq!(c.concurrency, 8);
+        assert_eq!(c.targets[0].bucket, "rep-1");
+        assert_eq!(c.targets[0].region, "us-west-2");
+        assert_eq!(c.targets[0].prefix, "");
+        let t = &c.targets[1];
+        assert_eq!(t.prefix, "mirror/");
+        assert_eq!(t.storage_class, Some(StorageClass::StandardIa));
+        assert_eq!(
+            t.kms_key_id.as_deref(),
+            Some("arn:aws:kms:eu-west-1:1:key/k")
+        );
+        assert_eq!(t.replica_key("a b"), "mirror/a b");
+    }
+
+    #[test]
+    fn defaults_apply() {
+        let c = parse(&[
+            ("SOURCE_BUCKETS", "src"),
+            ("REPLICA_TARGETS", "rep@us-east-1"),
+        ])
+        .unwrap();
+        assert!(!c.replicate_deletes);
+        assert_eq!(c.concurrency, DEFAULT_CONCURRENCY);
+    }
+
+    #[test]
+    fn errors_name_the_bad_value() {
+        let cases: &[(&[(&str, &str)], &str, &str)] = &[
+            (
+                &[("REPLICA_TARGETS", "rep@us-east-1")],
+                "SOURCE_BUCKETS",
+                "required",
+            ),
+            (&[("SOURCE_BUCKETS", "src")], "REPLICA_TARGETS", "required"),
+            (
+                &[("SOURCE_BUCKETS", "src"), ("REPLICA_TARGETS", "rep")],
+                "\"rep\"",
+                "BUCKET@REGION",
+            ),
+            (
+                &[
+                    ("SOURCE_BUCKETS", "src"),
+                    ("REPLICA_TARGETS", "src@us-east-1"),
+                ],
+                "src@us-east-1",
+                "loop",
+            ),
+            (
+                &[
+                    ("SOURCE_BUCKETS", "src"),
+                    ("REPLICA_TARGETS", "Bad_Bucket@us-east-1"),
+                ],
+                "Bad_Bucket",
+                "bucket name",
+            ),
+            (
+                &[
+                    ("SOURCE_BUCKETS", "src"),
+                    ("REPLICA_TARGETS", "rep@US East"),
+                ],
+                "US East",
+                "region",
+            ),
+            (
+                &[
+                    ("SOURCE_BUCKETS", "src"),
+                    ("REPLICA_TARGETS", "rep@us-east-1?storage_class=COLD"),
+                ],
+                "COLD",
+                "storage class",
+            ),
+            (
+                &[
+                    ("SOURCE_BUCKETS", "src"),
+                    ("REPLICA_TARGETS", "rep@us-east-1?colour=red"),
+                ],
+                "colour",
+                "unknown option",
+            ),
+            (
+                &[
+                    ("SOURCE_BUCKETS", "src"),
+                    ("REPLICA_TARGETS", "rep@us-east-1,rep@eu-west-1"),
+                ],
+                "rep@eu-west-1",
+                "twice",
+            ),
+            (
+                &[
+                    ("SOURCE_BUCKETS", "src"),
+                    ("REPLICA_TARGETS", "rep@us-east-1"),
+                    ("REPLICATE_DELETES", "maybe"),
+                ],
+                "maybe",
+                "true or false",
+            ),
+            (
+                &[
+                    ("SOURCE_BUCKETS", "src"),
+                    ("REPLICA_TARGETS", "rep@us-east-1"),
+                    ("COPY_CONCURRENCY", "0"),
+                ],
+                "COPY_CONCURRENCY",
+                "1 to 1024",
+            ),
+        ];
+        for (pairs, needle, reason) in cases {
+            let message = parse(pairs).unwrap_err().to_string();
+            assert!(
+                message.contains(needle),
+                "{message:?} should name {needle:?}"
+            );
+            assert!(
+                message.contains(reason),
+                "{message:?} should say {reason:?}"
+            );
+        }
+    }
+}

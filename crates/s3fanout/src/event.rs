@@ -1,0 +1,279 @@
+//! Normalises every way an S3 notification reaches a Lambda into a list of [`Change`]s.
+//!
+//! Shapes accepted: a direct S3 notification, SQS messages whose body is an S3 notification (or an
+//! SNS envelope or an EventBridge event), an SNS event, and an EventBridge `Object Created` /
+//! `Object Deleted` event. Parsing is lenient: only the fields replication needs are required,
+//! because local S3 servers omit much of what AWS sends.
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::keys::decode_event_key;
+
+/// What happened to an object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChangeKind {
+    /// The object was created or overwritten.
+    Created,
+    /// The object was deleted (or expired).
+    Removed,
+}
+
+/// One object event, normalised.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Change {
+    /// Created or removed.
+    pub kind: ChangeKind,
+    /// Source bucket.
+    pub bucket: String,
+    /// Decoded object key.
+    pub key: String,
+    /// Region of the source bucket, when the event says.
+    pub region: Option<String>,
+    /// ETag the event announced (without quotes), when it carries one.
+    pub etag: Option<String>,
+    /// Size the event announced.
+    pub size: Option<i64>,
+    /// The event's sequencer, which orders events for one key.
+    pub sequencer: Option<String>,
+    /// Version id, for versioned source buckets.
+    pub version_id: Option<String>,
+}
+
+/// An event that cannot be turned into changes.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+#[error("malformed event: {0}")]
+pub struct EventError(pub String);
+
+/// One SQS message and what it contained.
+#[derive(Debug)]
+pub struct SqsItem {
+    /// The message id, reported back in `batchItemFailures` when the message fails.
+    pub message_id: String,
+    /// The changes of its body, or why the body is unusable.
+    pub changes: Result<Vec<Change>, EventError>,
+}
+
+/// A Lambda invocation payload, classified by how it was delivered.
+#[derive(Debug)]
+pub enum Invocation {
+    /// An SQS batch: each message succeeds or fails on its own.
+    Sqs(Vec<SqsItem>),
+    /// Direct S3, SNS or EventBridge delivery: the invocation succeeds or fails as a whole.
+    Direct(Vec<Change>),
+}
+
+/// Classifies a Lambda payload and extracts its changes.
+pub fn parse_invocation(payload: &Value) -> Result<Invocation, EventError> {
+    let records = payload.get("Records").and_then(Value::as_array);
+    let is_sqs = records.is_some_and(|r| {
+        !r.is_empty()
+            && r.iter()
+                .all(|rec| rec.get("eventSource") == Some(&"aws:sqs".into()))
+    });
+    if is_sqs {
+        let items = records
+            .into_iter()
+            .flatten()
+            .enumerate()
+            .map(parse_sqs_record)
+            .collect::<Result<_, _>>()?;
+        return Ok(Invocation::Sqs(items));
+    }
+    parse_notification(payload).map(Invocation::Direct)
+}
+
+fn parse_sqs_record((index, record): (usize, &Value)) -> Result<SqsItem, EventError> {
+    let message_id = record
+        .get("messageId")
+        .and_then(Value::as_str)
+        .ok_or_else(|| EventError(format!("SQS record {index} has no messageId")))?
+        .to_string();
+    let changes = match record.get("body").and_then(Value::as_str) {
+        None => Err(EventError(format!("SQS message {message_id} has no body"))),
+        Some(body) => serde_json::from_str::<Value>(body)
+            .map_err(|e| EventError(format!("SQS message {message_id}: body is not JSON: {e}")))
+            .and_then(|v| parse_notification(&v))
+            .map_err(|e| EventError(format!("SQS message {message_id}: {}", e.0))),
+    };
+    Ok(SqsItem {
+        message_id,
+        changes,
+    })
+}
+
+/// Extracts the changes of one notification in any of the non-SQS shapes.
+pub fn parse_notification(value: &Value) -> Result<Vec<Change>, EventError> {
+    if value.get("Event").and_then(Value::as_str) == Some("s3:TestEvent") {
+        return Ok(Vec::new());
+    }
+    if value.get("source").and_then(Value::as_str) == Some("aws.s3")
+        && value.get("detail-type").is_some()
+    {
+        return parse_eventbridge(value).map(|c| c.into_iter().collect());
+    }
+    if value.get("Type").and_then(Value::as_str) == Some("Notification") {
+        return parse_embedded(value.get("Message"), "SNS notification");
+    }
+    let Some(records) = value.get("Records").and_then(Value::as_array) else {
+        return Err(EventError(
+            "expected an S3 notification (Records), an SNS or SQS event, or an EventBridge aws.s3 event".into(),
+        ));
+    };
+    let mut changes = Vec::new();
+    for (index, record) in records.iter().enumerate() {
+        if record.get("EventSource").and_then(Value::as_str) == Some("aws:sns") {
+            let message = record.get("Sns").and_then(|s| s.get("Message"));
+            changes.extend(parse_embedded(message, &format!("SNS record {index}"))?);
+        } else if record.get("s3").is_some() {
+            changes.extend(
+                parse_s3_record(record).map_err(|e| EventError(format!("record {index}: {e}")))?,
+            );
+        } else {
+            return Err(EventError(format!(
+                "record {index} is neither an S3 nor an SNS record"
+            )));
+        }
+    }
+    Ok(changes)
+}
+
+fn parse_embedded(message: Option<&Value>, what: &str) -> Result<Vec<Change>, EventError> {
+    let text = message
+        .and_then(Value::as_str)
+        .ok_or_else(|| EventError(format!("{what} has no Message")))?;
+    let inner: Value = serde_json::from_str(text)
+        .map_err(|e| EventError(format!("{what}: Message is not JSON: {e}")))?;
+    parse_notification(&inner).map_err(|e| EventError(format!("{what}: {}", e.0)))
+}
+
+#[derive(Deserialize)]
+struct S3Record {
+    #[serde(rename = "eventName")]
+    event_name: String,
+    #[serde(rename = "awsRegion", default)]
+    aws_region: Option<String>,
+    s3: S3Entity,
+}
+
+#[derive(Deserialize)]
+struct S3Entity {
+    bucket: S3Bucket,
+    object: S3Object,
+}
+
+#[derive(Deserialize)]
+struct S3Bucket {
+    name: String,
+}
+
+#[derive(Deserialize)]
+struct S3Object {
+    key: String,
+    #[serde(default)]
+    size: Option<i64>,
+    #[serde(rename = "eTag", default)]
+    e_tag: Option<String>,
+    #[serde(rename = "versionId", default)]
+    version_id: Option<String>,
+    #[serde(default)]
+    sequencer: Option<String>,
+}
+
+fn parse_s3_record(record: &Value) -> Result<Option<Change>, String> {
+    let record = S3Record::deserialize(record).map_err(|e| e.to_string())?;
+    let name = record
+        .event_name
+        .strip_prefix("s3:")
+        .unwrap_or(&record.event_name);
+    let Some(kind) = kind_of_notification(name) else {
+        tracing::info!(event = %record.event_name, "ignoring event that does not change object content");
+        return Ok(None);
+    };
+    let object = record.s3.object;
+    Ok(Some(Change {
+        kind,
+        bucket: record.s3.bucket.name,
+        key: decode_event_key(&object.key).map_err(|e| e.to_string())?,
+        region: non_empty(record.aws_region),
+        etag: non_empty(object.e_tag).map(|t| t.trim_matches('"').to_string()),
+        size: object.size,
+        sequencer: non_empty(object.sequencer),
+        version_id: non_empty(object.version_id),
+    }))
+}
+
+fn kind_of_notification(name: &str) -> Option<ChangeKind> {
+    if name.starts_with("ObjectCreated:") {
+        Some(ChangeKind::Created)
+    } else if name.starts_with("ObjectRemoved:") || name.starts_with("LifecycleExpiration:") {
+        Some(ChangeKind::Removed)
+    } else {
+        None
+    }
+}
+
+#[derive(Deserialize)]
+struct EbEvent {
+    #[serde(rename = "detail-type")]
+    detail_type: String,
+    #[serde(default)]
+    region: Option<String>,
+    detail: EbDetail,
+}
+
+#[derive(Deserialize)]
+struct EbDetail {
+    bucket: S3Bucket,
+    object: EbObject,
+}
+
+#[derive(Deserialize)]
+struct EbObject {
+    key: String,
+    #[serde(default)]
+    size: Option<i64>,
+    #[serde(default)]
+    etag: Option<String>,
+    #[serde(rename = "version-id", default)]
+    version_id: Option<String>,
+    #[serde(default)]
+    sequencer: Option<String>,
+}
+
+fn parse_eventbridge(value: &Value) -> Result<Option<Change>, EventError> {
+    let event =
+        EbEvent::deserialize(value).map_err(|e| EventError(format!("EventBridge event: {e}")))?;
+    let kind = match event.detail_type.as_str() {
+        "Object Created" => ChangeKind::Created,
+        "Object Deleted" => ChangeKind::Removed,
+        other => {
+            tracing::info!(
+                detail_type = other,
+                "ignoring EventBridge event that does not change object content"
+            );
+            return Ok(None);
+        }
+    };
+    let object = event.detail.object;
+    Ok(Some(Change {
+        kind,
+        bucket: event.detail.bucket.name,
+        // EventBridge keys are encoded like notification keys.
+        key: decode_event_key(&object.key)
+            .map_err(|e| EventError(format!("EventBridge event: {e}")))?,
+        region: non_empty(event.region),
+        etag: non_empty(object.etag).map(|t| t.trim_matches('"').to_string()),
+        size: object.size,
+        sequencer: non_empty(object.sequencer),
+        version_id: non_empty(object.version_id),
+    }))
+}
+
+fn non_empty(value: Option<String>) -> Option<String> {
+    value.filter(|v| !v.is_empty())
+}
+
+#[cfg(test)]
+mod tests;

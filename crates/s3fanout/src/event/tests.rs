@@ -1,0 +1,162 @@
+use super::*;
+
+fn fixture(name: &str) -> Value {
+    let path = format!("{}/../../tests/events/{name}", env!("CARGO_MANIFEST_DIR"));
+    serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
+}
+
+fn direct(value: &Value) -> Vec<Change> {
+    match parse_invocation(value).unwrap() {
+        Invocation::Direct(changes) => changes,
+        other => panic!("expected a direct invocation, got {other:?}"),
+    }
+}
+
+#[test]
+fn direct_s3_notification_in_documented_shape() {
+    let changes = direct(&fixture("s3-put.json"));
+    assert_eq!(
+        changes,
+        vec![Change {
+            kind: ChangeKind::Created,
+            bucket: "source-bucket".into(),
+            key: "photos/red flower + café.jpg".into(),
+            region: Some("us-east-1".into()),
+            etag: Some("d41d8cd98f00b204e9800998ecf8427e".into()),
+            size: Some(1024),
+            sequencer: Some("0055AED6DCD90281E5".into()),
+            version_id: Some("096fKKXTRTtl3on89fVO.nfljtsv6qko".into()),
+        }]
+    );
+}
+
+#[test]
+fn minimal_record_without_optional_fields_is_accepted() {
+    let changes = direct(&fixture("s3-delete-minimal.json"));
+    assert_eq!(changes.len(), 1);
+    assert_eq!(changes[0].kind, ChangeKind::Removed);
+    assert_eq!(changes[0].key, "dir/a b");
+    assert_eq!(changes[0].etag, None);
+    assert_eq!(changes[0].sequencer, None);
+}
+
+#[test]
+fn sqs_batch_keeps_each_message_apart() {
+    let Invocation::Sqs(items) = parse_invocation(&fixture("sqs.json")).unwrap() else {
+        panic!("expected SQS");
+    };
+    let ids: Vec<_> = items.iter().map(|i| i.message_id.as_str()).collect();
+    assert_eq!(
+        ids,
+        [
+            "msg-put",
+            "msg-test",
+            "msg-broken",
+            "msg-sns",
+            "msg-eventbridge"
+        ]
+    );
+
+    let put = items[0].changes.as_ref().unwrap();
+    assert_eq!(put[0].key, "a?b#c");
+    assert_eq!(put[0].etag.as_deref(), Some("abc"));
+
+    assert!(
+        items[1].changes.as_ref().unwrap().is_empty(),
+        "s3:TestEvent is ignored"
+    );
+
+    let broken = items[2].changes.as_ref().unwrap_err().to_string();
+    assert!(
+        broken.contains("msg-broken") && broken.contains("not JSON"),
+        "{broken}"
+    );
+
+    let sns = items[3].changes.as_ref().unwrap();
+    assert_eq!(
+        (sns[0].kind, sns[0].key.as_str()),
+        (ChangeKind::Created, "via sns")
+    );
+
+    let eb = items[4].changes.as_ref().unwrap();
+    assert_eq!(
+        (eb[0].kind, eb[0].key.as_str()),
+        (ChangeKind::Removed, "gone")
+    );
+    assert_eq!(eb[0].region.as_deref(), Some("eu-west-1"));
+}
+
+#[test]
+fn sns_event_unwraps_message_and_strips_etag_quotes() {
+    let changes = direct(&fixture("sns.json"));
+    assert_eq!(changes[0].key, "big/file.bin");
+    assert_eq!(
+        changes[0].etag.as_deref(),
+        Some("9b2cf535f27731c974343645a3985328-2")
+    );
+}
+
+#[test]
+fn eventbridge_object_created() {
+    let changes = direct(&fixture("eventbridge-created.json"));
+    assert_eq!(changes[0].kind, ChangeKind::Created);
+    assert_eq!(changes[0].key, "example-key");
+    assert_eq!(
+        changes[0].version_id.as_deref(),
+        Some("IYV3p45BT0ac8hjHg1houSdS1a.Mro8e")
+    );
+    assert_eq!(changes[0].region.as_deref(), Some("ca-central-1"));
+}
+
+#[test]
+fn events_that_do_not_change_content_are_ignored() {
+    let restore = serde_json::json!({"Records":[{"eventName":"ObjectRestore:Completed",
+        "s3":{"bucket":{"name":"b"},"object":{"key":"k"}}}]});
+    assert!(direct(&restore).is_empty());
+    let mut eb = fixture("eventbridge-created.json");
+    eb["detail-type"] = "Object Restore Completed".into();
+    assert!(direct(&eb).is_empty());
+    let test_event = serde_json::json!({"Service":"Amazon S3","Event":"s3:TestEvent","Bucket":"b"});
+    assert!(direct(&test_event).is_empty());
+}
+
+#[test]
+fn malformed_events_get_precise_errors() {
+    let cases = [
+        (
+            serde_json::json!({"hello": "world"}),
+            "expected an S3 notification",
+        ),
+        (
+            serde_json::json!({"Records":[{"eventName":"ObjectCreated:Put","s3":{"bucket":{"name":"b"},"object":{}}}]}),
+            "record 0: missing field `key`",
+        ),
+        (
+            serde_json::json!({"Records":[{"eventName":"ObjectCreated:Put","s3":{"bucket":{"name":"b"},"object":{"key":"%FF"}}}]}),
+            "not valid form-URL-encoded UTF-8",
+        ),
+        (
+            serde_json::json!({"Records":[{"foo":1}]}),
+            "record 0 is neither an S3 nor an SNS record",
+        ),
+        (
+            serde_json::json!({"Records":[{"EventSource":"aws:sns","Sns":{"Message":"nope"}}]}),
+            "SNS record 0: Message is not JSON",
+        ),
+        (
+            serde_json::json!({"source":"aws.s3","detail-type":"Object Created","detail":{}}),
+            "EventBridge event: missing field `bucket`",
+        ),
+        (
+            serde_json::json!({"Records":[{"eventSource":"aws:sqs","body":"{}"}]}),
+            "SQS record 0 has no messageId",
+        ),
+    ];
+    for (event, expected) in cases {
+        let message = parse_invocation(&event).unwrap_err().to_string();
+        assert!(
+            message.contains(expected),
+            "{message:?} should contain {expected:?}"
+        );
+    }
+}

@@ -1,0 +1,381 @@
+//! The copy engine: applies changes to every target concurrently, by server-side copy.
+
+use std::future::Future;
+use std::time::Instant;
+
+use aws_sdk_s3::operation::head_object::HeadObjectOutput;
+use aws_sdk_s3::types::{MetadataDirective, ServerSideEncryption, TaggingDirective};
+use futures::future::join_all;
+use tokio::sync::Semaphore;
+
+use crate::client::Clients;
+use crate::config::{Config, ConfigError, Target};
+use crate::event::{Change, ChangeKind};
+use crate::keys::{copy_source, MAX_KEY_BYTES};
+use crate::outcome::{ChangeReport, Outcome, TargetReport};
+use crate::provenance;
+use crate::s3_error::S3Failure;
+
+/// Largest object a single CopyObject request can copy.
+pub const MAX_SINGLE_COPY_BYTES: i64 = 5 * 1024 * 1024 * 1024;
+
+/// Replicates changes of the source buckets to every configured target.
+#[derive(Debug)]
+pub struct Replicator {
+    config: Config,
+    clients: Clients,
+    limit: Semaphore,
+}
+
+/// The source object as it is now, pinned by its ETag.
+struct Source<'a> {
+    change: &'a Change,
+    head: HeadObjectOutput,
+    etag: String,
+}
+
+enum SourceState {
+    Present(HeadObjectOutput),
+    Missing,
+    Failed(String, bool),
+}
+
+impl Replicator {
+    /// Reads the configuration and AWS settings from the environment (cold start).
+    pub async fn from_env() -> Result<Self, ConfigError> {
+        let config = Config::from_env()?;
+        Ok(Self::new(config, Clients::from_env().await))
+    }
+
+    /// Builds a replicator from parts.
+    pub fn new(config: Config, clients: Clients) -> Self {
+        let limit = Semaphore::new(config.concurrency);
+        Replicator {
+            config,
+            clients,
+            limit,
+        }
+    }
+
+    /// The configuration in use.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Applies all changes concurrently (bounded by the configured concurrency).
+    pub async fn apply(&self, changes: &[Change]) -> Vec<ChangeReport> {
+        join_all(changes.iter().map(|c| self.apply_change(c))).await
+    }
+
+    /// Applies one change to every target; one target's failure never stops the others.
+    pub async fn apply_change(&self, change: &Change) -> ChangeReport {
+        let started = Instant::now();
+        if !self.config.source_buckets.contains(&change.bucket) {
+            let allowed: Vec<_> = self
+                .config
+                .source_buckets
+                .iter()
+                .map(String::as_str)
+                .collect();
+            let error = format!(
+                "bucket {:?} is not an allowed source (SOURCE_BUCKETS={}); event not replicated",
+                change.bucket,
+                allowed.join(",")
+            );
+            return self.same_for_all(
+                change,
+                started,
+                Outcome::Failed {
+                    retryable: false,
+                    error,
+                },
+            );
+        }
+        match change.kind {
+            ChangeKind::Created => self.replicate_created(change, started).await,
+            ChangeKind::Removed => self.replicate_removed(change, started).await,
+        }
+    }
+
+    async fn replicate_created(&self, change: &Change, started: Instant) -> ChangeReport {
+        let head = match self.head_source(change).await {
+            SourceState::Present(head) => head,
+            SourceState::Missing => return self.same_for_all(change, started, Outcome::SourceGone),
+            SourceState::Failed(error, retryable) => {
+                return self.same_for_all(change, started, Outcome::Failed { retryable, error })
+            }
+        };
+        let etag = provenance::bare_etag(head.e_tag().unwrap_or_default()).to_string();
+        if change
+            .etag
+            .as_deref()
+            .is_some_and(|announced| announced != etag)
+        {
+            return self.same_for_all(change, started, Outcome::SourceChanged);
+        }
+        if provenance::is_replica(head.metadata()) {
+            return self.same_for_all(change, started, Outcome::IsReplica);
+        }
+        let source = Source { change, head, etag };
+        let targets = self
+            .config
+            .targets
+            .iter()
+            .map(|target| self.timed(change, target, started, self.copy_to(target, &source)));
+        ChangeReport {
+            change: change.clone(),
+            targets: join_all(targets).await,
+        }
+    }
+
+    async fn replicate_removed(&self, change: &Change, started: Instant) -> ChangeReport {
+        if !self.config.replicate_deletes {
+            let reason = "deletes are not propagated (REPLICATE_DELETES is false)".to_string();
+            return self.same_for_all(change, started, Outcome::Ignored { reason });
+        }
+        match self.head_source(change).await {
+            SourceState::Missing => {}
+            SourceState::Present(_) => {
+                return self.same_for_all(change, started, Outcome::SourceExists)
+            }
+            SourceState::Failed(error, retryable) => {
+                return self.same_for_all(change, started, Outcome::Failed { retryable, error })
+            }
+        }
+        let targets = self.config.targets.iter().map(|target| {
+            self.timed(
+                change,
+                target,
+                started,
+                self.delete_from(target, &change.key),
+            )
+        });
+        ChangeReport {
+            change: change.clone(),
+            targets: join_all(targets).await,
+        }
+    }
+
+    async fn head_source(&self, change: &Change) -> SourceState {
+        let region = change
+            .region
+            .clone()
+            .unwrap_or_else(|| self.clients.default_region());
+        let client = self.clients.for_region(&region);
+        let _permit = self
+            .limit
+            .acquire()
+            .await
+            .expect("semaphore is never closed");
+        let result = client
+            .head_object()
+            .bucket(&change.bucket)
+            .key(&change.key)
+            .send()
+            .await;
+        let failure = match result {
+            Ok(head) => return SourceState::Present(head),
+            Err(err) => S3Failure::from_sdk(&err),
+        };
+        let location = format!("s3://{}/{}", change.bucket, change.key);
+        if !failure.is_missing_object() {
+            return SourceState::Failed(
+                failure.describe("HeadObject", &location),
+                failure.retryable,
+            );
+        }
+        // HEAD answers a bare 404 for a missing bucket too; only the bucket check tells them apart.
+        match client.head_bucket().bucket(&change.bucket).send().await {
+            Ok(_) => SourceState::Missing,
+            Err(err) => {
+                let bucket_failure = S3Failure::from_sdk(&err);
+                let error = if bucket_failure.status == Some(404) {
+                    format!("source bucket {:?} does not exist", change.bucket)
+                } else {
+                    bucket_failure.describe("HeadBucket", &change.bucket)
+                };
+                SourceState::Failed(error, bucket_failure.retryable)
+            }
+        }
+    }
+
+    async fn copy_to(&self, target: &Target, source: &Source<'_>) -> Outcome {
+        let key = target.replica_key(&source.change.key);
+        if key.len() > MAX_KEY_BYTES {
+            return permanent(format!(
+                "replica key is {} bytes with prefix {:?}: above S3's {MAX_KEY_BYTES}-byte limit",
+                key.len(),
+                target.prefix
+            ));
+        }
+        let size = source.head.content_length().unwrap_or_default();
+        if size > MAX_SINGLE_COPY_BYTES {
+            return permanent(format!(
+                "object is {size} bytes: above the {MAX_SINGLE_COPY_BYTES}-byte CopyObject limit"
+            ));
+        }
+        let client = self.clients.for_region(&target.region);
+        let location = format!("s3://{}/{}", target.bucket, key);
+        let _permit = self
+            .limit
+            .acquire()
+            .await
+            .expect("semaphore is never closed");
+
+        match client
+            .head_object()
+            .bucket(&target.bucket)
+            .key(&key)
+            .send()
+            .await
+        {
+            Ok(replica) if provenance::recorded_etag(replica.metadata()) == Some(&source.etag) => {
+                return Outcome::UpToDate
+            }
+            Ok(_) => {}
+            Err(err) => {
+                let failure = S3Failure::from_sdk(&err);
+                if !failure.is_missing_object() {
+                    return failed(&failure, "HeadObject", &location);
+                }
+            }
+        }
+
+        let head = &source.head;
+        let metadata =
+            provenance::replica_metadata(head.metadata(), &source.change.bucket, &source.etag);
+        let mut request = client
+            .copy_object()
+            .bucket(&target.bucket)
+            .key(&key)
+            .copy_source(copy_source(&source.change.bucket, &source.change.key, None))
+            .copy_source_if_match(format!("\"{}\"", source.etag))
+            .metadata_directive(MetadataDirective::Replace)
+            .set_metadata(Some(metadata))
+            .tagging_directive(TaggingDirective::Copy)
+            .set_content_type(head.content_type().map(str::to_string))
+            .set_cache_control(head.cache_control().map(str::to_string))
+            .set_content_encoding(head.content_encoding().map(str::to_string))
+            .set_content_disposition(head.content_disposition().map(str::to_string))
+            .set_content_language(head.content_language().map(str::to_string))
+            .set_website_redirect_location(head.website_redirect_location().map(str::to_string))
+            .set_storage_class(
+                target
+                    .storage_class
+                    .clone()
+                    .or_else(|| head.storage_class().cloned()),
+            );
+        if let Some(key_id) = &target.kms_key_id {
+            request = request
+                .server_side_encryption(ServerSideEncryption::AwsKms)
+                .ssekms_key_id(key_id);
+        }
+        // Expires is kept as the raw header: S3 stores any string there, not only valid dates.
+        let expires = head.expires_string().map(str::to_string);
+        let result = request
+            .customize()
+            .mutate_request(move |req| {
+                if let Some(value) = &expires {
+                    req.headers_mut().insert("Expires", value.clone());
+                }
+            })
+            .send()
+            .await;
+        match result {
+            Ok(_) => Outcome::Copied,
+            Err(err) => {
+                let failure = S3Failure::from_sdk(&err);
+                if failure.is_precondition_failed() {
+                    Outcome::SourceChanged
+                } else if failure.code.as_deref() == Some("NoSuchKey") {
+                    Outcome::SourceGone
+                } else {
+                    failed(&failure, "CopyObject", &location)
+                }
+            }
+        }
+    }
+
+    async fn delete_from(&self, target: &Target, source_key: &str) -> Outcome {
+        let key = target.replica_key(source_key);
+        let client = self.clients.for_region(&target.region);
+        let _permit = self
+            .limit
+            .acquire()
+            .await
+            .expect("semaphore is never closed");
+        match client
+            .delete_object()
+            .bucket(&target.bucket)
+            .key(&key)
+            .send()
+            .await
+        {
+            Ok(_) => Outcome::Deleted,
+            Err(err) => failed(
+                &S3Failure::from_sdk(&err),
+                "DeleteObject",
+                &format!("s3://{}/{}", target.bucket, key),
+            ),
+        }
+    }
+
+    async fn timed(
+        &self,
+        change: &Change,
+        target: &Target,
+        started: Instant,
+        work: impl Future<Output = Outcome>,
+    ) -> TargetReport {
+        let outcome = work.await;
+        report(change, target, started, outcome)
+    }
+
+    fn same_for_all(&self, change: &Change, started: Instant, outcome: Outcome) -> ChangeReport {
+        ChangeReport {
+            change: change.clone(),
+            targets: self
+                .config
+                .targets
+                .iter()
+                .map(|target| report(change, target, started, outcome.clone()))
+                .collect(),
+        }
+    }
+}
+
+fn report(change: &Change, target: &Target, started: Instant, outcome: Outcome) -> TargetReport {
+    let duration = started.elapsed();
+    let key = target.replica_key(&change.key);
+    let duration_ms = duration.as_millis() as u64;
+    match &outcome {
+        Outcome::Failed { retryable, error } => tracing::error!(
+            source_bucket = %change.bucket, key = %change.key, target = %target.bucket,
+            outcome = outcome.name(), retryable, error = %error, duration_ms, "replication failed"
+        ),
+        _ => tracing::info!(
+            source_bucket = %change.bucket, key = %change.key, target = %target.bucket,
+            outcome = outcome.name(), duration_ms, "replicated"
+        ),
+    }
+    TargetReport {
+        bucket: target.bucket.clone(),
+        key,
+        outcome,
+        duration,
+    }
+}
+
+fn permanent(error: String) -> Outcome {
+    Outcome::Failed {
+        retryable: false,
+        error,
+    }
+}
+
+fn failed(failure: &S3Failure, operation: &str, location: &str) -> Outcome {
+    Outcome::Failed {
+        retryable: failure.retryable,
+        error: failure.describe(operation, location),
+    }
+}
