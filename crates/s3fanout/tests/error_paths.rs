@@ -1,0 +1,163 @@
+//! Error classification through the real SDK client with mocked HTTP responses.
+
+use aws_sdk_s3::operation::copy_object::CopyObjectOutput;
+use aws_sdk_s3::operation::head_object::HeadObjectOutput;
+use aws_sdk_s3::Client;
+use aws_smithy_mocks::{mock, mock_client, Rule, RuleMode};
+use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
+use aws_smithy_runtime_api::http::StatusCode;
+use aws_smithy_types::body::SdkBody;
+use s3fanout::{Change, ChangeKind, Clients, Config, Outcome, Replicator, Target};
+
+fn s3_error(status: u16, code: &str) -> HttpResponse {
+    let body = format!("<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>{code}</Code><Message>{code} from test</Message></Error>");
+    HttpResponse::new(StatusCode::try_from(status).unwrap(), SdkBody::from(body))
+}
+
+fn target(bucket: &str) -> Target {
+    Target {
+        bucket: bucket.into(),
+        region: "us-west-2".into(),
+        prefix: String::new(),
+        storage_class: None,
+        kms_key_id: None,
+    }
+}
+
+fn created(bucket: &str, key: &str) -> Change {
+    Change {
+        kind: ChangeKind::Created,
+        bucket: bucket.into(),
+        key: key.into(),
+        region: None,
+        etag: Some("abc".into()),
+        size: Some(3),
+        sequencer: None,
+        version_id: None,
+    }
+}
+
+fn replicator(rules: &[&Rule], targets: &[&str]) -> Replicator {
+    let client: Client = mock_client!(aws_sdk_s3, RuleMode::MatchAny, rules);
+    let config = Config {
+        source_buckets: ["src".to_string()].into(),
+        targets: targets.iter().map(|b| target(b)).collect(),
+        replicate_deletes: true,
+        concurrency: 4,
+    };
+    Replicator::new(config, Clients::fixed(client))
+}
+
+#[tokio::test]
+async fn each_target_gets_its_own_outcome_and_retry_decision() {
+    let head_source = mock!(Client::head_object)
+        .match_requests(|r| r.bucket() == Some("src"))
+        .then_output(|| {
+            HeadObjectOutput::builder()
+                .e_tag("\"abc\"")
+                .content_length(3)
+                .metadata("owner", "a")
+                .build()
+        });
+    let head_targets = mock!(Client::head_object)
+        .match_requests(|r| r.bucket() != Some("src"))
+        .then_http_response(|| s3_error(404, "NotFound"));
+    // The copy source must be percent-encoded and pinned to the ETag; provenance must be added.
+    let copy_ok = mock!(Client::copy_object)
+        .match_requests(|r| {
+            r.bucket() == Some("good")
+                && r.copy_source() == Some("src/a%20b%2Bc%3F")
+                && r.copy_source_if_match() == Some("\"abc\"")
+                && r.metadata().is_some_and(|m| {
+                    m.get("fanout-source-etag").map(String::as_str) == Some("abc")
+                        && m.get("owner").map(String::as_str) == Some("a")
+                })
+        })
+        .then_output(|| CopyObjectOutput::builder().build());
+    let copy_denied = mock!(Client::copy_object)
+        .match_requests(|r| r.bucket() == Some("denied"))
+        .then_http_response(|| s3_error(403, "AccessDenied"));
+    let copy_slow = mock!(Client::copy_object)
+        .match_requests(|r| r.bucket() == Some("slow"))
+        .then_http_response(|| s3_error(503, "SlowDown"));
+    let copy_changed = mock!(Client::copy_object)
+        .match_requests(|r| r.bucket() == Some("changed"))
+        .then_http_response(|| s3_error(412, "PreconditionFailed"));
+
+    let replicator = replicator(
+        &[
+            &head_source,
+            &head_targets,
+            &copy_ok,
+            &copy_denied,
+            &copy_slow,
+            &copy_changed,
+        ],
+        &["good", "denied", "slow", "changed"],
+    );
+    let report = replicator.apply_change(&created("src", "a b+c?")).await;
+    let outcomes: Vec<_> = report
+        .targets
+        .iter()
+        .map(|t| (t.bucket.as_str(), &t.outcome))
+        .collect();
+
+    assert_eq!(outcomes[0], ("good", &Outcome::Copied));
+    match outcomes[1].1 {
+        Outcome::Failed {
+            retryable: false,
+            error,
+        } => {
+            assert!(
+                error.contains("CopyObject s3://denied/a b+c?: AccessDenied (HTTP 403)"),
+                "{error}"
+            )
+        }
+        other => panic!("denied: {other:?}"),
+    }
+    assert!(
+        matches!(
+            outcomes[2].1,
+            Outcome::Failed {
+                retryable: true,
+                ..
+            }
+        ),
+        "{:?}",
+        outcomes[2]
+    );
+    assert_eq!(outcomes[3], ("changed", &Outcome::SourceChanged));
+    assert!(report.failed());
+    assert_eq!(copy_ok.num_calls(), 1);
+}
+
+#[tokio::test]
+async fn source_errors_fail_every_target() {
+    let head_source =
+        mock!(Client::head_object).then_http_response(|| s3_error(500, "InternalError"));
+    let replicator = replicator(&[&head_source], &["t1", "t2"]);
+    let report = replicator.apply_change(&created("src", "k")).await;
+    assert_eq!(report.targets.len(), 2);
+    for t in &report.targets {
+        match &t.outcome {
+            Outcome::Failed {
+                retryable: true,
+                error,
+            } => assert!(error.contains("HeadObject s3://src/k"), "{error}"),
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn delete_is_skipped_when_source_exists_again() {
+    let head_source = mock!(Client::head_object)
+        .then_output(|| HeadObjectOutput::builder().e_tag("\"x\"").build());
+    let delete = mock!(Client::delete_object).then_http_response(|| s3_error(500, "InternalError"));
+    let replicator = replicator(&[&head_source, &delete], &["t1"]);
+    let mut change = created("src", "k");
+    change.kind = ChangeKind::Removed;
+    let report = replicator.apply_change(&change).await;
+    assert_eq!(report.targets[0].outcome, Outcome::SourceExists);
+    assert_eq!(delete.num_calls(), 0);
+}

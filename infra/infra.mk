@@ -1,0 +1,28 @@
+# Infrastructure targets; the main Makefile includes this file.
+#   make lint        cfn-lint + checkov on infra/*.yaml (own virtualenv .venv-lint)
+#   make test-infra  deploy the templates into a local moto server (pytest)
+#   make package     build the Lambda zips with cargo-lambda (arm64, release)
+
+VENV ?= .venv
+# Extra flags for `cargo lambda build`, e.g. LAMBDA_BUILD_FLAGS="--bin replicate".
+LAMBDA_BUILD_FLAGS ?=
+
+.PHONY: lint test-infra package
+
+lint:
+	bash infra/lint.sh
+
+test-infra:
+	@$(VENV)/bin/python -c "import pytest, moto, boto3, samtranslator" 2>/dev/null \
+	  || $(VENV)/bin/python -m pip install --quiet -r tests/infra/requirements.txt
+	PYTHONDONTWRITEBYTECODE=1 $(VENV)/bin/python -m pytest -q -p no:cacheprovider tests/infra
+
+# The PyPI cargo-lambda package installs the `cargo-lambda` binary (called as
+# `cargo-lambda lambda ...`, the form cargo uses for `cargo lambda ...`); its
+# virtualenv also provides zig (ziglang) for cross-compiling to aarch64.
+package:
+	PATH="$(abspath $(VENV))/bin:$$PATH" $(VENV)/bin/cargo-lambda lambda build --release --arm64 --output-format zip $(LAMBDA_BUILD_FLAGS)
+	@for zip in target/lambda/*/bootstrap.zip; do \
+	  [ -f "$$zip" ] || { echo "no zip found under target/lambda/" >&2; exit 1; }; \
+	  printf '%-45s %12s bytes\n' "$$zip" "$$(wc -c < "$$zip" | tr -d ' ')"; \
+	done

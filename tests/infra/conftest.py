@@ -1,0 +1,115 @@
+"""Fixtures for deploying the infra/ templates into a local moto server."""
+
+from __future__ import annotations
+
+import io
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import zipfile
+from pathlib import Path
+
+import boto3
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+INFRA = ROOT / "infra"
+ACCOUNT_ID = "123456789012"  # moto's default account
+REGION = "us-east-1"
+
+
+def _moto_server_binary() -> str:
+    candidates = [
+        Path(sys.executable).parent / "moto_server",
+        ROOT / ".venv" / "bin" / "moto_server",
+    ]
+    for candidate in candidates:
+        if candidate.exists():
+            return str(candidate)
+    pytest.fail("moto_server not found next to the Python interpreter nor in .venv/bin")
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint(tmp_path_factory):
+    """Start moto_server on a free loopback port for the whole session."""
+    port = _free_port()
+    log_path = tmp_path_factory.mktemp("moto") / "moto_server.log"
+    env = dict(os.environ)
+    env.update(
+        AWS_ACCESS_KEY_ID="testing",
+        AWS_SECRET_ACCESS_KEY="testing",
+        AWS_DEFAULT_REGION=REGION,
+    )
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            [_moto_server_binary(), "-H", "127.0.0.1", "-p", str(port)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+    endpoint = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"moto_server exited early:\n{log_path.read_text()}")
+            try:
+                with urllib.request.urlopen(f"{endpoint}/moto-api/data.json", timeout=1):
+                    break
+            except OSError:
+                if time.monotonic() > deadline:
+                    pytest.fail(f"moto_server did not start:\n{log_path.read_text()}")
+                time.sleep(0.2)
+        yield endpoint
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def aws(moto_endpoint, monkeypatch_session):
+    """Factory of boto3 clients talking to the moto server."""
+    monkeypatch_session.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch_session.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch_session.setenv("AWS_DEFAULT_REGION", REGION)
+    monkeypatch_session.delenv("AWS_PROFILE", raising=False)
+
+    def client(service: str, region: str = REGION):
+        return boto3.client(service, region_name=region, endpoint_url=moto_endpoint)
+
+    return client
+
+
+@pytest.fixture(scope="session")
+def monkeypatch_session():
+    mp = pytest.MonkeyPatch()
+    yield mp
+    mp.undo()
+
+
+@pytest.fixture(scope="session")
+def code_object(aws):
+    """A placeholder Lambda deployment package in a moto bucket: (bucket, key)."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        info = zipfile.ZipInfo("bootstrap")
+        info.external_attr = 0o755 << 16
+        zf.writestr(info, "#!/bin/sh\necho placeholder\n")
+    s3 = aws("s3")
+    bucket = "s3fanout-test-artifacts"
+    s3.create_bucket(Bucket=bucket)
+    s3.put_object(Bucket=bucket, Key="placeholder/bootstrap.zip", Body=buf.getvalue())
+    return bucket, "placeholder/bootstrap.zip"
