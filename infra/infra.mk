@@ -14,7 +14,7 @@ lint:
 
 test-infra:
 	@$(VENV)/bin/python -c "import pytest, moto, boto3, samtranslator" 2>/dev/null \
-	  || $(VENV)/bin/python -m pip install --quiet -r tests/infra/requirements.txt
+	  || $(VENV)/bin/python -m pip install --quiet -r tests/requirements.txt
 	PYTHONDONTWRITEBYTECODE=1 $(VENV)/bin/python -m pytest -q -p no:cacheprovider tests/infra
 
 # The PyPI cargo-lambda package installs the `cargo-lambda` binary (called as

@@ -286,9 +286,16 @@ mod tests {
         assert_eq!(c.concurrency, DEFAULT_CONCURRENCY);
     }
 
+    /// Environment, the text the error must name, and the reason it must give.
+    type Case = (
+        &'static [(&'static str, &'static str)],
+        &'static str,
+        &'static str,
+    );
+
     #[test]
     fn errors_name_the_bad_value() {
-        let cases: &[(&[(&str, &str)], &str, &str)] = &[
+        let cases: &[Case] = &[
             (
                 &[("REPLICA_TARGETS", "rep@us-east-1")],
                 "SOURCE_BUCKETS",

@@ -35,7 +35,7 @@ struct Source<'a> {
 }
 
 enum SourceState {
-    Present(HeadObjectOutput),
+    Present(Box<HeadObjectOutput>),
     Missing,
     Failed(String, bool),
 }
@@ -116,7 +116,11 @@ impl Replicator {
         if provenance::is_replica(head.metadata()) {
             return self.same_for_all(change, started, Outcome::IsReplica);
         }
-        let source = Source { change, head, etag };
+        let source = Source {
+            change,
+            head: *head,
+            etag,
+        };
         let targets = self
             .config
             .targets
@@ -174,7 +178,7 @@ impl Replicator {
             .send()
             .await;
         let failure = match result {
-            Ok(head) => return SourceState::Present(head),
+            Ok(head) => return SourceState::Present(Box::new(head)),
             Err(err) => S3Failure::from_sdk(&err),
         };
         let location = format!("s3://{}/{}", change.bucket, change.key);
