@@ -6,7 +6,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 venv=${VENV:-$root/.venv}
 port=$("$venv/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 log=${TMPDIR:-/tmp}/moto-$port.log
-"$venv/bin/moto_server" -H 127.0.0.1 -p "$port" >"$log" 2>&1 &
+"$venv/bin/python" "$root/tests/local_s3.py" -H 127.0.0.1 -p "$port" >"$log" 2>&1 &
 pid=$!
 trap 'kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true' EXIT
 for _ in $(seq 1 200); do

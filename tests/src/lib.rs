@@ -19,6 +19,42 @@ pub async fn clients() -> Clients {
     Clients::from_env().await
 }
 
+/// S3 clients that reach the local server through `endpoint` (a fault proxy), retrying each
+/// request up to `max_attempts` times with a short backoff so that fault tests stay fast.
+pub async fn clients_via(endpoint: &str, max_attempts: u32) -> Clients {
+    clients().await;
+    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .endpoint_url(endpoint)
+        .retry_config(
+            aws_config::retry::RetryConfig::standard()
+                .with_max_attempts(max_attempts)
+                .with_initial_backoff(std::time::Duration::from_millis(20))
+                .with_max_backoff(std::time::Duration::from_millis(200)),
+        )
+        .load()
+        .await;
+    Clients::new(config, true)
+}
+
+/// The local server's endpoint.
+pub fn local_endpoint() -> String {
+    std::env::var("AWS_ENDPOINT_URL_S3")
+        .or_else(|_| std::env::var("AWS_ENDPOINT_URL"))
+        .expect("AWS_ENDPOINT_URL is not set: run these tests through `make test`")
+}
+
+/// Multipart uploads in progress in a bucket (there must be none after any copy, failed or not).
+pub async fn uploads_in_progress(clients: &Clients, bucket: &str, region: &str) -> usize {
+    let out = clients
+        .for_region(region)
+        .list_multipart_uploads()
+        .bucket(bucket)
+        .send()
+        .await
+        .unwrap();
+    out.uploads().len()
+}
+
 /// A bucket name no other test uses.
 pub fn unique(prefix: &str) -> String {
     static COUNTER: AtomicU32 = AtomicU32::new(0);
@@ -81,12 +117,7 @@ impl Setup {
 
     /// The configuration replicating `source` to the targets.
     pub fn config(&self) -> Config {
-        Config {
-            source_buckets: [self.source.clone()].into(),
-            targets: self.targets.clone(),
-            replicate_deletes: false,
-            concurrency: 16,
-        }
+        Config::new([self.source.clone()], self.targets.clone())
     }
 
     /// A replicator over this setup with the given configuration.
@@ -277,6 +308,26 @@ pub fn s3_record(event_name: &str, bucket: &str, key: &str, etag: Option<&str>) 
                 "bucket": { "name": bucket, "arn": format!("arn:aws:s3:::{bucket}") },
                 "object": object }
     })
+}
+
+/// A created-object change, as an event announces it.
+pub fn created(bucket: &str, key: &str, etag: Option<&str>) -> s3fanout::Change {
+    s3fanout::Change {
+        kind: s3fanout::ChangeKind::Created,
+        bucket: bucket.to_string(),
+        key: key.to_string(),
+        region: None,
+        etag: etag.map(str::to_string),
+        size: None,
+        sequencer: None,
+        version_id: None,
+    }
+}
+
+/// Puts an object of `size` bytes (a repeating pattern, so that offsets matter).
+pub async fn put_sized(client: &Client, bucket: &str, key: &str, size: usize) -> String {
+    let body: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
+    put(client, bucket, key, &body).await
 }
 
 /// An S3 notification with the given records.

@@ -2,7 +2,7 @@
 
 use integration::*;
 use s3fanout::invocation::handle;
-use s3fanout::{Outcome, Target};
+use s3fanout::{Deadline, Outcome, Target};
 use serde_json::json;
 
 /// Keys of every class that breaks naive encoding.
@@ -48,7 +48,7 @@ async fn replicates_awkward_keys_with_headers_metadata_and_tags() {
         ));
     }
     let replicator = setup.replicator(setup.config()).await;
-    let response = handle(&replicator, &notification(records))
+    let response = handle(&replicator, &notification(records), &Deadline::none())
         .await
         .expect("no failure");
     assert_eq!(response["outcomes"]["copied"], 3 * awkward_keys().len());
@@ -64,7 +64,9 @@ async fn replicates_awkward_keys_with_headers_metadata_and_tags() {
         .iter()
         .map(|k| s3_record("ObjectCreated:Put", &setup.source, k, None))
         .collect();
-    let again = handle(&replicator, &notification(records)).await.unwrap();
+    let again = handle(&replicator, &notification(records), &Deadline::none())
+        .await
+        .unwrap();
     assert_eq!(
         again["outcomes"],
         json!({ "up_to_date": 3 * awkward_keys().len() })
@@ -86,7 +88,9 @@ async fn target_options_prefix_storage_class_and_kms_apply() {
         "doc one.txt",
         Some(&etag),
     )]);
-    handle(&replicator, &event).await.unwrap();
+    handle(&replicator, &event, &Deadline::none())
+        .await
+        .unwrap();
 
     assert_replica(&setup, "doc one.txt", &setup.targets[0]).await;
     let head = setup
@@ -132,6 +136,7 @@ async fn a_prefix_that_makes_the_key_too_long_fails_that_target_only() {
             &key,
             Some(&etag),
         )]),
+        &Deadline::none(),
     )
     .await
     .unwrap_err()
@@ -216,7 +221,10 @@ async fn unknown_buckets_fail_clearly_and_others_still_complete() {
     config.source_buckets.insert(ghost.clone());
     let replicator = setup.replicator(config).await;
     let event = notification(vec![s3_record("ObjectCreated:Put", &ghost, "k", None)]);
-    let err = handle(&replicator, &event).await.unwrap_err().to_string();
+    let err = handle(&replicator, &event, &Deadline::none())
+        .await
+        .unwrap_err()
+        .to_string();
     assert!(
         err.contains(&format!("source bucket \"{ghost}\" does not exist")),
         "{err}"
@@ -233,6 +241,7 @@ async fn events_from_buckets_that_are_not_sources_are_rejected() {
     let err = handle(
         &replicator,
         &notification(vec![s3_record("ObjectCreated:Put", &other, "k", None)]),
+        &Deadline::none(),
     )
     .await
     .unwrap_err()
@@ -262,6 +271,7 @@ async fn deletes_propagate_only_when_configured_and_only_when_the_source_is_gone
                 key,
                 Some(&etag),
             )]),
+            &Deadline::none(),
         )
         .await
         .unwrap();
@@ -278,7 +288,9 @@ async fn deletes_propagate_only_when_configured_and_only_when_the_source_is_gone
     ]);
 
     let disabled = setup.replicator(setup.config()).await;
-    let out = handle(&disabled, &deletes).await.unwrap();
+    let out = handle(&disabled, &deletes, &Deadline::none())
+        .await
+        .unwrap();
     assert_eq!(out["outcomes"], json!({ "ignored": 4 }));
     let present = |t: &Target, key: &'static str| {
         let client = setup.target_client(t);
@@ -290,7 +302,7 @@ async fn deletes_propagate_only_when_configured_and_only_when_the_source_is_gone
     let mut config = setup.config();
     config.replicate_deletes = true;
     let enabled = setup.replicator(config).await;
-    let out = handle(&enabled, &deletes).await.unwrap();
+    let out = handle(&enabled, &deletes, &Deadline::none()).await.unwrap();
     assert_eq!(out["outcomes"], json!({ "deleted": 2, "source_exists": 2 }));
     for t in &setup.targets {
         assert!(!present(t, "gone one").await, "deleted from {}", t.bucket);
@@ -316,7 +328,9 @@ async fn sqs_batch_reports_exactly_the_failed_messages() {
         notification(vec![s3_record("ObjectCreated:Put", &other, "k", None)]),
     ];
     let replicator = setup.replicator(setup.config()).await;
-    let response = handle(&replicator, &sqs_event(&bodies)).await.unwrap();
+    let response = handle(&replicator, &sqs_event(&bodies), &Deadline::none())
+        .await
+        .unwrap();
     assert_eq!(
         response,
         json!({ "batchItemFailures": [ { "itemIdentifier": "m1" }, { "itemIdentifier": "m3" } ] })

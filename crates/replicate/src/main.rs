@@ -1,7 +1,7 @@
 //! Lambda function: replicates S3 object events to every configured replica bucket.
 
 use lambda_runtime::{run, service_fn, Diagnostic, Error, LambdaEvent};
-use s3fanout::{invocation, Replicator};
+use s3fanout::{invocation, Deadline, Replicator};
 use serde_json::Value;
 
 #[tokio::main]
@@ -9,7 +9,11 @@ async fn main() -> Result<(), Error> {
     lambda_runtime::tracing::init_default_subscriber();
     let replicator = &Replicator::from_env().await?;
     run(service_fn(move |event: LambdaEvent<Value>| async move {
-        invocation::handle(replicator, &event.payload)
+        let deadline = Deadline::from_epoch_millis(
+            event.context.deadline,
+            replicator.config().deadline_margin,
+        );
+        invocation::handle(replicator, &event.payload, &deadline)
             .await
             .map_err(|e| Diagnostic {
                 error_type: e.kind().into(),

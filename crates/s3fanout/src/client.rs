@@ -9,6 +9,9 @@ use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_sdk_s3::Client;
 
+/// Attempts per request (first try included) unless `AWS_MAX_ATTEMPTS` says otherwise.
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 5;
+
 /// Region used when neither the event nor the environment names one.
 const FALLBACK_REGION: &str = "us-east-1";
 
@@ -22,20 +25,24 @@ pub struct Clients {
 }
 
 impl Clients {
-    /// Loads credentials, region and endpoint from the standard AWS environment, including
-    /// `AWS_ENDPOINT_URL` / `AWS_ENDPOINT_URL_S3` for S3-compatible servers.
+    /// Loads credentials, region, endpoint and retry settings from the standard AWS environment:
+    /// `AWS_ENDPOINT_URL` / `AWS_ENDPOINT_URL_S3` for S3-compatible servers, `AWS_MAX_ATTEMPTS`
+    /// and `AWS_RETRY_MODE` for retries (default here: standard mode, 5 attempts, exponential
+    /// backoff with jitter).
     pub async fn from_env() -> Self {
-        let base = aws_config::defaults(BehaviorVersion::latest())
-            .retry_config(RetryConfig::standard().with_max_attempts(5))
-            .timeout_config(
-                TimeoutConfig::builder()
-                    .connect_timeout(Duration::from_secs(5))
-                    .operation_attempt_timeout(Duration::from_secs(60))
-                    .build(),
-            )
-            .load()
-            .await;
-        Self::new(base, endpoint_override().is_some())
+        let mut loader = aws_config::defaults(BehaviorVersion::latest()).timeout_config(
+            TimeoutConfig::builder()
+                .connect_timeout(Duration::from_secs(5))
+                .build(),
+        );
+        let retry_set = ["AWS_MAX_ATTEMPTS", "AWS_RETRY_MODE"]
+            .iter()
+            .any(|name| std::env::var_os(name).is_some());
+        if !retry_set {
+            loader = loader
+                .retry_config(RetryConfig::standard().with_max_attempts(DEFAULT_MAX_ATTEMPTS));
+        }
+        Self::new(loader.load().await, endpoint_override().is_some())
     }
 
     /// Builds from an explicit SDK configuration; `path_style` forces path-style addressing,

@@ -1,12 +1,22 @@
 //! Replication configuration, read once at cold start from environment variables.
 
 use std::collections::BTreeSet;
+use std::time::Duration;
 
 use aws_sdk_s3::types::StorageClass;
 use percent_encoding::percent_decode_str;
 
 /// Default number of copy operations in flight at once.
 pub const DEFAULT_CONCURRENCY: usize = 32;
+/// Default size above which objects are copied by multipart upload.
+pub const DEFAULT_MULTIPART_THRESHOLD: u64 = 64 * MIB;
+/// Default part size of multipart copies (grown when an object needs more than 10,000 parts).
+pub const DEFAULT_PART_SIZE: u64 = 64 * MIB;
+/// Default time before the invocation deadline at which no new request starts.
+pub const DEFAULT_DEADLINE_MARGIN: Duration = Duration::from_secs(10);
+
+const MIB: u64 = 1024 * 1024;
+const GIB: u64 = 1024 * MIB;
 
 /// One replica bucket and how objects are written to it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,8 +49,14 @@ pub struct Config {
     pub targets: Vec<Target>,
     /// Whether `ObjectRemoved` events delete the object from every replica.
     pub replicate_deletes: bool,
-    /// Upper bound on copy operations in flight at once, across all objects and targets.
+    /// Upper bound on S3 requests in flight at once, across all objects, targets and parts.
     pub concurrency: usize,
+    /// Objects larger than this are copied by multipart upload (at most 5 GiB, the CopyObject limit).
+    pub multipart_threshold: u64,
+    /// Part size of multipart copies.
+    pub part_size: u64,
+    /// No new request starts when less than this remains before the invocation deadline.
+    pub deadline_margin: Duration,
 }
 
 /// A configuration value that cannot be used; the message names the variable and the value.
@@ -65,9 +81,28 @@ pub mod vars {
     pub const REPLICATE_DELETES: &str = "REPLICATE_DELETES";
     /// Positive integer.
     pub const COPY_CONCURRENCY: &str = "COPY_CONCURRENCY";
+    /// Bytes, or a number with KiB, MiB or GiB.
+    pub const MULTIPART_THRESHOLD: &str = "MULTIPART_THRESHOLD";
+    /// Bytes, or a number with KiB, MiB or GiB.
+    pub const MULTIPART_PART_SIZE: &str = "MULTIPART_PART_SIZE";
+    /// Milliseconds.
+    pub const DEADLINE_MARGIN_MS: &str = "DEADLINE_MARGIN_MS";
 }
 
 impl Config {
+    /// A configuration with default settings.
+    pub fn new(source_buckets: impl IntoIterator<Item = String>, targets: Vec<Target>) -> Self {
+        Config {
+            source_buckets: source_buckets.into_iter().collect(),
+            targets,
+            replicate_deletes: false,
+            concurrency: DEFAULT_CONCURRENCY,
+            multipart_threshold: DEFAULT_MULTIPART_THRESHOLD,
+            part_size: DEFAULT_PART_SIZE,
+            deadline_margin: DEFAULT_DEADLINE_MARGIN,
+        }
+    }
+
     /// Reads the configuration from the process environment.
     pub fn from_env() -> Result<Self, ConfigError> {
         Self::from_lookup(|name| std::env::var(name).ok())
@@ -136,11 +171,42 @@ impl Config {
             },
         };
 
+        let size = |variable: &'static str, default: u64| {
+            match get(variable) {
+            None => Ok(default),
+            Some(v) => parse_size(&v)
+                .filter(|n| (5 * MIB..=5 * GIB).contains(n))
+                .ok_or_else(|| ConfigError {
+                    variable,
+                    value: v,
+                    reason: "expected a size from 5MiB to 5GiB (bytes, or a number with KiB, MiB or GiB)".into(),
+                }),
+        }
+        };
+        let multipart_threshold = size(vars::MULTIPART_THRESHOLD, DEFAULT_MULTIPART_THRESHOLD)?;
+        let part_size = size(vars::MULTIPART_PART_SIZE, DEFAULT_PART_SIZE)?;
+        let deadline_margin = match get(vars::DEADLINE_MARGIN_MS) {
+            None => DEFAULT_DEADLINE_MARGIN,
+            Some(v) => match v.trim().parse::<u64>() {
+                Ok(ms) if ms <= 600_000 => Duration::from_millis(ms),
+                _ => {
+                    return Err(ConfigError {
+                        variable: vars::DEADLINE_MARGIN_MS,
+                        value: v,
+                        reason: "expected milliseconds from 0 to 600000".into(),
+                    })
+                }
+            },
+        };
+
         Ok(Config {
             source_buckets,
             targets,
             replicate_deletes,
             concurrency,
+            multipart_threshold,
+            part_size,
+            deadline_margin,
         })
     }
 
@@ -152,6 +218,20 @@ impl Config {
 
 fn split_list(raw: &str) -> impl Iterator<Item = &str> {
     raw.split(',').map(str::trim).filter(|s| !s.is_empty())
+}
+
+fn parse_size(v: &str) -> Option<u64> {
+    let v = v.trim();
+    let split = v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len());
+    let (number, unit) = v.split_at(split);
+    let unit = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "kib" | "k" => 1024,
+        "mib" | "m" => MIB,
+        "gib" | "g" => GIB,
+        _ => return None,
+    };
+    number.parse::<u64>().ok()?.checked_mul(unit)
 }
 
 fn parse_bool(v: &str) -> Option<bool> {
@@ -284,6 +364,35 @@ mod tests {
         .unwrap();
         assert!(!c.replicate_deletes);
         assert_eq!(c.concurrency, DEFAULT_CONCURRENCY);
+        assert_eq!(c, Config::new(["src".to_string()], c.targets.clone()));
+    }
+
+    #[test]
+    fn sizes_and_margin() {
+        let c = parse(&[
+            ("SOURCE_BUCKETS", "src"),
+            ("REPLICA_TARGETS", "rep@us-east-1"),
+            ("MULTIPART_THRESHOLD", "100MiB"),
+            ("MULTIPART_PART_SIZE", "8388608"),
+            ("DEADLINE_MARGIN_MS", "2500"),
+        ])
+        .unwrap();
+        assert_eq!(c.multipart_threshold, 100 * MIB);
+        assert_eq!(c.part_size, 8 * MIB);
+        assert_eq!(c.deadline_margin, Duration::from_millis(2500));
+        for (var, bad) in [
+            ("MULTIPART_THRESHOLD", "6GiB"),
+            ("MULTIPART_PART_SIZE", "1MiB"),
+            ("MULTIPART_THRESHOLD", "lots"),
+        ] {
+            let err = parse(&[
+                ("SOURCE_BUCKETS", "src"),
+                ("REPLICA_TARGETS", "rep@us-east-1"),
+                (var, bad),
+            ])
+            .unwrap_err();
+            assert_eq!((err.variable, err.value.as_str()), (var, bad));
+        }
     }
 
     /// Environment, the text the error must name, and the reason it must give.

@@ -11,6 +11,7 @@ use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse};
 use futures::future::join_all;
 use serde_json::{json, Value};
 
+use crate::deadline::Deadline;
 use crate::event::{parse_invocation, EventError, Invocation};
 use crate::metrics;
 use crate::outcome::ChangeReport;
@@ -38,12 +39,16 @@ impl InvocationError {
 }
 
 /// Handles one invocation payload.
-pub async fn handle(replicator: &Replicator, payload: &Value) -> Result<Value, InvocationError> {
+pub async fn handle(
+    replicator: &Replicator,
+    payload: &Value,
+    deadline: &Deadline,
+) -> Result<Value, InvocationError> {
     match parse_invocation(payload)? {
         Invocation::Sqs(items) => {
             let results = join_all(items.into_iter().map(|item| async move {
                 let reports = match item.changes {
-                    Ok(changes) => replicator.apply(&changes).await,
+                    Ok(changes) => replicator.apply_before(&changes, deadline).await,
                     Err(error) => {
                         tracing::error!(message_id = %item.message_id, error = %error, "unusable SQS message");
                         return (item.message_id, Vec::new(), true);
@@ -71,7 +76,7 @@ pub async fn handle(replicator: &Replicator, payload: &Value) -> Result<Value, I
             Ok(serde_json::to_value(response).expect("batch response serialises"))
         }
         Invocation::Direct(changes) => {
-            let reports = replicator.apply(&changes).await;
+            let reports = replicator.apply_before(&changes, deadline).await;
             metrics::emit(&reports);
             let failures: Vec<String> = reports
                 .iter()

@@ -5,6 +5,8 @@
 
 pub mod client;
 pub mod config;
+pub mod copy;
+pub mod deadline;
 pub mod event;
 pub mod invocation;
 pub mod keys;
@@ -16,6 +18,7 @@ pub mod s3_error;
 
 pub use client::Clients;
 pub use config::{Config, ConfigError, Target};
+pub use deadline::Deadline;
 pub use event::{Change, ChangeKind};
 pub use outcome::{ChangeReport, Outcome, TargetReport};
 pub use replicator::Replicator;

@@ -4,20 +4,18 @@ use std::future::Future;
 use std::time::Instant;
 
 use aws_sdk_s3::operation::head_object::HeadObjectOutput;
-use aws_sdk_s3::types::{MetadataDirective, ServerSideEncryption, TaggingDirective};
 use futures::future::join_all;
 use tokio::sync::Semaphore;
 
 use crate::client::Clients;
 use crate::config::{Config, ConfigError, Target};
+use crate::copy::{self, CopyPlan};
+use crate::deadline::Deadline;
 use crate::event::{Change, ChangeKind};
-use crate::keys::{copy_source, MAX_KEY_BYTES};
+use crate::keys::MAX_KEY_BYTES;
 use crate::outcome::{ChangeReport, Outcome, TargetReport};
 use crate::provenance;
 use crate::s3_error::S3Failure;
-
-/// Largest object a single CopyObject request can copy.
-pub const MAX_SINGLE_COPY_BYTES: i64 = 5 * 1024 * 1024 * 1024;
 
 /// Replicates changes of the source buckets to every configured target.
 #[derive(Debug)]
@@ -64,11 +62,17 @@ impl Replicator {
 
     /// Applies all changes concurrently (bounded by the configured concurrency).
     pub async fn apply(&self, changes: &[Change]) -> Vec<ChangeReport> {
-        join_all(changes.iter().map(|c| self.apply_change(c))).await
+        self.apply_before(changes, &Deadline::none()).await
+    }
+
+    /// Applies all changes concurrently, stopping in time for `deadline`: what was not done is
+    /// reported failed (retryable).
+    pub async fn apply_before(&self, changes: &[Change], deadline: &Deadline) -> Vec<ChangeReport> {
+        join_all(changes.iter().map(|c| self.apply_change(c, deadline))).await
     }
 
     /// Applies one change to every target; one target's failure never stops the others.
-    pub async fn apply_change(&self, change: &Change) -> ChangeReport {
+    pub async fn apply_change(&self, change: &Change, deadline: &Deadline) -> ChangeReport {
         let started = Instant::now();
         if !self.config.source_buckets.contains(&change.bucket) {
             let allowed: Vec<_> = self
@@ -92,13 +96,18 @@ impl Replicator {
             );
         }
         match change.kind {
-            ChangeKind::Created => self.replicate_created(change, started).await,
-            ChangeKind::Removed => self.replicate_removed(change, started).await,
+            ChangeKind::Created => self.replicate_created(change, started, deadline).await,
+            ChangeKind::Removed => self.replicate_removed(change, started, deadline).await,
         }
     }
 
-    async fn replicate_created(&self, change: &Change, started: Instant) -> ChangeReport {
-        let head = match self.head_source(change).await {
+    async fn replicate_created(
+        &self,
+        change: &Change,
+        started: Instant,
+        deadline: &Deadline,
+    ) -> ChangeReport {
+        let head = match self.head_source(change, deadline).await {
             SourceState::Present(head) => head,
             SourceState::Missing => return self.same_for_all(change, started, Outcome::SourceGone),
             SourceState::Failed(error, retryable) => {
@@ -121,23 +130,31 @@ impl Replicator {
             head: *head,
             etag,
         };
-        let targets = self
-            .config
-            .targets
-            .iter()
-            .map(|target| self.timed(change, target, started, self.copy_to(target, &source)));
+        let targets = self.config.targets.iter().map(|target| {
+            self.timed(
+                change,
+                target,
+                started,
+                self.copy_to(target, &source, deadline),
+            )
+        });
         ChangeReport {
             change: change.clone(),
             targets: join_all(targets).await,
         }
     }
 
-    async fn replicate_removed(&self, change: &Change, started: Instant) -> ChangeReport {
+    async fn replicate_removed(
+        &self,
+        change: &Change,
+        started: Instant,
+        deadline: &Deadline,
+    ) -> ChangeReport {
         if !self.config.replicate_deletes {
             let reason = "deletes are not propagated (REPLICATE_DELETES is false)".to_string();
             return self.same_for_all(change, started, Outcome::Ignored { reason });
         }
-        match self.head_source(change).await {
+        match self.head_source(change, deadline).await {
             SourceState::Missing => {}
             SourceState::Present(_) => {
                 return self.same_for_all(change, started, Outcome::SourceExists)
@@ -151,7 +168,7 @@ impl Replicator {
                 change,
                 target,
                 started,
-                self.delete_from(target, &change.key),
+                self.delete_from(target, &change.key, deadline),
             )
         });
         ChangeReport {
@@ -160,7 +177,7 @@ impl Replicator {
         }
     }
 
-    async fn head_source(&self, change: &Change) -> SourceState {
+    async fn head_source(&self, change: &Change, deadline: &Deadline) -> SourceState {
         let region = change
             .region
             .clone()
@@ -171,6 +188,9 @@ impl Replicator {
             .acquire()
             .await
             .expect("semaphore is never closed");
+        if let Some(Outcome::Failed { error, retryable }) = deadline.refuse_new_work() {
+            return SourceState::Failed(error, retryable);
+        }
         let result = client
             .head_object()
             .bucket(&change.bucket)
@@ -203,7 +223,7 @@ impl Replicator {
         }
     }
 
-    async fn copy_to(&self, target: &Target, source: &Source<'_>) -> Outcome {
+    async fn copy_to(&self, target: &Target, source: &Source<'_>, deadline: &Deadline) -> Outcome {
         let key = target.replica_key(&source.change.key);
         if key.len() > MAX_KEY_BYTES {
             return permanent(format!(
@@ -212,95 +232,64 @@ impl Replicator {
                 target.prefix
             ));
         }
-        let size = source.head.content_length().unwrap_or_default();
-        if size > MAX_SINGLE_COPY_BYTES {
-            return permanent(format!(
-                "object is {size} bytes: above the {MAX_SINGLE_COPY_BYTES}-byte CopyObject limit"
-            ));
-        }
         let client = self.clients.for_region(&target.region);
         let location = format!("s3://{}/{}", target.bucket, key);
-        let _permit = self
+        let plan = CopyPlan {
+            source_bucket: &source.change.bucket,
+            source_key: &source.change.key,
+            etag: &source.etag,
+            head: &source.head,
+            target,
+            key: &key,
+        };
+        let size = source.head.content_length().unwrap_or_default().max(0) as u64;
+        let permit = self
             .limit
             .acquire()
             .await
             .expect("semaphore is never closed");
-
-        match client
-            .head_object()
-            .bucket(&target.bucket)
-            .key(&key)
-            .send()
-            .await
-        {
-            Ok(replica) if provenance::recorded_etag(replica.metadata()) == Some(&source.etag) => {
-                return Outcome::UpToDate
-            }
-            Ok(_) => {}
-            Err(err) => {
-                let failure = S3Failure::from_sdk(&err);
-                if !failure.is_missing_object() {
-                    return failed(&failure, "HeadObject", &location);
-                }
-            }
+        if let Some(refused) = deadline.refuse_new_work() {
+            return refused;
         }
-
-        let head = &source.head;
-        let metadata =
-            provenance::replica_metadata(head.metadata(), &source.change.bucket, &source.etag);
-        let mut request = client
-            .copy_object()
-            .bucket(&target.bucket)
-            .key(&key)
-            .copy_source(copy_source(&source.change.bucket, &source.change.key, None))
-            .copy_source_if_match(format!("\"{}\"", source.etag))
-            .metadata_directive(MetadataDirective::Replace)
-            .set_metadata(Some(metadata))
-            .tagging_directive(TaggingDirective::Copy)
-            .set_content_type(head.content_type().map(str::to_string))
-            .set_cache_control(head.cache_control().map(str::to_string))
-            .set_content_encoding(head.content_encoding().map(str::to_string))
-            .set_content_disposition(head.content_disposition().map(str::to_string))
-            .set_content_language(head.content_language().map(str::to_string))
-            .set_website_redirect_location(head.website_redirect_location().map(str::to_string))
-            .set_storage_class(
-                target
-                    .storage_class
-                    .clone()
-                    .or_else(|| head.storage_class().cloned()),
-            );
-        if let Some(key_id) = &target.kms_key_id {
-            request = request
-                .server_side_encryption(ServerSideEncryption::AwsKms)
-                .ssekms_key_id(key_id);
-        }
-        // Expires is kept as the raw header: S3 stores any string there, not only valid dates.
-        let expires = head.expires_string().map(str::to_string);
-        let result = request
-            .customize()
-            .mutate_request(move |req| {
-                if let Some(value) = &expires {
-                    req.headers_mut().insert("Expires", value.clone());
+        let checked = tokio::time::timeout_at(deadline.hard().into(), async {
+            match client
+                .head_object()
+                .bucket(&target.bucket)
+                .key(&key)
+                .send()
+                .await
+            {
+                Ok(replica)
+                    if provenance::recorded_etag(replica.metadata()) == Some(&source.etag) =>
+                {
+                    Some(Outcome::UpToDate)
                 }
-            })
-            .send()
-            .await;
-        match result {
-            Ok(_) => Outcome::Copied,
-            Err(err) => {
-                let failure = S3Failure::from_sdk(&err);
-                if failure.is_precondition_failed() {
-                    Outcome::SourceChanged
-                } else if failure.code.as_deref() == Some("NoSuchKey") {
-                    Outcome::SourceGone
-                } else {
-                    failed(&failure, "CopyObject", &location)
+                Ok(_) => None,
+                Err(err) => {
+                    let failure = S3Failure::from_sdk(&err);
+                    (!failure.is_missing_object())
+                        .then(|| failed(&failure, "HeadObject", &location))
                 }
             }
+        });
+        match checked.await {
+            Ok(Some(outcome)) => return outcome,
+            Ok(None) => {}
+            Err(_) => return deadline.stopped_in_flight(),
+        }
+        if size > self.config.multipart_threshold {
+            // Parts take permits of their own from the same pool.
+            drop(permit);
+            return copy::multipart(&client, &plan, self.config.part_size, &self.limit, deadline)
+                .await;
+        }
+        match tokio::time::timeout_at(deadline.hard().into(), copy::single(&client, &plan)).await {
+            Ok(outcome) => outcome,
+            Err(_) => deadline.stopped_in_flight(),
         }
     }
 
-    async fn delete_from(&self, target: &Target, source_key: &str) -> Outcome {
+    async fn delete_from(&self, target: &Target, source_key: &str, deadline: &Deadline) -> Outcome {
         let key = target.replica_key(source_key);
         let client = self.clients.for_region(&target.region);
         let _permit = self
@@ -308,6 +297,9 @@ impl Replicator {
             .acquire()
             .await
             .expect("semaphore is never closed");
+        if let Some(refused) = deadline.refuse_new_work() {
+            return refused;
+        }
         match client
             .delete_object()
             .bucket(&target.bucket)

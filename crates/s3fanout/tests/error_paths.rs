@@ -7,7 +7,7 @@ use aws_smithy_mocks::{mock, mock_client, Rule, RuleMode};
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use aws_smithy_runtime_api::http::StatusCode;
 use aws_smithy_types::body::SdkBody;
-use s3fanout::{Change, ChangeKind, Clients, Config, Outcome, Replicator, Target};
+use s3fanout::{Change, ChangeKind, Clients, Config, Deadline, Outcome, Replicator, Target};
 
 fn s3_error(status: u16, code: &str) -> HttpResponse {
     let body = format!("<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>{code}</Code><Message>{code} from test</Message></Error>");
@@ -39,12 +39,11 @@ fn created(bucket: &str, key: &str) -> Change {
 
 fn replicator(rules: &[&Rule], targets: &[&str]) -> Replicator {
     let client: Client = mock_client!(aws_sdk_s3, RuleMode::MatchAny, rules);
-    let config = Config {
-        source_buckets: ["src".to_string()].into(),
-        targets: targets.iter().map(|b| target(b)).collect(),
-        replicate_deletes: true,
-        concurrency: 4,
-    };
+    let mut config = Config::new(
+        ["src".to_string()],
+        targets.iter().map(|b| target(b)).collect(),
+    );
+    config.replicate_deletes = true;
     Replicator::new(config, Clients::fixed(client))
 }
 
@@ -95,7 +94,9 @@ async fn each_target_gets_its_own_outcome_and_retry_decision() {
         ],
         &["good", "denied", "slow", "changed"],
     );
-    let report = replicator.apply_change(&created("src", "a b+c?")).await;
+    let report = replicator
+        .apply_change(&created("src", "a b+c?"), &Deadline::none())
+        .await;
     let outcomes: Vec<_> = report
         .targets
         .iter()
@@ -136,7 +137,9 @@ async fn source_errors_fail_every_target() {
     let head_source =
         mock!(Client::head_object).then_http_response(|| s3_error(500, "InternalError"));
     let replicator = replicator(&[&head_source], &["t1", "t2"]);
-    let report = replicator.apply_change(&created("src", "k")).await;
+    let report = replicator
+        .apply_change(&created("src", "k"), &Deadline::none())
+        .await;
     assert_eq!(report.targets.len(), 2);
     for t in &report.targets {
         match &t.outcome {
@@ -157,7 +160,7 @@ async fn delete_is_skipped_when_source_exists_again() {
     let replicator = replicator(&[&head_source, &delete], &["t1"]);
     let mut change = created("src", "k");
     change.kind = ChangeKind::Removed;
-    let report = replicator.apply_change(&change).await;
+    let report = replicator.apply_change(&change, &Deadline::none()).await;
     assert_eq!(report.targets[0].outcome, Outcome::SourceExists);
     assert_eq!(delete.num_calls(), 0);
 }

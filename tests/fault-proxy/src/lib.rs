@@ -1,0 +1,285 @@
+//! A fault-injecting HTTP proxy for tests and benchmarks.
+//!
+//! It listens on 127.0.0.1, forwards every request to an S3 server, and, per bucket (the first
+//! path segment: clients use path-style addressing), injects 500/503 responses, connection
+//! resets and added latency at chosen rates. It counts what it sees, so tests can assert which
+//! requests were made.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::header::{HeaderName, CONNECTION, TRANSFER_ENCODING};
+use hyper::service::service_fn;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpListener;
+
+/// What to do to the requests of one bucket.
+#[derive(Debug, Clone, Default)]
+pub struct Rule {
+    /// Share of requests answered with 500 InternalError or 503 SlowDown (half each).
+    pub error_rate: f64,
+    /// Share of requests whose connection is closed without an answer.
+    pub reset_rate: f64,
+    /// Added before forwarding each request.
+    pub latency: Duration,
+    /// Every request is answered 503 ServiceUnavailable.
+    pub down: bool,
+    /// When set, the rule applies only to requests whose query string contains this text
+    /// (for example `partNumber=2`); others pass untouched.
+    pub only_query: Option<String>,
+}
+
+/// One request the proxy saw.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Seen {
+    /// HTTP method.
+    pub method: String,
+    /// Bucket (first path segment).
+    pub bucket: String,
+    /// Query string.
+    pub query: String,
+    /// Whether it carried `x-amz-copy-source` (CopyObject or UploadPartCopy).
+    pub copy: bool,
+    /// Whether a fault was injected instead of forwarding.
+    pub faulted: bool,
+}
+
+#[derive(Default)]
+struct State {
+    rules: HashMap<String, Rule>,
+    default_rule: Rule,
+    seen: Vec<Seen>,
+}
+
+/// A running proxy; it stops when dropped.
+pub struct FaultProxy {
+    addr: SocketAddr,
+    state: Arc<Mutex<State>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for FaultProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl FaultProxy {
+    /// Starts a proxy in front of `upstream` (for example `http://127.0.0.1:5000`).
+    pub async fn start(upstream: &str) -> std::io::Result<Self> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let state = Arc::new(Mutex::new(State::default()));
+        let upstream: Arc<str> = upstream.trim_end_matches('/').into();
+        let client: Client<HttpConnector, Full<Bytes>> =
+            Client::builder(TokioExecutor::new()).build_http();
+        let shared = state.clone();
+        let task = tokio::spawn(async move {
+            let random = Arc::new(AtomicU64::new(0x9E37_79B9_7F4A_7C15));
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let (state, client, upstream, random) = (
+                    shared.clone(),
+                    client.clone(),
+                    upstream.clone(),
+                    random.clone(),
+                );
+                tokio::spawn(async move {
+                    let service = service_fn(move |req| {
+                        handle(
+                            req,
+                            state.clone(),
+                            client.clone(),
+                            upstream.clone(),
+                            random.clone(),
+                        )
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .keep_alive(true)
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Ok(FaultProxy { addr, state, task })
+    }
+
+    /// The URL clients use as their endpoint.
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Sets the rule for one bucket.
+    pub fn set_rule(&self, bucket: &str, rule: Rule) {
+        self.state
+            .lock()
+            .unwrap()
+            .rules
+            .insert(bucket.to_string(), rule);
+    }
+
+    /// Sets the rule for buckets without a rule of their own.
+    pub fn set_default_rule(&self, rule: Rule) {
+        self.state.lock().unwrap().default_rule = rule;
+    }
+
+    /// Removes every rule: all requests pass untouched.
+    pub fn clear_rules(&self) {
+        let mut state = self.state.lock().unwrap();
+        state.rules.clear();
+        state.default_rule = Rule::default();
+    }
+
+    /// Everything seen so far, and forgets it.
+    pub fn take_seen(&self) -> Vec<Seen> {
+        std::mem::take(&mut self.state.lock().unwrap().seen)
+    }
+}
+
+/// The reason a connection is dropped on purpose.
+#[derive(Debug)]
+struct InjectedReset;
+
+impl std::fmt::Display for InjectedReset {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("injected connection reset")
+    }
+}
+
+impl std::error::Error for InjectedReset {}
+
+enum Fault {
+    None(Duration),
+    Error(StatusCode, &'static str),
+    Reset,
+}
+
+async fn handle(
+    req: Request<Incoming>,
+    state: Arc<Mutex<State>>,
+    client: Client<HttpConnector, Full<Bytes>>,
+    upstream: Arc<str>,
+    random: Arc<AtomicU64>,
+) -> Result<Response<Full<Bytes>>, InjectedReset> {
+    let bucket = req
+        .uri()
+        .path()
+        .trim_start_matches('/')
+        .split('/')
+        .next()
+        .unwrap_or("")
+        .to_string();
+    let query = req.uri().query().unwrap_or("").to_string();
+    let fault = {
+        let mut state = state.lock().unwrap();
+        let rule = state
+            .rules
+            .get(&bucket)
+            .unwrap_or(&state.default_rule)
+            .clone();
+        let applies = rule.only_query.as_deref().is_none_or(|q| query.contains(q));
+        let roll = next_unit(&random);
+        let fault = if !applies {
+            Fault::None(Duration::ZERO)
+        } else if rule.down {
+            Fault::Error(StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable")
+        } else if roll < rule.error_rate / 2.0 {
+            Fault::Error(StatusCode::INTERNAL_SERVER_ERROR, "InternalError")
+        } else if roll < rule.error_rate {
+            Fault::Error(StatusCode::SERVICE_UNAVAILABLE, "SlowDown")
+        } else if roll < rule.error_rate + rule.reset_rate {
+            Fault::Reset
+        } else {
+            Fault::None(rule.latency)
+        };
+        state.seen.push(Seen {
+            method: req.method().to_string(),
+            bucket,
+            query,
+            copy: req.headers().contains_key("x-amz-copy-source"),
+            faulted: !matches!(fault, Fault::None(_)),
+        });
+        fault
+    };
+
+    let (mut parts, body) = req.into_parts();
+    // The whole request is read first, as a server would before failing it.
+    let body = body
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    match fault {
+        Fault::Reset => return Err(InjectedReset),
+        Fault::Error(status, code) => {
+            let xml = format!(
+                "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>{code}</Code><Message>injected by the fault proxy</Message></Error>"
+            );
+            return Ok(Response::builder()
+                .status(status)
+                .header("content-type", "application/xml")
+                .body(Full::new(Bytes::from(xml)))
+                .expect("static response"));
+        }
+        Fault::None(latency) if !latency.is_zero() => tokio::time::sleep(latency).await,
+        Fault::None(_) => {}
+    }
+
+    let path = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/");
+    parts.uri = format!("{upstream}{path}")
+        .parse()
+        .expect("valid upstream URI");
+    strip_hop_by_hop(&mut parts.headers);
+    let forwarded = Request::from_parts(parts, Full::new(body));
+    let response = match client.request(forwarded).await {
+        Ok(response) => response,
+        Err(_) => return Err(InjectedReset),
+    };
+    let (mut parts, body) = response.into_parts();
+    let body = body
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    strip_hop_by_hop(&mut parts.headers);
+    Ok(Response::from_parts(parts, Full::new(body)))
+}
+
+fn strip_hop_by_hop(headers: &mut hyper::HeaderMap) {
+    for name in [
+        CONNECTION,
+        TRANSFER_ENCODING,
+        HeaderName::from_static("keep-alive"),
+    ] {
+        headers.remove(name);
+    }
+}
+
+/// A uniform number in [0, 1) from a shared xorshift state: reproducible, and no dependency.
+fn next_unit(state: &AtomicU64) -> f64 {
+    let mut x = state.load(Ordering::Relaxed);
+    loop {
+        let mut y = x;
+        y ^= y << 13;
+        y ^= y >> 7;
+        y ^= y << 17;
+        match state.compare_exchange_weak(x, y, Ordering::Relaxed, Ordering::Relaxed) {
+            Ok(_) => return (y >> 11) as f64 / (1u64 << 53) as f64,
+            Err(current) => x = current,
+        }
+    }
+}

@@ -1,0 +1,278 @@
+//! Objects above the multipart threshold: copied by parallel UploadPartCopy with everything a
+//! small object's replica gets, and never an incomplete upload left behind.
+
+use std::time::{Duration, Instant};
+
+use aws_sdk_s3::types::{ServerSideEncryption, StorageClass};
+use fault_proxy::{FaultProxy, Rule};
+use integration::*;
+use s3fanout::{Config, Deadline, Outcome, Replicator};
+
+const MIB: usize = 1024 * 1024;
+
+fn multipart_config(setup: &Setup) -> Config {
+    let mut config = setup.config();
+    config.multipart_threshold = 5 * MIB as u64;
+    config.part_size = 5 * MIB as u64;
+    config
+}
+
+#[tokio::test]
+async fn multipart_copy_preserves_headers_metadata_tags_class_and_encryption() {
+    let mut setup = Setup::new(2).await;
+    setup.targets[0].storage_class = Some(StorageClass::StandardIa);
+    setup.targets[1].kms_key_id = Some("arn:aws:kms:eu-west-1:123456789012:key/big".into());
+    let key = "big/ümlaut + space.bin";
+    let body: Vec<u8> = (0..12 * MIB + 7).map(|i| (i % 251) as u8).collect();
+    let etag = put_rich(&setup.source_client(), &setup.source, key, &body).await;
+    let replicator = setup.replicator(multipart_config(&setup)).await;
+
+    let report = replicator
+        .apply(&[created(&setup.source, key, Some(&etag))])
+        .await;
+    for t in &report[0].targets {
+        assert_eq!(t.outcome, Outcome::Copied, "{}", t.bucket);
+    }
+    for target in &setup.targets {
+        assert_replica(&setup, key, target).await;
+        let head = setup
+            .target_client(target)
+            .head_object()
+            .bucket(&target.bucket)
+            .key(key)
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            head.e_tag().unwrap().ends_with("-3\""),
+            "3 parts expected, ETag {:?}",
+            head.e_tag()
+        );
+        assert_eq!(
+            uploads_in_progress(&setup.clients, &target.bucket, &target.region).await,
+            0
+        );
+    }
+    let head0 = setup
+        .target_client(&setup.targets[0])
+        .head_object()
+        .bucket(&setup.targets[0].bucket)
+        .key(key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(head0.storage_class(), Some(&StorageClass::StandardIa));
+    let head1 = setup
+        .target_client(&setup.targets[1])
+        .head_object()
+        .bucket(&setup.targets[1].bucket)
+        .key(key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        head1.server_side_encryption(),
+        Some(&ServerSideEncryption::AwsKms)
+    );
+    assert_eq!(
+        head1.ssekms_key_id(),
+        setup.targets[1].kms_key_id.as_deref()
+    );
+
+    // The multipart replica's own ETag differs from the source's; provenance still says current.
+    let again = replicator
+        .apply(&[created(&setup.source, key, Some(&etag))])
+        .await;
+    assert!(
+        again[0]
+            .targets
+            .iter()
+            .all(|t| t.outcome == Outcome::UpToDate),
+        "{again:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_failing_part_aborts_the_upload() {
+    let setup = Setup::new(1).await;
+    let target = &setup.targets[0];
+    let etag = put_sized(&setup.source_client(), &setup.source, "big", 11 * MIB).await;
+    let proxy = FaultProxy::start(&local_endpoint()).await.unwrap();
+    proxy.set_rule(
+        &target.bucket,
+        Rule {
+            down: true,
+            only_query: Some("partNumber=2".into()),
+            ..Rule::default()
+        },
+    );
+    let replicator = Replicator::new(
+        multipart_config(&setup),
+        clients_via(&proxy.endpoint(), 2).await,
+    );
+
+    let report = replicator
+        .apply(&[created(&setup.source, "big", Some(&etag))])
+        .await;
+    match &report[0].targets[0].outcome {
+        Outcome::Failed {
+            retryable: true,
+            error,
+        } => assert!(error.contains("UploadPartCopy"), "{error}"),
+        other => panic!("{other:?}"),
+    }
+    let seen = proxy.take_seen();
+    assert!(
+        seen.iter()
+            .any(|s| s.method == "DELETE" && s.query.contains("uploadId")),
+        "abort sent"
+    );
+    assert_eq!(
+        uploads_in_progress(&setup.clients, &target.bucket, &target.region).await,
+        0
+    );
+    assert!(
+        snapshot(&setup.target_client(target), &target.bucket, "big")
+            .await
+            .is_none()
+    );
+
+    proxy.clear_rules();
+    let report = replicator
+        .apply(&[created(&setup.source, "big", Some(&etag))])
+        .await;
+    assert_eq!(report[0].targets[0].outcome, Outcome::Copied);
+    assert_replica(&setup, "big", target).await;
+}
+
+#[tokio::test]
+async fn a_source_overwritten_during_the_copy_is_not_half_copied() {
+    let setup = Setup::new(1).await;
+    let target = &setup.targets[0];
+    let src = setup.source_client();
+    let etag = put_sized(&src, &setup.source, "moving", 11 * MIB).await;
+    let proxy = FaultProxy::start(&local_endpoint()).await.unwrap();
+    // Parts wait long enough for the overwrite below to land first.
+    proxy.set_rule(
+        &target.bucket,
+        Rule {
+            latency: Duration::from_millis(700),
+            only_query: Some("partNumber=".into()),
+            ..Rule::default()
+        },
+    );
+    let replicator = Replicator::new(
+        multipart_config(&setup),
+        clients_via(&proxy.endpoint(), 2).await,
+    );
+    let changes = [created(&setup.source, "moving", Some(&etag))];
+    let copy = replicator.apply(&changes);
+    let overwrite = async {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        put_sized(&src, &setup.source, "moving", 6 * MIB).await
+    };
+    let (report, _) = tokio::join!(copy, overwrite);
+    assert_eq!(report[0].targets[0].outcome, Outcome::SourceChanged);
+    assert_eq!(
+        uploads_in_progress(&setup.clients, &target.bucket, &target.region).await,
+        0
+    );
+    assert!(
+        snapshot(&setup.target_client(target), &target.bucket, "moving")
+            .await
+            .is_none()
+    );
+}
+
+#[tokio::test]
+async fn near_the_deadline_nothing_new_starts_and_the_rest_is_reported_for_retry() {
+    let setup = Setup::new(1).await;
+    let target = &setup.targets[0];
+    let mut changes = Vec::new();
+    for i in 0..12 {
+        let key = format!("small-{i}");
+        let etag = put(&setup.source_client(), &setup.source, &key, b"x").await;
+        changes.push(created(&setup.source, &key, Some(&etag)));
+    }
+    let proxy = FaultProxy::start(&local_endpoint()).await.unwrap();
+    proxy.set_rule(
+        &target.bucket,
+        Rule {
+            latency: Duration::from_millis(300),
+            ..Rule::default()
+        },
+    );
+    let mut config = setup.config();
+    config.concurrency = 2;
+    let replicator = Replicator::new(config, clients_via(&proxy.endpoint(), 2).await);
+
+    let started = Instant::now();
+    let deadline = Deadline::at(
+        started + Duration::from_millis(1500),
+        Duration::from_millis(1000),
+    );
+    let reports = replicator.apply_before(&changes, &deadline).await;
+    assert!(
+        started.elapsed() < Duration::from_millis(1500),
+        "answered before the deadline"
+    );
+    let copied = reports
+        .iter()
+        .filter(|r| r.targets[0].outcome == Outcome::Copied)
+        .count();
+    let refused = reports
+        .iter()
+        .filter(|r| matches!(&r.targets[0].outcome, Outcome::Failed { retryable: true, error } if error.contains("deadline")))
+        .count();
+    assert!(
+        copied >= 1 && refused >= 1 && copied + refused == 12,
+        "copied {copied}, refused {refused}"
+    );
+
+    // Redelivery without the deadline finishes the job.
+    let reports = replicator.apply(&changes).await;
+    assert!(reports.iter().all(|r| !r.failed()));
+    for change in &changes {
+        assert_replica(&setup, &change.key, target).await;
+    }
+}
+
+#[tokio::test]
+async fn a_multipart_copy_in_flight_at_the_deadline_is_aborted() {
+    let setup = Setup::new(1).await;
+    let target = &setup.targets[0];
+    let etag = put_sized(&setup.source_client(), &setup.source, "slow", 11 * MIB).await;
+    let proxy = FaultProxy::start(&local_endpoint()).await.unwrap();
+    proxy.set_rule(
+        &target.bucket,
+        Rule {
+            latency: Duration::from_secs(3),
+            only_query: Some("partNumber=".into()),
+            ..Rule::default()
+        },
+    );
+    let replicator = Replicator::new(
+        multipart_config(&setup),
+        clients_via(&proxy.endpoint(), 2).await,
+    );
+    let started = Instant::now();
+    let deadline = Deadline::at(
+        started + Duration::from_millis(1500),
+        Duration::from_millis(800),
+    );
+    let report = replicator
+        .apply_before(&[created(&setup.source, "slow", Some(&etag))], &deadline)
+        .await;
+    assert!(started.elapsed() < Duration::from_millis(1500));
+    match &report[0].targets[0].outcome {
+        Outcome::Failed {
+            retryable: true,
+            error,
+        } => assert!(error.contains("stopped in flight"), "{error}"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        uploads_in_progress(&setup.clients, &target.bucket, &target.region).await,
+        0
+    );
+}
