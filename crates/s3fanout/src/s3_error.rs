@@ -31,11 +31,20 @@ impl S3Failure {
             SdkError::ConstructionFailure(_) => false,
             _ => is_retryable(status, code.as_deref()),
         };
+        let message = match err {
+            // A service error is described by S3's own message; HEAD responses carry none.
+            SdkError::ServiceError(_) => err
+                .message()
+                .map(str::to_string)
+                .unwrap_or_else(|| "the response carries no error details".into()),
+            // Timeouts and connection failures need the whole chain to be understood.
+            _ => DisplayErrorContext(err).to_string(),
+        };
         S3Failure {
             status,
             code,
             retryable,
-            message: DisplayErrorContext(err).to_string(),
+            message,
         }
     }
 
