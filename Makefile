@@ -1,13 +1,14 @@
 # s3fanout: replicate S3 buckets to N replicas.
 #   make demo      run the replicate function locally on real notifications, print the replicas
 #   make test      formatting, lints, unit + integration + end-to-end + template tests
+#   make bench     figures: fan-out latency, memory, copy method
 #   make package   build the Lambda zips (arm64)
 
 VENV ?= .venv
 PY := $(VENV)/bin/python
 LOCAL_S3 := tests/with-local-s3.sh
 
-.PHONY: setup demo test check test-rust test-e2e
+.PHONY: setup demo test check test-rust test-e2e bench
 
 setup: $(VENV)/.installed
 
@@ -19,7 +20,8 @@ $(VENV)/.installed: tests/requirements.txt
 demo: setup
 	$(LOCAL_S3) $(PY) tests/e2e/replicate_e2e.py
 
-test: setup check test-rust test-e2e test-infra lint
+# cargo test runs last, so that its summary closes the output.
+test: setup check lint test-infra test-e2e test-rust
 
 check:
 	cargo fmt --all -- --check
@@ -30,5 +32,9 @@ test-rust: setup
 
 test-e2e: setup
 	$(LOCAL_S3) $(PY) tests/e2e/replicate_e2e.py
+
+bench: setup
+	cargo build --profile bench-build -p integration --bin bench
+	$(LOCAL_S3) target/bench-build/bench
 
 include infra/infra.mk
