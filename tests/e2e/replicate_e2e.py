@@ -65,7 +65,8 @@ class Function:
         self.port = free_port()
         self.env_file = tempfile.NamedTemporaryFile("w", suffix=".env", delete=False)
         for name, value in env.items():
-            self.env_file.write(f"{name}={value}\n")
+            escaped = value.replace("\\", "\\\\").replace('"', '\\"')
+            self.env_file.write(f'{name}="{escaped}"\n')
         self.env_file.close()
         self.log = open(Path(tempfile.gettempdir()) / f"cargo-lambda-watch-{self.port}.log", "w")
         cmd = [cargo_lambda(), "lambda", "watch", "--ignore-changes", "--quiet",
@@ -183,7 +184,7 @@ def main():
         "AWS_ACCESS_KEY_ID": os.environ["AWS_ACCESS_KEY_ID"],
         "AWS_SECRET_ACCESS_KEY": os.environ["AWS_SECRET_ACCESS_KEY"],
         "AWS_REGION": "us-east-1",
-        "RUST_LOG": "info",
+        "RUST_LOG": "info,replicate=debug",
     }
     function = Function(env)
     problems = []

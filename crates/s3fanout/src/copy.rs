@@ -120,12 +120,18 @@ pub(crate) async fn single(client: &Client, plan: &CopyPlan<'_>) -> Outcome {
     }
 }
 
-/// Copies by multipart upload with parts copied in parallel; any failure aborts the upload so
-/// that no incomplete upload is left behind.
+/// The part count of a multipart object, from its ETag (`"<md5>-<parts>"`).
+pub fn parts_in_etag(etag: &str) -> Option<u64> {
+    let (_, parts) = etag.trim_matches('"').rsplit_once('-')?;
+    parts.parse().ok()
+}
+
+/// Copies by multipart upload with parts of `part_size` copied in parallel; any failure aborts
+/// the upload so that no incomplete upload is left behind.
 pub(crate) async fn multipart(
     client: &Client,
     plan: &CopyPlan<'_>,
-    configured_part_size: u64,
+    part_size: u64,
     limit: &Semaphore,
     deadline: &Deadline,
 ) -> Outcome {
@@ -187,14 +193,7 @@ pub(crate) async fn multipart(
         }
     };
 
-    let work = copy_parts_and_complete(
-        client,
-        plan,
-        &upload_id,
-        configured_part_size,
-        limit,
-        deadline,
-    );
+    let work = copy_parts_and_complete(client, plan, &upload_id, part_size, limit, deadline);
     let outcome = match tokio::time::timeout_at(deadline.hard().into(), work).await {
         Ok(Ok(())) => return Outcome::Copied,
         Ok(Err(outcome)) => outcome,
@@ -208,12 +207,11 @@ async fn copy_parts_and_complete(
     client: &Client,
     plan: &CopyPlan<'_>,
     upload_id: &str,
-    configured_part_size: u64,
+    part: u64,
     limit: &Semaphore,
     deadline: &Deadline,
 ) -> Result<(), Outcome> {
     let size = plan.size();
-    let part = part_size(size, configured_part_size);
     let count = size.div_ceil(part).max(1);
     let location = plan.location();
     let copy_part = |number: u64| {
@@ -336,6 +334,15 @@ mod tests {
     use super::*;
 
     const MIB: u64 = 1024 * 1024;
+
+    #[test]
+    fn reads_part_count_from_etag() {
+        assert_eq!(
+            parts_in_etag("\"9b2cf535f27731c974343645a3985328-12\""),
+            Some(12)
+        );
+        assert_eq!(parts_in_etag("9b2cf535f27731c974343645a3985328"), None);
+    }
 
     #[test]
     fn part_sizes_stay_within_s3_limits() {

@@ -34,14 +34,25 @@ impl Deadline {
         }
     }
 
-    /// A deadline given as Lambda gives it: milliseconds since the Unix epoch.
+    /// A deadline given as Lambda gives it: milliseconds since the Unix epoch. The margin is at
+    /// most a quarter of the time left, so that a function with a short timeout still works.
+    /// A value that cannot be a point in time (local emulators send a duration) means no
+    /// deadline is known.
     pub fn from_epoch_millis(deadline_ms: u64, margin: Duration) -> Self {
         let now_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
             .unwrap_or_default();
+        const DAY_MS: u64 = 24 * 3600 * 1000;
+        if deadline_ms + DAY_MS < now_ms {
+            tracing::warn!(
+                deadline_ms,
+                "invocation deadline is not a time since the epoch; running without one"
+            );
+            return Self::none();
+        }
         let remaining = Duration::from_millis(deadline_ms.saturating_sub(now_ms));
-        Self::at(Instant::now() + remaining, margin)
+        Self::at(Instant::now() + remaining, margin.min(remaining / 4))
     }
 
     /// When in-flight work is stopped; far in the future without a deadline.
@@ -70,5 +81,62 @@ impl Deadline {
             retryable: true,
             error: "stopped in flight at the invocation deadline".into(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn epoch_ms_in(d: Duration) -> u64 {
+        (std::time::SystemTime::now() + d)
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64
+    }
+
+    #[test]
+    fn short_invocations_keep_three_quarters_of_their_time() {
+        let deadline = Deadline::from_epoch_millis(
+            epoch_ms_in(Duration::from_secs(3)),
+            Duration::from_secs(10),
+        );
+        assert!(
+            deadline.refuse_new_work().is_none(),
+            "a 3 s invocation can start work"
+        );
+        assert!(deadline.margin <= Duration::from_millis(750));
+    }
+
+    #[test]
+    fn a_deadline_that_is_not_a_point_in_time_means_none() {
+        let deadline = Deadline::from_epoch_millis(600_000, Duration::from_secs(10));
+        assert!(deadline.refuse_new_work().is_none());
+        assert!(deadline.soft.is_none());
+    }
+
+    #[test]
+    fn long_invocations_use_the_configured_margin() {
+        let deadline = Deadline::from_epoch_millis(
+            epoch_ms_in(Duration::from_secs(900)),
+            Duration::from_secs(10),
+        );
+        assert_eq!(deadline.margin, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn past_the_soft_deadline_work_is_refused_as_retryable() {
+        let deadline = Deadline::at(
+            Instant::now() + Duration::from_millis(5),
+            Duration::from_millis(10),
+        );
+        match deadline.refuse_new_work() {
+            Some(Outcome::Failed {
+                retryable: true,
+                error,
+            }) => assert!(error.contains("deadline")),
+            other => panic!("{other:?}"),
+        }
+        assert!(Deadline::none().refuse_new_work().is_none());
     }
 }

@@ -30,6 +30,9 @@ struct Source<'a> {
     change: &'a Change,
     head: HeadObjectOutput,
     etag: String,
+    /// Part size of a multipart source whose parts are all equal but the last: copying with the
+    /// same parts gives the replica the source's ETag, which a listing can then compare.
+    layout: Option<u64>,
 }
 
 enum SourceState {
@@ -125,10 +128,12 @@ impl Replicator {
         if provenance::is_replica(head.metadata()) {
             return self.same_for_all(change, started, Outcome::IsReplica);
         }
+        let layout = self.source_layout(change, &head, &etag).await;
         let source = Source {
             change,
             head: *head,
             etag,
+            layout,
         };
         let targets = self.config.targets.iter().map(|target| {
             self.timed(
@@ -277,16 +282,54 @@ impl Replicator {
             Ok(None) => {}
             Err(_) => return deadline.stopped_in_flight(),
         }
-        if size > self.config.multipart_threshold {
+        if source.layout.is_some() || size > self.config.multipart_threshold {
+            let part_size = source
+                .layout
+                .unwrap_or_else(|| copy::part_size(size, self.config.part_size));
             // Parts take permits of their own from the same pool.
             drop(permit);
-            return copy::multipart(&client, &plan, self.config.part_size, &self.limit, deadline)
-                .await;
+            return copy::multipart(&client, &plan, part_size, &self.limit, deadline).await;
         }
         match tokio::time::timeout_at(deadline.hard().into(), copy::single(&client, &plan)).await {
             Ok(outcome) => outcome,
             Err(_) => deadline.stopped_in_flight(),
         }
+    }
+
+    /// The part size of a multipart source, when its parts are uniform (as every SDK and the CLI
+    /// upload them); `None` for single-part sources or when it cannot be told.
+    async fn source_layout(
+        &self,
+        change: &Change,
+        head: &HeadObjectOutput,
+        etag: &str,
+    ) -> Option<u64> {
+        let parts = copy::parts_in_etag(etag)?;
+        let size = head.content_length().unwrap_or_default().max(0) as u64;
+        if size == 0 {
+            return None;
+        }
+        let region = change
+            .region
+            .clone()
+            .unwrap_or_else(|| self.clients.default_region());
+        let _permit = self
+            .limit
+            .acquire()
+            .await
+            .expect("semaphore is never closed");
+        let first = self
+            .clients
+            .for_region(&region)
+            .head_object()
+            .bucket(&change.bucket)
+            .key(&change.key)
+            .part_number(1)
+            .send()
+            .await
+            .ok()?;
+        let part = first.content_length().unwrap_or_default().max(0) as u64;
+        (part >= copy::MIN_PART_BYTES.min(size) && size.div_ceil(part) == parts).then_some(part)
     }
 
     async fn delete_from(&self, target: &Target, source_key: &str, deadline: &Deadline) -> Outcome {
