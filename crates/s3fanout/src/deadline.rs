@@ -6,6 +6,9 @@ use std::time::{Duration, Instant};
 
 use crate::outcome::Outcome;
 
+const NOT_STARTED: &str = "not started:";
+const STOPPED_IN_FLIGHT: &str = "stopped in flight at the invocation deadline";
+
 /// When to stop starting and when to stop waiting.
 #[derive(Debug, Clone, Copy)]
 pub struct Deadline {
@@ -67,7 +70,7 @@ impl Deadline {
             Some(soft) if Instant::now() >= soft => Some(Outcome::Failed {
                 retryable: true,
                 error: format!(
-                    "not started: less than {} ms left before the invocation deadline",
+                    "{NOT_STARTED} less than {} ms left before the invocation deadline",
                     self.margin.as_millis()
                 ),
             }),
@@ -75,11 +78,17 @@ impl Deadline {
         }
     }
 
+    /// Whether an outcome is this module's refusal or stop (work for the next invocation).
+    pub fn stopped(outcome: &Outcome) -> bool {
+        matches!(outcome, Outcome::Failed { retryable: true, error }
+            if error.starts_with(NOT_STARTED) || error == STOPPED_IN_FLIGHT)
+    }
+
     /// The failure reported for work stopped in flight at the deadline.
     pub fn stopped_in_flight(&self) -> Outcome {
         Outcome::Failed {
             retryable: true,
-            error: "stopped in flight at the invocation deadline".into(),
+            error: STOPPED_IN_FLIGHT.into(),
         }
     }
 }

@@ -3,6 +3,7 @@
 //! [`Replicator`] applies object changes (created, removed) to every configured target
 //! concurrently, by server-side copy; [`invocation::handle`] adapts it to Lambda payloads.
 
+pub mod backfill;
 pub mod client;
 pub mod config;
 pub mod copy;

@@ -63,6 +63,54 @@ impl Replicator {
         &self.config
     }
 
+    /// The S3 client for a region.
+    pub fn client(&self, region: &str) -> aws_sdk_s3::Client {
+        self.clients.for_region(region)
+    }
+
+    /// The region used for a source bucket: the function's own.
+    pub fn source_region(&self, _bucket: &str) -> String {
+        self.clients.default_region()
+    }
+
+    /// Whether the replica of `key` in `target` records `source_etag` as its provenance.
+    pub async fn replica_is_current(
+        &self,
+        target: &Target,
+        key: &str,
+        source_etag: &str,
+    ) -> Result<bool, String> {
+        let replica_key = target.replica_key(key);
+        let _permit = self
+            .limit
+            .acquire()
+            .await
+            .expect("semaphore is never closed");
+        match self
+            .clients
+            .for_region(&target.region)
+            .head_object()
+            .bucket(&target.bucket)
+            .key(&replica_key)
+            .send()
+            .await
+        {
+            Ok(head) => Ok(provenance::recorded_etag(head.metadata())
+                == Some(provenance::bare_etag(source_etag))),
+            Err(err) => {
+                let failure = S3Failure::from_sdk(&err);
+                if failure.is_missing_object() {
+                    Ok(false)
+                } else {
+                    Err(failure.describe(
+                        "HeadObject",
+                        &format!("s3://{}/{}", target.bucket, replica_key),
+                    ))
+                }
+            }
+        }
+    }
+
     /// Applies all changes concurrently (bounded by the configured concurrency).
     pub async fn apply(&self, changes: &[Change]) -> Vec<ChangeReport> {
         self.apply_before(changes, &Deadline::none()).await
@@ -76,57 +124,56 @@ impl Replicator {
 
     /// Applies one change to every target; one target's failure never stops the others.
     pub async fn apply_change(&self, change: &Change, deadline: &Deadline) -> ChangeReport {
-        let started = Instant::now();
-        if !self.config.source_buckets.contains(&change.bucket) {
-            let allowed: Vec<_> = self
-                .config
-                .source_buckets
-                .iter()
-                .map(String::as_str)
-                .collect();
-            let error = format!(
-                "bucket {:?} is not an allowed source (SOURCE_BUCKETS={}); event not replicated",
-                change.bucket,
-                allowed.join(",")
-            );
-            return self.same_for_all(
-                change,
-                started,
-                Outcome::Failed {
-                    retryable: false,
-                    error,
-                },
-            );
-        }
+        let all: Vec<&Target> = self.config.targets.iter().collect();
         match change.kind {
-            ChangeKind::Created => self.replicate_created(change, started, deadline).await,
-            ChangeKind::Removed => self.replicate_removed(change, started, deadline).await,
+            ChangeKind::Created => {
+                let checked: Vec<(&Target, bool)> = all.iter().map(|t| (*t, true)).collect();
+                self.copy_to_targets(change, &checked, deadline).await
+            }
+            ChangeKind::Removed if !self.config.replicate_deletes => {
+                let reason = "deletes are not propagated (REPLICATE_DELETES is false)".to_string();
+                same_for(change, &all, Instant::now(), Outcome::Ignored { reason })
+            }
+            ChangeKind::Removed => self.delete_from_targets(change, &all, deadline).await,
         }
     }
 
-    async fn replicate_created(
+    /// Copies the current source object to the given targets. With `true` beside a target, the
+    /// replica is read first and left alone when its provenance says it is current; with
+    /// `false` (the caller already knows it is missing or different) it is copied directly.
+    pub async fn copy_to_targets(
         &self,
         change: &Change,
-        started: Instant,
+        targets: &[(&Target, bool)],
         deadline: &Deadline,
     ) -> ChangeReport {
+        let started = Instant::now();
+        let names: Vec<&Target> = targets.iter().map(|(t, _)| *t).collect();
+        if let Some(outcome) = self.reject_source(change) {
+            return same_for(change, &names, started, outcome);
+        }
         let head = match self.head_source(change, deadline).await {
             SourceState::Present(head) => head,
-            SourceState::Missing => return self.same_for_all(change, started, Outcome::SourceGone),
+            SourceState::Missing => return same_for(change, &names, started, Outcome::SourceGone),
             SourceState::Failed(error, retryable) => {
-                return self.same_for_all(change, started, Outcome::Failed { retryable, error })
+                return same_for(
+                    change,
+                    &names,
+                    started,
+                    Outcome::Failed { retryable, error },
+                )
             }
         };
         let etag = provenance::bare_etag(head.e_tag().unwrap_or_default()).to_string();
         if change
             .etag
             .as_deref()
-            .is_some_and(|announced| announced != etag)
+            .is_some_and(|announced| provenance::bare_etag(announced) != etag)
         {
-            return self.same_for_all(change, started, Outcome::SourceChanged);
+            return same_for(change, &names, started, Outcome::SourceChanged);
         }
         if provenance::is_replica(head.metadata()) {
-            return self.same_for_all(change, started, Outcome::IsReplica);
+            return same_for(change, &names, started, Outcome::IsReplica);
         }
         let layout = self.source_layout(change, &head, &etag).await;
         let source = Source {
@@ -135,40 +182,47 @@ impl Replicator {
             etag,
             layout,
         };
-        let targets = self.config.targets.iter().map(|target| {
+        let copies = targets.iter().map(|(target, check)| {
             self.timed(
                 change,
                 target,
                 started,
-                self.copy_to(target, &source, deadline),
+                self.copy_to(target, &source, *check, deadline),
             )
         });
         ChangeReport {
             change: change.clone(),
-            targets: join_all(targets).await,
+            targets: join_all(copies).await,
         }
     }
 
-    async fn replicate_removed(
+    /// Deletes an object from the given targets, once the source is confirmed not to have it
+    /// (an object written again since the delete must keep its replicas).
+    pub async fn delete_from_targets(
         &self,
         change: &Change,
-        started: Instant,
+        targets: &[&Target],
         deadline: &Deadline,
     ) -> ChangeReport {
-        if !self.config.replicate_deletes {
-            let reason = "deletes are not propagated (REPLICATE_DELETES is false)".to_string();
-            return self.same_for_all(change, started, Outcome::Ignored { reason });
+        let started = Instant::now();
+        if let Some(outcome) = self.reject_source(change) {
+            return same_for(change, targets, started, outcome);
         }
         match self.head_source(change, deadline).await {
             SourceState::Missing => {}
             SourceState::Present(_) => {
-                return self.same_for_all(change, started, Outcome::SourceExists)
+                return same_for(change, targets, started, Outcome::SourceExists)
             }
             SourceState::Failed(error, retryable) => {
-                return self.same_for_all(change, started, Outcome::Failed { retryable, error })
+                return same_for(
+                    change,
+                    targets,
+                    started,
+                    Outcome::Failed { retryable, error },
+                )
             }
         }
-        let targets = self.config.targets.iter().map(|target| {
+        let deletes = targets.iter().map(|target| {
             self.timed(
                 change,
                 target,
@@ -178,8 +232,29 @@ impl Replicator {
         });
         ChangeReport {
             change: change.clone(),
-            targets: join_all(targets).await,
+            targets: join_all(deletes).await,
         }
+    }
+
+    /// A failure for changes of buckets that are not configured sources.
+    fn reject_source(&self, change: &Change) -> Option<Outcome> {
+        if self.config.source_buckets.contains(&change.bucket) {
+            return None;
+        }
+        let allowed: Vec<_> = self
+            .config
+            .source_buckets
+            .iter()
+            .map(String::as_str)
+            .collect();
+        Some(Outcome::Failed {
+            retryable: false,
+            error: format!(
+                "bucket {:?} is not an allowed source (SOURCE_BUCKETS={}); not replicated",
+                change.bucket,
+                allowed.join(",")
+            ),
+        })
     }
 
     async fn head_source(&self, change: &Change, deadline: &Deadline) -> SourceState {
@@ -228,7 +303,13 @@ impl Replicator {
         }
     }
 
-    async fn copy_to(&self, target: &Target, source: &Source<'_>, deadline: &Deadline) -> Outcome {
+    async fn copy_to(
+        &self,
+        target: &Target,
+        source: &Source<'_>,
+        check: bool,
+        deadline: &Deadline,
+    ) -> Outcome {
         let key = target.replica_key(&source.change.key);
         if key.len() > MAX_KEY_BYTES {
             return permanent(format!(
@@ -257,6 +338,9 @@ impl Replicator {
             return refused;
         }
         let checked = tokio::time::timeout_at(deadline.hard().into(), async {
+            if !check {
+                return None;
+            }
             match client
                 .head_object()
                 .bucket(&target.bucket)
@@ -369,17 +453,20 @@ impl Replicator {
         let outcome = work.await;
         report(change, target, started, outcome)
     }
+}
 
-    fn same_for_all(&self, change: &Change, started: Instant, outcome: Outcome) -> ChangeReport {
-        ChangeReport {
-            change: change.clone(),
-            targets: self
-                .config
-                .targets
-                .iter()
-                .map(|target| report(change, target, started, outcome.clone()))
-                .collect(),
-        }
+fn same_for(
+    change: &Change,
+    targets: &[&Target],
+    started: Instant,
+    outcome: Outcome,
+) -> ChangeReport {
+    ChangeReport {
+        change: change.clone(),
+        targets: targets
+            .iter()
+            .map(|target| report(change, target, started, outcome.clone()))
+            .collect(),
     }
 }
 
