@@ -257,7 +257,19 @@ impl Replicator {
         })
     }
 
+    /// Reads the source's headers, giving up at the deadline's hard stop.
     async fn head_source(&self, change: &Change, deadline: &Deadline) -> SourceState {
+        let work = self.head_source_unbounded(change, deadline);
+        match tokio::time::timeout_at(deadline.hard().into(), work).await {
+            Ok(state) => state,
+            Err(_) => match deadline.stopped_in_flight() {
+                Outcome::Failed { error, retryable } => SourceState::Failed(error, retryable),
+                _ => unreachable!("stopped_in_flight is a failure"),
+            },
+        }
+    }
+
+    async fn head_source_unbounded(&self, change: &Change, deadline: &Deadline) -> SourceState {
         let region = change
             .region
             .clone()

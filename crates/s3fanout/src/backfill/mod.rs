@@ -72,8 +72,12 @@ pub struct BackfillRequest {
 /// Where a stopped run resumes, and what it counted so far.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Continuation {
-    /// The last key (relative to the prefix's bucket) fully processed.
+    /// The last key before which everything was processed.
     pub start_after: String,
+    /// Keys after `start_after` already processed and counted, with the targets they were
+    /// counted for (at most about a page): they are neither redone nor counted twice.
+    #[serde(default)]
+    pub done_after: BTreeMap<String, Vec<String>>,
     /// Counters up to that key.
     pub so_far: Summary,
 }
@@ -99,7 +103,7 @@ pub struct TargetCounts {
     pub missing: u64,
     /// Verify: objects whose replica differs.
     pub different: u64,
-    /// Verify: replica objects the source does not have.
+    /// Replica objects the source does not have (deleted only with `delete`).
     pub extraneous: u64,
 }
 
@@ -146,9 +150,10 @@ pub struct Summary {
 impl Summary {
     /// Whether something failed, or (verify) drifted.
     pub fn has_problems(&self) -> bool {
-        self.targets
-            .values()
-            .any(|c| c.failed > 0 || c.missing > 0 || c.different > 0 || c.extraneous > 0)
+        let verify = self.mode == Mode::Verify;
+        self.targets.values().any(|c| {
+            c.failed > 0 || c.missing > 0 || c.different > 0 || (verify && c.extraneous > 0)
+        })
     }
 
     fn note(&mut self, target: &str, key: &str, what: String) {
@@ -261,9 +266,13 @@ pub async fn run(
         .collect();
     let write = request.mode == Mode::Sync && !request.dry_run;
 
-    let (mut summary, mut resume) = match &request.continuation {
-        Some(c) => (c.so_far.clone(), Some(c.start_after.clone())),
-        None => (Summary::default(), None),
+    let (mut summary, mut resume, mut done_after) = match &request.continuation {
+        Some(c) => (
+            c.so_far.clone(),
+            Some(c.start_after.clone()),
+            c.done_after.clone(),
+        ),
+        None => (Summary::default(), None, BTreeMap::new()),
     };
     summary.mode = request.mode;
     summary.dry_run = request.dry_run;
@@ -308,6 +317,7 @@ pub async fn run(
         targets: &targets,
         mode: request.mode,
         write,
+        delete: request.delete,
         deadline,
     };
 
@@ -315,36 +325,61 @@ pub async fn run(
         if deadline.refuse_new_work().is_some() {
             break;
         }
-        let page = source.next_page().await.map_err(BackfillError)?;
-        let upper = page.as_ref().and_then(|p| p.last()).map(|l| l.key.clone());
-        let listed = join_all(
-            replicas
-                .iter_mut()
-                .map(|r| r.take_through(upper.as_deref())),
-        )
-        .await
-        .into_iter()
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(BackfillError)?;
-        let items = merge(page.unwrap_or_default(), listed, |key| {
+        // Listing gives up at the deadline's hard stop too; the next invocation lists again.
+        let listed = tokio::time::timeout_at(deadline.hard().into(), async {
+            let page = source.next_page().await?;
+            let upper = page.as_ref().and_then(|p| p.last()).map(|l| l.key.clone());
+            let replica_entries = join_all(
+                replicas
+                    .iter_mut()
+                    .map(|r| r.take_through(upper.as_deref())),
+            )
+            .await
+            .into_iter()
+            .collect::<Result<Vec<_>, _>>()?;
+            Ok::<_, String>((page, upper, replica_entries))
+        })
+        .await;
+        let (page, upper, listed) = match listed {
+            Ok(result) => result.map_err(BackfillError)?,
+            Err(_) => break,
+        };
+        let mut items = merge(page.unwrap_or_default(), listed, |key| {
             passes(&filters, &relative(key))
         });
+        for item in &mut items {
+            if let Some(counted) = done_after.get(&item.key) {
+                item.steps
+                    .retain(|(t, _)| !counted.contains(&targets[*t].bucket));
+            }
+        }
         let results: Vec<Vec<(usize, Done)>> = futures::stream::iter(items.iter())
             .map(|item| context.act(item))
             .buffered(concurrency)
             .collect()
             .await;
 
-        // Count every item up to the first one the deadline stopped, and resume after the last
-        // counted one: nothing is lost and nothing is counted twice.
+        // Resume after the last key before the first item the deadline stopped. What finished
+        // after it is counted now and remembered per key and target, so that it is neither
+        // redone nor counted twice.
         let mut stopped = false;
         for (item, done) in items.iter().zip(&results) {
-            if done.iter().any(|(_, d)| *d == Done::Stopped) {
-                stopped = true;
-                break;
+            let finished: Vec<(usize, Done)> = done
+                .iter()
+                .filter(|(_, d)| *d != Done::Stopped)
+                .cloned()
+                .collect();
+            let first_time = !done_after.contains_key(&item.key);
+            tally(&mut summary, &targets, item, &finished, first_time);
+            stopped |= finished.len() < done.len();
+            if stopped {
+                done_after
+                    .entry(item.key.clone())
+                    .or_default()
+                    .extend(finished.iter().map(|(t, _)| targets[*t].bucket.clone()));
+            } else {
+                resume = Some(item.key.clone());
             }
-            tally(&mut summary, &targets, item, done);
-            resume = Some(item.key.clone());
         }
         progress(&summary);
         if stopped {
@@ -357,6 +392,8 @@ pub async fn run(
             }
             Some(upper) => resume = Some(upper),
         }
+        let passed = resume.clone().unwrap_or_default();
+        done_after.retain(|key, _| *key > passed);
     }
 
     summary.list_requests += source.requests + replicas.iter().map(|r| r.requests).sum::<u64>();
@@ -365,6 +402,7 @@ pub async fn run(
         let so_far = summary.clone();
         summary.continuation = Some(Box::new(Continuation {
             start_after: resume.unwrap_or_default(),
+            done_after,
             so_far,
         }));
     }
@@ -429,6 +467,7 @@ struct Context<'a> {
     targets: &'a [&'a Target],
     mode: Mode,
     write: bool,
+    delete: bool,
     deadline: &'a Deadline,
 }
 
@@ -443,7 +482,8 @@ impl Context<'_> {
                 Step::Current => done.push((t, Done::Current)),
                 Step::Missing | Step::Differs => copies.push((t, false)),
                 Step::Check => copies.push((t, true)),
-                Step::Extraneous => deletes.push(t),
+                Step::Extraneous if self.mode == Mode::Sync && self.delete => deletes.push(t),
+                Step::Extraneous => done.push((t, Done::Extraneous)),
             }
         }
         if !self.write {
@@ -533,8 +573,15 @@ impl From<Outcome> for Done {
     }
 }
 
-fn tally(summary: &mut Summary, targets: &[&Target], item: &Item, done: &[(usize, Done)]) {
-    if item.source.is_some() {
+fn tally(
+    summary: &mut Summary,
+    targets: &[&Target],
+    item: &Item,
+    done: &[(usize, Done)],
+    first_time: bool,
+) {
+    let summary_mode = summary.mode;
+    if item.source.is_some() && first_time {
         summary.source_objects += 1;
     }
     let size = item
@@ -576,7 +623,7 @@ fn tally(summary: &mut Summary, targets: &[&Target], item: &Item, done: &[(usize
             }
             Done::Extraneous => {
                 counts.extraneous += 1;
-                Some("extraneous".to_string())
+                (summary_mode == Mode::Verify).then(|| "extraneous".to_string())
             }
             Done::Failed(error) => {
                 counts.failed += 1;

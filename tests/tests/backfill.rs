@@ -1,0 +1,558 @@
+//! Backfill, verify and Batch Operations against the local S3 server.
+
+use std::time::{Duration, Instant};
+
+use fault_proxy::{FaultProxy, Rule};
+use integration::*;
+use s3fanout::backfill::{self, BackfillRequest, Mode, Summary};
+use s3fanout::{Deadline, Replicator, Target};
+use serde_json::json;
+
+const MIB: usize = 1024 * 1024;
+
+fn keys(n: usize) -> Vec<String> {
+    let mut keys: Vec<String> = (0..n).map(|i| format!("data/{i:03}.bin")).collect();
+    keys.extend(
+        [
+            "with space.txt",
+            "a+b=c&d?.txt",
+            "100%.txt",
+            "café/日本語.txt",
+            "folder/",
+        ]
+        .map(String::from),
+    );
+    keys
+}
+
+async fn fill(setup: &Setup, keys: &[String]) {
+    let src = setup.source_client();
+    for key in keys {
+        put_rich(&src, &setup.source, key, key.as_bytes()).await;
+    }
+}
+
+/// Uploads an 11 MiB object in uniform 5 MiB parts, as SDKs and the CLI do.
+async fn put_multipart(setup: &Setup, key: &str) -> String {
+    let src = setup.source_client();
+    let id = src
+        .create_multipart_upload()
+        .bucket(&setup.source)
+        .key(key)
+        .send()
+        .await
+        .unwrap();
+    let id = id.upload_id().unwrap();
+    let mut parts = Vec::new();
+    for (n, size) in [(1, 5 * MIB), (2, 5 * MIB), (3, MIB)] {
+        let body: Vec<u8> = (0..size).map(|i| ((i * n) % 249) as u8).collect();
+        let out = src
+            .upload_part()
+            .bucket(&setup.source)
+            .key(key)
+            .upload_id(id)
+            .part_number(n as i32)
+            .body(body.into())
+            .send()
+            .await
+            .unwrap();
+        parts.push(
+            aws_sdk_s3::types::CompletedPart::builder()
+                .part_number(n as i32)
+                .e_tag(out.e_tag().unwrap())
+                .build(),
+        );
+    }
+    let done = src
+        .complete_multipart_upload()
+        .bucket(&setup.source)
+        .key(key)
+        .upload_id(id)
+        .multipart_upload(
+            aws_sdk_s3::types::CompletedMultipartUpload::builder()
+                .set_parts(Some(parts))
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    done.e_tag().unwrap().trim_matches('"').to_string()
+}
+
+async fn run(replicator: &Replicator, request: BackfillRequest) -> Summary {
+    backfill::run(replicator, &request, &Deadline::none(), &|_| {})
+        .await
+        .unwrap()
+}
+
+async fn listing(setup: &Setup, target: &Target) -> Vec<(String, String)> {
+    let out = setup
+        .target_client(target)
+        .list_objects_v2()
+        .bucket(&target.bucket)
+        .send()
+        .await
+        .unwrap();
+    out.contents()
+        .iter()
+        .map(|o| (o.key().unwrap().to_string(), o.e_tag().unwrap().to_string()))
+        .collect()
+}
+
+#[tokio::test]
+async fn sync_copies_what_is_missing_or_different_and_deletes_only_when_asked() {
+    let mut setup = Setup::new(2).await;
+    setup.targets[1].prefix = "mirror/".into();
+    let keys = keys(20);
+    fill(&setup, &keys).await;
+    put_multipart(&setup, "big/multipart.bin").await;
+    let (t0, t1) = (setup.targets[0].clone(), setup.targets[1].clone());
+    // A stale replica of one key and an object the source does not have.
+    put(
+        &setup.target_client(&t0),
+        &t0.bucket,
+        &keys[0],
+        b"stale content",
+    )
+    .await;
+    put(&setup.target_client(&t0), &t0.bucket, "old/gone.txt", b"x").await;
+
+    let replicator = setup.replicator(setup.config()).await;
+    let summary = run(&replicator, BackfillRequest::default()).await;
+    assert!(summary.done);
+    assert_eq!(summary.source_objects, 26);
+    for t in [&t0, &t1] {
+        let counts = &summary.targets[&t.bucket];
+        assert_eq!(
+            (counts.listed, counts.copied, counts.failed, counts.deleted),
+            (26, 26, 0, 0),
+            "{}",
+            t.bucket
+        );
+    }
+    for key in keys.iter().chain([&"big/multipart.bin".to_string()]) {
+        assert_replica(&setup, key, &t0).await;
+        assert_replica(&setup, key, &t1).await;
+    }
+    assert!(
+        listing(&setup, &t0)
+            .await
+            .iter()
+            .any(|(k, _)| k == "old/gone.txt"),
+        "kept without delete"
+    );
+
+    let summary = run(
+        &replicator,
+        BackfillRequest {
+            delete: true,
+            ..Default::default()
+        },
+    )
+    .await;
+    assert_eq!(summary.targets[&t0.bucket].deleted, 1);
+    assert_eq!(summary.targets[&t0.bucket].up_to_date, 26);
+    assert!(!listing(&setup, &t0)
+        .await
+        .iter()
+        .any(|(k, _)| k == "old/gone.txt"));
+}
+
+#[tokio::test]
+async fn a_second_run_over_synced_buckets_issues_only_list_requests() {
+    let setup = Setup::new(3).await;
+    let keys = keys(30);
+    fill(&setup, &keys).await;
+    put_multipart(&setup, "big/multipart.bin").await;
+    let replicator = setup.replicator(setup.config()).await;
+    let first = run(&replicator, BackfillRequest::default()).await;
+    assert_eq!(
+        first.targets.values().map(|c| c.copied).sum::<u64>(),
+        3 * 36
+    );
+
+    let proxy = FaultProxy::start(&local_endpoint()).await.unwrap();
+    let observed = Replicator::new(setup.config(), clients_via(&proxy.endpoint(), 3).await);
+    let second = run(&observed, BackfillRequest::default()).await;
+    let seen = proxy.take_seen();
+    for counts in second.targets.values() {
+        assert_eq!((counts.up_to_date, counts.copied), (36, 0));
+    }
+    assert_eq!(seen.len() as u64, second.list_requests);
+    assert!(
+        seen.iter()
+            .all(|s| s.method == "GET" && s.query.contains("list-type=2")),
+        "only ListObjectsV2: {:?}",
+        seen.iter()
+            .filter(|s| !s.query.contains("list-type=2"))
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(seen.len(), 4, "one page for the source and each target");
+}
+
+#[tokio::test]
+async fn dry_run_changes_nothing_and_reports_what_it_would_do() {
+    let setup = Setup::new(2).await;
+    let keys = keys(10);
+    fill(&setup, &keys).await;
+    let t0 = setup.targets[0].clone();
+    put(&setup.target_client(&t0), &t0.bucket, "extra", b"x").await;
+    let before: Vec<_> =
+        futures::future::join_all(setup.targets.iter().map(|t| listing(&setup, t))).await;
+
+    let replicator = setup.replicator(setup.config()).await;
+    let summary = run(
+        &replicator,
+        BackfillRequest {
+            dry_run: true,
+            delete: true,
+            ..Default::default()
+        },
+    )
+    .await;
+    assert!(summary.dry_run);
+    assert_eq!(summary.targets[&t0.bucket].copied, 15);
+    assert_eq!(summary.targets[&t0.bucket].deleted, 1);
+    let after: Vec<_> =
+        futures::future::join_all(setup.targets.iter().map(|t| listing(&setup, t))).await;
+    assert_eq!(before, after);
+}
+
+#[tokio::test]
+async fn include_and_exclude_follow_aws_s3_sync_rules() {
+    let setup = Setup::new(1).await;
+    let src = setup.source_client();
+    for key in [
+        "pics/a.jpg",
+        "pics/b.png",
+        "pics/tmp/c.jpg",
+        "docs/d.jpg",
+        "e.txt",
+    ] {
+        put(&src, &setup.source, key, b"x").await;
+    }
+    let replicator = setup.replicator(setup.config()).await;
+    let request = BackfillRequest {
+        prefix: "pics/".into(),
+        exclude: vec!["*".into()],
+        include: vec!["*.jpg".into()],
+        filters: vec![backfill::filter::Filter::Exclude("tmp/*".into())],
+        ..Default::default()
+    };
+    let summary = run(&replicator, request).await;
+    assert_eq!(summary.source_objects, 1);
+    let t = &setup.targets[0];
+    let keys: Vec<String> = listing(&setup, t)
+        .await
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    assert_eq!(keys, ["pics/a.jpg"]);
+}
+
+#[tokio::test]
+async fn a_deadline_forces_continuations_that_converge_without_double_counting() {
+    let setup = Setup::new(2).await;
+    let keys = keys(40);
+    fill(&setup, &keys).await;
+    let proxy = FaultProxy::start(&local_endpoint()).await.unwrap();
+    proxy.set_default_rule(Rule {
+        latency: Duration::from_millis(40),
+        ..Rule::default()
+    });
+    let mut config = setup.config();
+    config.concurrency = 4;
+    let replicator = Replicator::new(config, clients_via(&proxy.endpoint(), 3).await);
+
+    let mut request = BackfillRequest {
+        auto_continue: true,
+        ..Default::default()
+    };
+    let summary = loop {
+        let started = Instant::now();
+        let deadline = Deadline::at(
+            started + Duration::from_millis(900),
+            Duration::from_millis(400),
+        );
+        let summary = backfill::run(&replicator, &request, &deadline, &|_| {})
+            .await
+            .unwrap();
+        assert!(
+            started.elapsed() < Duration::from_millis(900),
+            "stopped before the deadline"
+        );
+        match &summary.continuation {
+            None => break summary,
+            Some(continuation) => {
+                assert!(summary.invocations < 60, "no convergence");
+                request.continuation = Some((**continuation).clone());
+            }
+        }
+    };
+    assert!(summary.done);
+    assert!(
+        summary.invocations > 2,
+        "the deadline should have split the run: {}",
+        summary.invocations
+    );
+    for counts in summary.targets.values() {
+        // Each object counted once. A copy stopped in flight at the deadline may still have
+        // completed on the server; the next invocation then finds it up to date.
+        assert_eq!((counts.listed, counts.failed), (45, 0), "{counts:?}");
+        assert_eq!(counts.copied + counts.up_to_date, 45, "{counts:?}");
+        assert!(counts.copied >= 40, "{counts:?}");
+    }
+    for key in &keys {
+        for t in &setup.targets {
+            assert_replica(&setup, key, t).await;
+        }
+    }
+}
+
+#[tokio::test]
+async fn verify_reports_each_kind_of_drift_and_changes_nothing() {
+    let setup = Setup::new(2).await;
+    let keys = keys(10);
+    fill(&setup, &keys).await;
+    let replicator = setup.replicator(setup.config()).await;
+    run(&replicator, BackfillRequest::default()).await;
+    let clean = run(
+        &replicator,
+        BackfillRequest {
+            mode: Mode::Verify,
+            ..Default::default()
+        },
+    )
+    .await;
+    assert!(!clean.has_problems(), "{clean:?}");
+
+    let t = setup.targets[1].clone();
+    let client = setup.target_client(&t);
+    client
+        .delete_object()
+        .bucket(&t.bucket)
+        .key(&keys[0])
+        .send()
+        .await
+        .unwrap();
+    put(
+        &client,
+        &t.bucket,
+        &keys[1],
+        b"other bytes of a different size",
+    )
+    .await;
+    let same_size = "X".repeat(keys[2].len());
+    put(&client, &t.bucket, &keys[2], same_size.as_bytes()).await;
+    put(&client, &t.bucket, "extraneous.txt", b"x").await;
+    let before = listing(&setup, &t).await;
+
+    let drift = run(
+        &replicator,
+        BackfillRequest {
+            mode: Mode::Verify,
+            ..Default::default()
+        },
+    )
+    .await;
+    let counts = &drift.targets[&t.bucket];
+    assert_eq!(
+        (counts.missing, counts.different, counts.extraneous),
+        (1, 2, 1),
+        "{counts:?}"
+    );
+    assert_eq!(drift.targets[&setup.targets[0].bucket].up_to_date, 15);
+    assert!(drift.has_problems());
+    let noted: Vec<(&str, &str)> = drift
+        .examples
+        .iter()
+        .map(|e| (e.key.as_str(), e.what.as_str()))
+        .collect();
+    assert!(noted.contains(&(keys[0].as_str(), "missing")), "{noted:?}");
+    assert!(
+        noted.contains(&("extraneous.txt", "extraneous")),
+        "{noted:?}"
+    );
+    assert_eq!(listing(&setup, &t).await, before, "verify wrote nothing");
+}
+
+#[tokio::test]
+async fn overlapping_backfills_and_live_replication_do_not_corrupt_anything() {
+    let setup = Setup::new(2).await;
+    let keys = keys(40);
+    fill(&setup, &keys).await;
+    let replicator = setup.replicator(setup.config()).await;
+    let live = async {
+        for key in keys.iter().take(10) {
+            let etag = put_rich(
+                &setup.source_client(),
+                &setup.source,
+                key,
+                b"rewritten while backfilling",
+            )
+            .await;
+            let report = replicator
+                .apply(&[created(&setup.source, key, Some(&etag))])
+                .await;
+            assert!(!report[0].failed());
+        }
+    };
+    let (a, b, ()) = tokio::join!(
+        run(&replicator, BackfillRequest::default()),
+        run(&replicator, BackfillRequest::default()),
+        live
+    );
+    for summary in [&a, &b] {
+        assert!(
+            summary.targets.values().all(|c| c.failed == 0),
+            "{summary:?}"
+        );
+    }
+    // One more pass settles whatever the overlap left for later, then everything is equal.
+    run(&replicator, BackfillRequest::default()).await;
+    for key in &keys {
+        for t in &setup.targets {
+            assert_replica(&setup, key, t).await;
+        }
+    }
+}
+
+#[tokio::test]
+async fn bad_requests_are_refused_with_a_clear_message() {
+    let setup = Setup::new(1).await;
+    let replicator = setup.replicator(setup.config()).await;
+    let none = Deadline::none();
+    let err = backfill::run(
+        &replicator,
+        &BackfillRequest {
+            source_bucket: Some("nope-bucket".into()),
+            ..Default::default()
+        },
+        &none,
+        &|_| {},
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("\"nope-bucket\" is not a configured source"),
+        "{err}"
+    );
+    let err = backfill::run(
+        &replicator,
+        &BackfillRequest {
+            targets: Some(vec!["other".into()]),
+            ..Default::default()
+        },
+        &none,
+        &|_| {},
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("\"other\" is not a configured target"),
+        "{err}"
+    );
+    let err = backfill::handle_invocation(&replicator, &json!({"prefx": "typo"}), &none)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("unknown field `prefx`"), "{err}");
+}
+
+#[tokio::test]
+async fn batch_operations_tasks_of_both_schemas_are_answered_per_task() {
+    let setup = Setup::new(2).await;
+    let src = setup.source_client();
+    for key in ["a b+c.txt", "café/ü.txt"] {
+        put_rich(&src, &setup.source, key, key.as_bytes()).await;
+    }
+    let replicator = setup.replicator(setup.config()).await;
+    let encode = |k: &str| form_urlencoded::byte_serialize(k.as_bytes()).collect::<String>();
+    let v1 = json!({
+        "invocationSchemaVersion": "1.0",
+        "invocationId": "inv-1",
+        "job": { "id": "job-1" },
+        "tasks": [
+            { "taskId": "t1", "s3Key": encode("a b+c.txt"), "s3VersionId": null, "s3BucketArn": format!("arn:aws:s3:::{}", setup.source) },
+            { "taskId": "t2", "s3Key": encode("does not exist"), "s3VersionId": null, "s3BucketArn": format!("arn:aws:s3:::{}", setup.source) }
+        ]
+    });
+    let (response, next) = backfill::handle_invocation(&replicator, &v1, &Deadline::none())
+        .await
+        .unwrap();
+    assert!(next.is_none());
+    assert_eq!(response["invocationSchemaVersion"], "1.0");
+    assert_eq!(response["invocationId"], "inv-1");
+    assert_eq!(response["treatMissingKeysAs"], "PermanentFailure");
+    assert_eq!(response["results"][0]["taskId"], "t1");
+    assert_eq!(
+        response["results"][0]["resultCode"], "Succeeded",
+        "{response}"
+    );
+    assert_eq!(response["results"][1]["resultCode"], "PermanentFailure");
+    assert!(response["results"][1]["resultString"]
+        .as_str()
+        .unwrap()
+        .contains("does not exist"));
+    for t in &setup.targets {
+        assert_replica(&setup, "a b+c.txt", t).await;
+    }
+
+    let only = &setup.targets[1].bucket;
+    let v2 = json!({
+        "invocationSchemaVersion": "2.0",
+        "invocationId": "inv-2",
+        "job": { "id": "job-2", "userArguments": { "targets": only } },
+        "tasks": [ { "taskId": "t3", "s3Bucket": setup.source, "s3Key": encode("café/ü.txt"), "s3VersionId": null } ]
+    });
+    let (response, _) = backfill::handle_invocation(&replicator, &v2, &Deadline::none())
+        .await
+        .unwrap();
+    assert_eq!(response["invocationSchemaVersion"], "2.0");
+    assert_eq!(
+        response["results"][0]["resultCode"], "Succeeded",
+        "{response}"
+    );
+    assert_replica(&setup, "café/ü.txt", &setup.targets[1]).await;
+    let t0 = &setup.targets[0];
+    assert!(
+        snapshot(&setup.target_client(t0), &t0.bucket, "café/ü.txt")
+            .await
+            .is_none(),
+        "only the named target"
+    );
+
+    // A down target is a temporary failure, which Batch Operations retries.
+    let proxy = FaultProxy::start(&local_endpoint()).await.unwrap();
+    proxy.set_rule(
+        &t0.bucket,
+        Rule {
+            down: true,
+            ..Rule::default()
+        },
+    );
+    let flaky = Replicator::new(setup.config(), clients_via(&proxy.endpoint(), 2).await);
+    let (response, _) = backfill::handle_invocation(
+        &flaky,
+        &v2.clone().tap_targets(&t0.bucket),
+        &Deadline::none(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        response["results"][0]["resultCode"], "TemporaryFailure",
+        "{response}"
+    );
+}
+
+trait TapTargets {
+    fn tap_targets(self, bucket: &str) -> Self;
+}
+
+impl TapTargets for serde_json::Value {
+    fn tap_targets(mut self, bucket: &str) -> Self {
+        self["job"]["userArguments"]["targets"] = bucket.into();
+        self
+    }
+}
