@@ -1,13 +1,15 @@
 #!/usr/bin/env python3
-"""Replicates real S3 notifications with the real replicate function.
+"""Replicates real S3 notifications with the real replicate function, and backfills
+pre-existing objects with the real backfill function.
 
 The local S3 server (AWS_ENDPOINT_URL) delivers the source bucket's notifications to an SQS
 queue; this script takes the queue's messages, hands them to the function running under
 `cargo lambda watch` as an SQS event (`cargo lambda invoke --data-file`), deletes the messages
 the function did not report as failed, and checks that every replica is byte-identical to its
 source, with the same headers, metadata and tags. A direct S3 event in the shape AWS documents
-and a delete are replicated the same way. Prints what each replica holds; exits 1 on any
-difference.
+and a delete are replicated the same way. Objects that existed before notifications were set
+up are copied by the backfill function, checked by its verify mode and by an S3 Batch
+Operations task. Prints what each replica holds; exits 1 on any difference.
 """
 
 import json
@@ -29,6 +31,8 @@ ENDPOINT = os.environ["AWS_ENDPOINT_URL"]
 REPLICA_REGIONS = ["us-west-2", "eu-west-1", "ap-southeast-2"]
 HEADERS = ["ContentType", "CacheControl", "ContentEncoding", "ContentDisposition", "ContentLanguage", "ExpiresString"]
 PROVENANCE = {"fanout-source-etag", "fanout-source-bucket"}
+
+PRE_EXISTING = ["archive/2019/report one.pdf", "archive/a+b.csv", "archive/ünïcode.txt", "archive/batch me.txt"]
 
 KEYS = [
     "reports/2026/summary.csv",
@@ -73,10 +77,10 @@ class Function:
                "--invoke-address", "127.0.0.1", "--invoke-port", str(self.port), "--env-file", self.env_file.name]
         self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT, env=tool_env())
 
-    def invoke(self, payload):
+    def invoke(self, payload, function="replicate"):
         with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
             json.dump(payload, f)
-        cmd = [cargo_lambda(), "lambda", "invoke", "replicate", "--invoke-address", "127.0.0.1",
+        cmd = [cargo_lambda(), "lambda", "invoke", function, "--invoke-address", "127.0.0.1",
                "--invoke-port", str(self.port), "--data-file", f.name, "--output-format", "json"]
         for attempt in range(600):
             done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=tool_env())
@@ -172,6 +176,9 @@ def main():
     sqs = boto3.client("sqs", region_name="us-east-1", endpoint_url=ENDPOINT)
     queue_url = sqs.create_queue(QueueName=f"replicate-{run}")["QueueUrl"]
     queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    # Objects from before replication was set up: only a backfill copies them.
+    for i, key in enumerate(PRE_EXISTING):
+        put_object(src, source, key, 100 + i)
     src.put_bucket_notification_configuration(Bucket=source, NotificationConfiguration={"QueueConfigurations": [
         {"QueueArn": queue_arn, "Events": ["s3:ObjectCreated:*", "s3:ObjectRemoved:*"]}]})
     drain(sqs, queue_url, expected=1, timeout=1)  # a possible s3:TestEvent; the function ignores those too
@@ -216,10 +223,29 @@ def main():
         failed = deliver(function, sqs, queue_url, queue_arn, messages)
         print(f"SQS: delete of {deleted!r} delivered, {len(failed)} reported failed")
         problems += [f"delete message {m} failed" for m in failed]
+
+        # Backfill the pre-existing objects (all but one, left for Batch Operations), then verify.
+        response = function.invoke({"prefix": "archive/", "exclude": ["batch me.txt"]}, "backfill")
+        copied = {t: c.get("copied") for t, c in response.get("targets", {}).items()}
+        print(f"backfill: {response.get('source_objects')} pre-existing objects, copied per replica: {copied}")
+        if response.get("done") is not True or set(copied.values()) != {len(PRE_EXISTING) - 1}:
+            problems.append(f"backfill: {response}")
+        task = {"invocationSchemaVersion": "2.0", "invocationId": "demo", "job": {"id": "demo-job", "userArguments": {}},
+                "tasks": [{"taskId": "t1", "s3Bucket": source, "s3Key": quote_plus("archive/batch me.txt"), "s3VersionId": None}]}
+        response = function.invoke(task, "backfill")
+        result = response.get("results", [{}])[0]
+        print(f"Batch Operations task: {result.get('resultCode')}: {result.get('resultString')}")
+        if result.get("resultCode") != "Succeeded":
+            problems.append(f"batch operations: {response}")
+        response = function.invoke({"mode": "verify"}, "backfill")
+        drift = {t: {k: c[k] for k in ("missing", "different", "extraneous")} for t, c in response.get("targets", {}).items()}
+        print(f"verify: {response.get('source_objects')} source objects; drift per replica: {drift}")
+        if any(any(d.values()) for d in drift.values()) or not drift:
+            problems.append(f"verify: {response}")
     finally:
         function.stop()
 
-    expected = [k for k in KEYS if k != deleted]
+    expected = [k for k in KEYS + PRE_EXISTING if k != deleted]
     sources = {k: describe(src, source, k) for k in expected}
     print()
     header = f"{'object':<36}" + "".join(f"{r:>16}" for _, r in replicas)
@@ -256,7 +282,8 @@ def main():
         print("\nFAILED:\n  " + "\n  ".join(problems))
         print("e2e: 0 passed, 1 failed")
         return 1
-    print(f"\nall {len(expected)} objects identical in {len(replicas)} replicas (bytes, headers, metadata, tags); delete propagated")
+    print(f"\nall {len(expected)} objects identical in {len(replicas)} replicas (bytes, headers, metadata, tags); "
+          f"delete propagated; {len(PRE_EXISTING)} pre-existing objects backfilled; verify found no drift")
     print("e2e: 1 passed, 0 failed")
     return 0
 
