@@ -5,7 +5,7 @@
 
 VENV ?= .venv
 # Extra flags for `cargo lambda build`, e.g. LAMBDA_BUILD_FLAGS="--bin replicate".
-LAMBDA_BUILD_FLAGS ?=
+LAMBDA_BUILD_FLAGS ?= --bin replicate --bin backfill
 
 .PHONY: lint test-infra package
 

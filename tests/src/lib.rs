@@ -5,7 +5,10 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use aws_sdk_s3::primitives::ByteStream;
-use aws_sdk_s3::types::{BucketLocationConstraint, CreateBucketConfiguration, Tag};
+use aws_sdk_s3::types::{
+    BucketLocationConstraint, CompletedMultipartUpload, CompletedPart, CreateBucketConfiguration,
+    Tag,
+};
 use aws_sdk_s3::Client;
 use s3fanout::{Clients, Config, Replicator, Target};
 use serde_json::{json, Value};
@@ -328,6 +331,59 @@ pub fn created(bucket: &str, key: &str, etag: Option<&str>) -> s3fanout::Change 
 pub async fn put_sized(client: &Client, bucket: &str, key: &str, size: usize) -> String {
     let body: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
     put(client, bucket, key, &body).await
+}
+
+/// Uploads an object as a multipart upload with parts of the given sizes (as SDKs and the CLI
+/// upload large files); returns its ETag (`…-N`) without quotes.
+pub async fn put_in_parts(
+    client: &Client,
+    bucket: &str,
+    key: &str,
+    part_sizes: &[usize],
+) -> String {
+    let upload = client
+        .create_multipart_upload()
+        .bucket(bucket)
+        .key(key)
+        .send()
+        .await
+        .unwrap();
+    let id = upload.upload_id().unwrap();
+    let mut parts = Vec::new();
+    for (i, size) in part_sizes.iter().enumerate() {
+        let number = i as i32 + 1;
+        let body: Vec<u8> = (0..*size).map(|b| ((b + i) % 251) as u8).collect();
+        let out = client
+            .upload_part()
+            .bucket(bucket)
+            .key(key)
+            .upload_id(id)
+            .part_number(number)
+            .body(ByteStream::from(body))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("upload part {number} of {bucket}/{key}: {e:?}"));
+        parts.push(
+            CompletedPart::builder()
+                .part_number(number)
+                .e_tag(out.e_tag().unwrap())
+                .build(),
+        );
+    }
+    let done = client
+        .complete_multipart_upload()
+        .bucket(bucket)
+        .key(key)
+        .upload_id(id)
+        .multipart_upload(
+            CompletedMultipartUpload::builder()
+                .set_parts(Some(parts))
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    done.e_tag().unwrap().trim_matches('"').to_string()
 }
 
 /// An S3 notification with the given records.

@@ -34,49 +34,13 @@ async fn fill(setup: &Setup, keys: &[String]) {
 
 /// Uploads an 11 MiB object in uniform 5 MiB parts, as SDKs and the CLI do.
 async fn put_multipart(setup: &Setup, key: &str) -> String {
-    let src = setup.source_client();
-    let id = src
-        .create_multipart_upload()
-        .bucket(&setup.source)
-        .key(key)
-        .send()
-        .await
-        .unwrap();
-    let id = id.upload_id().unwrap();
-    let mut parts = Vec::new();
-    for (n, size) in [(1, 5 * MIB), (2, 5 * MIB), (3, MIB)] {
-        let body: Vec<u8> = (0..size).map(|i| ((i * n) % 249) as u8).collect();
-        let out = src
-            .upload_part()
-            .bucket(&setup.source)
-            .key(key)
-            .upload_id(id)
-            .part_number(n as i32)
-            .body(body.into())
-            .send()
-            .await
-            .unwrap();
-        parts.push(
-            aws_sdk_s3::types::CompletedPart::builder()
-                .part_number(n as i32)
-                .e_tag(out.e_tag().unwrap())
-                .build(),
-        );
-    }
-    let done = src
-        .complete_multipart_upload()
-        .bucket(&setup.source)
-        .key(key)
-        .upload_id(id)
-        .multipart_upload(
-            aws_sdk_s3::types::CompletedMultipartUpload::builder()
-                .set_parts(Some(parts))
-                .build(),
-        )
-        .send()
-        .await
-        .unwrap();
-    done.e_tag().unwrap().trim_matches('"').to_string()
+    put_in_parts(
+        &setup.source_client(),
+        &setup.source,
+        key,
+        &[5 * MIB, 5 * MIB, MIB],
+    )
+    .await
 }
 
 async fn run(replicator: &Replicator, request: BackfillRequest) -> Summary {

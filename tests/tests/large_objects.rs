@@ -282,48 +282,7 @@ async fn a_multipart_source_is_copied_with_its_own_parts_so_the_replica_keeps_it
     let setup = Setup::new(2).await;
     let src = setup.source_client();
     // Uploaded in three parts of 6 MiB, 6 MiB and 1 MiB: below the multipart threshold in total.
-    let upload = src
-        .create_multipart_upload()
-        .bucket(&setup.source)
-        .key("mp")
-        .send()
-        .await
-        .unwrap();
-    let id = upload.upload_id().unwrap();
-    let mut parts = Vec::new();
-    for (n, size) in [(1, 6 * MIB), (2, 6 * MIB), (3, MIB)] {
-        let body: Vec<u8> = (0..size).map(|i| ((i + n) % 253) as u8).collect();
-        let out = src
-            .upload_part()
-            .bucket(&setup.source)
-            .key("mp")
-            .upload_id(id)
-            .part_number(n as i32)
-            .body(body.into())
-            .send()
-            .await
-            .unwrap();
-        parts.push(
-            aws_sdk_s3::types::CompletedPart::builder()
-                .part_number(n as i32)
-                .e_tag(out.e_tag().unwrap())
-                .build(),
-        );
-    }
-    let done = src
-        .complete_multipart_upload()
-        .bucket(&setup.source)
-        .key("mp")
-        .upload_id(id)
-        .multipart_upload(
-            aws_sdk_s3::types::CompletedMultipartUpload::builder()
-                .set_parts(Some(parts))
-                .build(),
-        )
-        .send()
-        .await
-        .unwrap();
-    let etag = done.e_tag().unwrap().trim_matches('"').to_string();
+    let etag = put_in_parts(&src, &setup.source, "mp", &[6 * MIB, 6 * MIB, MIB]).await;
     assert!(etag.ends_with("-3"));
 
     let replicator = setup.replicator(setup.config()).await;

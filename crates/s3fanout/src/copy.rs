@@ -28,6 +28,33 @@ pub const MAX_PART_BYTES: u64 = 5 * 1024 * 1024 * 1024;
 /// S3's largest part count.
 pub const MAX_PARTS: u64 = 10_000;
 
+/// Sets on a CopyObject or CreateMultipartUpload request what a replica takes from its source
+/// and its target: content headers, storage class and encryption. Expires is kept as the raw
+/// header, because S3 stores any string there, not only valid dates.
+macro_rules! with_replica_headers {
+    ($request:expr, $plan:expr) => {{
+        let head = $plan.head;
+        let (sse, kms_key) = $plan.kms();
+        let expires = head.expires_string().map(str::to_string);
+        $request
+            .set_content_type(head.content_type().map(str::to_string))
+            .set_cache_control(head.cache_control().map(str::to_string))
+            .set_content_encoding(head.content_encoding().map(str::to_string))
+            .set_content_disposition(head.content_disposition().map(str::to_string))
+            .set_content_language(head.content_language().map(str::to_string))
+            .set_website_redirect_location(head.website_redirect_location().map(str::to_string))
+            .set_storage_class($plan.storage_class())
+            .set_server_side_encryption(sse)
+            .set_ssekms_key_id(kms_key)
+            .customize()
+            .mutate_request(move |req| {
+                if let Some(value) = &expires {
+                    req.headers_mut().insert("Expires", value.clone());
+                }
+            })
+    }};
+}
+
 /// One object to copy to one target.
 pub(crate) struct CopyPlan<'a> {
     pub source_bucket: &'a str,
@@ -84,11 +111,7 @@ pub fn part_size(object_size: u64, configured: u64) -> u64 {
 
 /// Copies with one `CopyObject` request.
 pub(crate) async fn single(client: &Client, plan: &CopyPlan<'_>) -> Outcome {
-    let head = plan.head;
-    let (sse, kms_key) = plan.kms();
-    // Expires is kept as the raw header: S3 stores any string there, not only valid dates.
-    let expires = head.expires_string().map(str::to_string);
-    let result = client
+    let request = client
         .copy_object()
         .bucket(&plan.target.bucket)
         .key(plan.key)
@@ -96,24 +119,8 @@ pub(crate) async fn single(client: &Client, plan: &CopyPlan<'_>) -> Outcome {
         .copy_source_if_match(plan.if_match())
         .metadata_directive(MetadataDirective::Replace)
         .set_metadata(Some(plan.metadata()))
-        .tagging_directive(TaggingDirective::Copy)
-        .set_content_type(head.content_type().map(str::to_string))
-        .set_cache_control(head.cache_control().map(str::to_string))
-        .set_content_encoding(head.content_encoding().map(str::to_string))
-        .set_content_disposition(head.content_disposition().map(str::to_string))
-        .set_content_language(head.content_language().map(str::to_string))
-        .set_website_redirect_location(head.website_redirect_location().map(str::to_string))
-        .set_storage_class(plan.storage_class())
-        .set_server_side_encryption(sse)
-        .set_ssekms_key_id(kms_key)
-        .customize()
-        .mutate_request(move |req| {
-            if let Some(value) = &expires {
-                req.headers_mut().insert("Expires", value.clone());
-            }
-        })
-        .send()
-        .await;
+        .tagging_directive(TaggingDirective::Copy);
+    let result = with_replica_headers!(request, plan).send().await;
     match result {
         Ok(_) => Outcome::Copied,
         Err(err) => copy_failure(&S3Failure::from_sdk(&err), "CopyObject", &plan.location()),
@@ -153,34 +160,15 @@ pub(crate) async fn multipart(
             }
         }
     };
-    let head = plan.head;
-    let (sse, kms_key) = plan.kms();
-    let expires = head.expires_string().map(str::to_string);
     let created = {
         let _permit = limit.acquire().await.expect("semaphore is never closed");
-        client
+        let request = client
             .create_multipart_upload()
             .bucket(&plan.target.bucket)
             .key(plan.key)
             .set_metadata(Some(plan.metadata()))
-            .set_tagging((!tagging.is_empty()).then_some(tagging))
-            .set_content_type(head.content_type().map(str::to_string))
-            .set_cache_control(head.cache_control().map(str::to_string))
-            .set_content_encoding(head.content_encoding().map(str::to_string))
-            .set_content_disposition(head.content_disposition().map(str::to_string))
-            .set_content_language(head.content_language().map(str::to_string))
-            .set_website_redirect_location(head.website_redirect_location().map(str::to_string))
-            .set_storage_class(plan.storage_class())
-            .set_server_side_encryption(sse)
-            .set_ssekms_key_id(kms_key)
-            .customize()
-            .mutate_request(move |req| {
-                if let Some(value) = &expires {
-                    req.headers_mut().insert("Expires", value.clone());
-                }
-            })
-            .send()
-            .await
+            .set_tagging((!tagging.is_empty()).then_some(tagging));
+        with_replica_headers!(request, plan).send().await
     };
     let upload_id = match created {
         Ok(out) => out.upload_id().unwrap_or_default().to_string(),

@@ -1,0 +1,427 @@
+//! `make bench`: backfilling one bucket to three replicas with `s3fanout backfill` against
+//! `aws s3 sync`, `s5cmd sync` and `rclone sync`, through the same local S3 server and the same
+//! latency-adding proxy.
+//!
+//! For each tool: the wall time of a full first run (its runs for the three targets added up,
+//! for the tools that sync one destination per run), a check that every target then holds every
+//! object, and the requests a second run over the synced buckets makes (which should copy
+//! nothing). Every tool runs with its default settings.
+//!
+//! `BENCH_OBJECTS` (default 10000) and `BENCH_LATENCY_MS` (default 10) change the workload;
+//! `BENCH_TOOLS` (comma-separated: s3fanout,aws,s5cmd,rclone) runs only some tools.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use fault_proxy::{FaultProxy, Rule, Seen};
+use futures::StreamExt;
+use integration::*;
+
+const TARGETS: usize = 3;
+const REGION: &str = "us-east-1";
+/// A run that takes longer is stopped and reported, so that the bench stays bounded.
+const RUN_LIMIT: Duration = Duration::from_secs(300);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Tool {
+    S3fanout,
+    AwsCli,
+    S5cmd,
+    Rclone,
+}
+
+impl Tool {
+    const ALL: [Tool; 4] = [Tool::S3fanout, Tool::AwsCli, Tool::S5cmd, Tool::Rclone];
+
+    fn id(self) -> &'static str {
+        match self {
+            Tool::S3fanout => "s3fanout",
+            Tool::AwsCli => "aws",
+            Tool::S5cmd => "s5cmd",
+            Tool::Rclone => "rclone",
+        }
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            Tool::S3fanout => "s3fanout backfill (3 targets in one run)",
+            Tool::AwsCli => "aws s3 sync (one run per target)",
+            Tool::S5cmd => "s5cmd sync (one run per target)",
+            Tool::Rclone => "rclone sync (one run per target)",
+        }
+    }
+}
+
+/// Where the tools are: the workspace's `.venv` (or `$VENV`), the bench's own directory for
+/// `s3fanout`, `PATH` for rclone.
+struct Paths {
+    venv: PathBuf,
+    s3fanout: PathBuf,
+}
+
+impl Paths {
+    fn find() -> Self {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .expect("the tests package sits in the workspace")
+            .to_path_buf();
+        let venv = std::env::var_os("VENV")
+            .map(PathBuf::from)
+            .map(|v| if v.is_absolute() { v } else { root.join(v) })
+            .unwrap_or_else(|| root.join(".venv"));
+        let exe = std::env::current_exe().expect("own path");
+        let s3fanout = exe.with_file_name("s3fanout");
+        Paths { venv, s3fanout }
+    }
+
+    /// The command for a tool, or why it cannot run.
+    fn program(&self, tool: Tool) -> Result<PathBuf, String> {
+        let path = match tool {
+            Tool::S3fanout => self.s3fanout.clone(),
+            Tool::AwsCli => self.venv.join("bin/aws"),
+            Tool::S5cmd => self.venv.join("bin/s5cmd"),
+            Tool::Rclone => return which("rclone").ok_or_else(|| "rclone not installed".into()),
+        };
+        if path.is_file() {
+            Ok(path)
+        } else {
+            Err(format!("not installed ({})", path.display()))
+        }
+    }
+}
+
+fn which(name: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join(name))
+            .find(|p| p.is_file())
+    })
+}
+
+/// Requests of one run by kind.
+#[derive(Debug, Default, Clone, Copy)]
+struct Requests {
+    list: usize,
+    head: usize,
+    copy: usize,
+    other: usize,
+}
+
+impl Requests {
+    fn count(seen: &[Seen]) -> Self {
+        let mut r = Requests::default();
+        for s in seen {
+            if s.method == "PUT" && s.copy {
+                r.copy += 1;
+            } else if s.method == "HEAD" {
+                r.head += 1;
+            } else if s.method == "GET" && is_list(&s.query) {
+                r.list += 1;
+            } else {
+                r.other += 1;
+            }
+        }
+        r
+    }
+
+    fn total(&self) -> usize {
+        self.list + self.head + self.copy + self.other
+    }
+}
+
+/// ListObjectsV2 (`list-type=2`) or ListObjects v1, which every client sends with at least one
+/// of these parameters. The proxy does not record the object key, so a bare GET of an object
+/// could not be told from a bare v1 listing; none of the tools sends either here.
+fn is_list(query: &str) -> bool {
+    query.split('&').any(|pair| {
+        let name = pair.split('=').next().unwrap_or("");
+        matches!(
+            name,
+            "list-type" | "prefix" | "delimiter" | "marker" | "max-keys" | "start-after"
+        )
+    })
+}
+
+/// What one tool did.
+enum Row {
+    Measured {
+        first: Duration,
+        first_requests: Requests,
+        complete: Vec<usize>,
+        noop: Duration,
+        noop_requests: Requests,
+    },
+    Failed(String),
+}
+
+#[tokio::main]
+async fn main() {
+    let objects: usize = env_number("BENCH_OBJECTS", 10_000);
+    let latency_ms: u64 = env_number("BENCH_LATENCY_MS", 10) as u64;
+    let only: Option<Vec<String>> = std::env::var("BENCH_TOOLS")
+        .ok()
+        .map(|v| v.split(',').map(|s| s.trim().to_string()).collect());
+    let tools: Vec<Tool> = Tool::ALL
+        .into_iter()
+        .filter(|t| only.as_ref().is_none_or(|o| o.iter().any(|n| n == t.id())))
+        .collect();
+
+    let clients = clients().await;
+    let direct = clients.for_region(REGION);
+    let source = unique("bfsrc");
+    create_bucket(&clients, &source, REGION).await;
+    let started = Instant::now();
+    fill(&direct, &source, objects).await;
+    eprintln!(
+        "put {objects} objects into {source} in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+
+    let proxy = FaultProxy::start(&local_endpoint()).await.unwrap();
+    proxy.set_default_rule(Rule {
+        latency: Duration::from_millis(latency_ms),
+        ..Rule::default()
+    });
+    let paths = Paths::find();
+
+    let mut rows = Vec::new();
+    for tool in tools {
+        let mut targets = Vec::new();
+        for _ in 0..TARGETS {
+            let bucket = unique(&format!("bf{}", tool.id()));
+            create_bucket(&clients, &bucket, REGION).await;
+            targets.push(bucket);
+        }
+        eprintln!("{}: first run...", tool.id());
+        let row = match paths.program(tool) {
+            Err(why) => Row::Failed(why),
+            Ok(program) => measure(tool, &program, &proxy, &direct, &source, &targets).await,
+        };
+        rows.push((tool, row));
+    }
+
+    println!("## Backfill: one bucket of {objects} small objects to {TARGETS} target buckets\n");
+    println!(
+        "Same local S3 server (moto), every request through one proxy adding {latency_ms} ms; \
+         tools at their default settings; objects/s = {TARGETS} x {objects} replicas / first-run \
+         time. The no-op run repeats the sync over the synced buckets.\n"
+    );
+    println!(
+        "| tool | first run (s) | objects/s | first-run requests | targets complete | \
+         no-op run (s) | no-op List | no-op HEAD | no-op copy | no-op other |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|");
+    for (tool, row) in rows {
+        match row {
+            Row::Failed(why) => println!("| {} | {why} | | | | | | | | |", tool.label()),
+            Row::Measured {
+                first,
+                first_requests,
+                complete,
+                noop,
+                noop_requests: r,
+            } => {
+                let all = complete.iter().all(|&n| n == objects);
+                let complete = if all {
+                    format!("yes ({TARGETS} x {objects})")
+                } else {
+                    format!("NO: {complete:?} of {objects}")
+                };
+                println!(
+                    "| {} | {:.1} | {:.0} | {} | {complete} | {:.1} | {} | {} | {} | {} |",
+                    tool.label(),
+                    first.as_secs_f64(),
+                    (TARGETS * objects) as f64 / first.as_secs_f64(),
+                    first_requests.total(),
+                    noop.as_secs_f64(),
+                    r.list,
+                    r.head,
+                    r.copy,
+                    r.other
+                );
+            }
+        }
+    }
+    println!();
+}
+
+fn env_number(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Puts `n` objects of a few hundred bytes, spread over a few prefixes, many at once.
+async fn fill(client: &aws_sdk_s3::Client, bucket: &str, n: usize) {
+    futures::stream::iter(0..n)
+        .map(|i| {
+            let key = format!("data/{:02}/object-{i:05}.txt", i % 20);
+            let body = format!("{i}:{}", "abcdefghij".repeat(20 + i % 30));
+            async move { put(client, bucket, &key, body.as_bytes()).await }
+        })
+        .buffer_unordered(64)
+        .collect::<Vec<_>>()
+        .await;
+}
+
+/// Objects in a bucket, listed directly (not through the proxy).
+async fn count(client: &aws_sdk_s3::Client, bucket: &str) -> usize {
+    let mut pages = client
+        .list_objects_v2()
+        .bucket(bucket)
+        .into_paginator()
+        .send();
+    let mut n = 0;
+    while let Some(page) = pages.next().await {
+        n += page.expect("list a target").contents().len();
+    }
+    n
+}
+
+async fn measure(
+    tool: Tool,
+    program: &Path,
+    proxy: &FaultProxy,
+    direct: &aws_sdk_s3::Client,
+    source: &str,
+    targets: &[String],
+) -> Row {
+    let endpoint = proxy.endpoint();
+    proxy.take_seen();
+    let first = match sync(tool, program, &endpoint, source, targets).await {
+        Ok(elapsed) => elapsed,
+        Err(why) => return Row::Failed(format!("first run failed: {why}")),
+    };
+    let first_requests = Requests::count(&proxy.take_seen());
+    let mut complete = Vec::new();
+    for target in targets {
+        complete.push(count(direct, target).await);
+    }
+    eprintln!(
+        "{}: first run {:.1} s, targets hold {complete:?}; no-op run...",
+        tool.id(),
+        first.as_secs_f64()
+    );
+    let noop = match sync(tool, program, &endpoint, source, targets).await {
+        Ok(elapsed) => elapsed,
+        Err(why) => return Row::Failed(format!("no-op run failed: {why}")),
+    };
+    let noop_requests = Requests::count(&proxy.take_seen());
+    Row::Measured {
+        first,
+        first_requests,
+        complete,
+        noop,
+        noop_requests,
+    }
+}
+
+/// One full sync of `source` to every target with a tool; the time of all its runs.
+async fn sync(
+    tool: Tool,
+    program: &Path,
+    endpoint: &str,
+    source: &str,
+    targets: &[String],
+) -> Result<Duration, String> {
+    let commands: Vec<Command> = match tool {
+        Tool::S3fanout => {
+            let mut c = Command::new(program);
+            let replicas: Vec<String> = targets.iter().map(|t| format!("{t}@{REGION}")).collect();
+            c.args(["backfill", "--json"])
+                .env("SOURCE_BUCKETS", source)
+                .env("REPLICA_TARGETS", replicas.join(","))
+                .env("AWS_ENDPOINT_URL", endpoint)
+                .env_remove("AWS_ENDPOINT_URL_S3");
+            vec![c]
+        }
+        Tool::AwsCli => targets
+            .iter()
+            .map(|t| {
+                let mut c = Command::new(program);
+                c.args([
+                    "s3",
+                    "sync",
+                    &format!("s3://{source}"),
+                    &format!("s3://{t}"),
+                ])
+                .args(["--endpoint-url", endpoint, "--only-show-errors"]);
+                c
+            })
+            .collect(),
+        Tool::S5cmd => targets
+            .iter()
+            .map(|t| {
+                let mut c = Command::new(program);
+                c.args(["--endpoint-url", endpoint, "sync"])
+                    .arg(format!("s3://{source}/*"))
+                    .arg(format!("s3://{t}/"));
+                c
+            })
+            .collect(),
+        Tool::Rclone => targets
+            .iter()
+            .map(|t| {
+                let mut c = Command::new(program);
+                c.args(["sync", &format!("s3:{source}"), &format!("s3:{t}")])
+                    .arg("--s3-no-check-bucket")
+                    .env("RCLONE_CONFIG_S3_TYPE", "s3")
+                    .env("RCLONE_CONFIG_S3_PROVIDER", "Other")
+                    .env("RCLONE_CONFIG_S3_ENV_AUTH", "false")
+                    .env(
+                        "RCLONE_CONFIG_S3_ACCESS_KEY_ID",
+                        std::env::var("AWS_ACCESS_KEY_ID").unwrap_or_default(),
+                    )
+                    .env(
+                        "RCLONE_CONFIG_S3_SECRET_ACCESS_KEY",
+                        std::env::var("AWS_SECRET_ACCESS_KEY").unwrap_or_default(),
+                    )
+                    .env("RCLONE_CONFIG_S3_ENDPOINT", endpoint)
+                    .env("RCLONE_CONFIG_S3_REGION", REGION)
+                    .env("RCLONE_CONFIG_S3_FORCE_PATH_STYLE", "true")
+                    // rclone will not start with a CA bundle it cannot load; plain HTTP needs none.
+                    .env_remove("AWS_CA_BUNDLE");
+                c
+            })
+            .collect(),
+    };
+    let mut total = Duration::ZERO;
+    for command in commands {
+        total += tokio::task::spawn_blocking(move || run_bounded(command))
+            .await
+            .map_err(|e| e.to_string())??;
+    }
+    Ok(total)
+}
+
+/// Runs a command to its end or to `RUN_LIMIT`; its output is kept only to explain a failure.
+fn run_bounded(mut command: Command) -> Result<Duration, String> {
+    let log = std::env::temp_dir().join(format!("bench-backfill-{}.log", std::process::id()));
+    let file = std::fs::File::create(&log).map_err(|e| e.to_string())?;
+    let started = Instant::now();
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(file)
+        .spawn()
+        .map_err(|e| format!("cannot start: {e}"))?;
+    loop {
+        if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
+            let elapsed = started.elapsed();
+            if status.success() {
+                return Ok(elapsed);
+            }
+            let stderr = std::fs::read_to_string(&log).unwrap_or_default();
+            let last = stderr.lines().last().unwrap_or("").trim().to_string();
+            return Err(format!("{status}: {last}"));
+        }
+        if started.elapsed() > RUN_LIMIT {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(format!("stopped after {} s", RUN_LIMIT.as_secs()));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
