@@ -5,14 +5,14 @@ use s3fanout::backfill::filter::Filter;
 
 const CONFIGURATION: &str = "\
 Configuration (the same environment variables as the replication functions):
-  SOURCE_BUCKETS       comma-separated source buckets
+  SOURCE_BUCKETS       comma-separated source buckets, each BUCKET or BUCKET@REGION
   REPLICA_TARGETS      comma-separated BUCKET@REGION[?prefix=..&storage_class=..&kms_key_id=..]
   REPLICATE_DELETES    true or false
   COPY_CONCURRENCY     S3 requests in flight at once (default 32)
   MULTIPART_THRESHOLD  objects above this are copied in parts (default 64MiB)
   MULTIPART_PART_SIZE  part size of multipart copies (default 64MiB)
 AWS credentials, region and endpoint (AWS_ENDPOINT_URL) come from the standard AWS environment;
-the source buckets are read in AWS_REGION, which must therefore be theirs.
+a source bucket without @REGION is read in AWS_REGION.
 
 Exit status: 0 done, 1 a copy failed or (verify) a replica drifted, 2 the command could not run
 (configuration, arguments, a bucket that cannot be listed).";

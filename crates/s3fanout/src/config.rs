@@ -45,6 +45,8 @@ impl Target {
 pub struct Config {
     /// Buckets whose events are accepted; events from any other bucket are rejected.
     pub source_buckets: BTreeSet<String>,
+    /// Regions of source buckets given as `BUCKET@REGION`; others are in the process's region.
+    pub source_regions: std::collections::BTreeMap<String, String>,
     /// Replica buckets, each receiving a full copy.
     pub targets: Vec<Target>,
     /// Whether `ObjectRemoved` events delete the object from every replica.
@@ -73,7 +75,7 @@ pub struct ConfigError {
 
 /// Environment variable names, documented in the README.
 pub mod vars {
-    /// Comma-separated allowed source buckets.
+    /// Comma-separated allowed source buckets, each optionally `BUCKET@REGION`.
     pub const SOURCE_BUCKETS: &str = "SOURCE_BUCKETS";
     /// Comma-separated targets: `BUCKET@REGION[?prefix=..&storage_class=..&kms_key_id=..]`.
     pub const REPLICA_TARGETS: &str = "REPLICA_TARGETS";
@@ -94,6 +96,7 @@ impl Config {
     pub fn new(source_buckets: impl IntoIterator<Item = String>, targets: Vec<Target>) -> Self {
         Config {
             source_buckets: source_buckets.into_iter().collect(),
+            source_regions: Default::default(),
             targets,
             replicate_deletes: false,
             concurrency: DEFAULT_CONCURRENCY,
@@ -118,8 +121,17 @@ impl Config {
             reason: "required: the bucket(s) whose events may be replicated".into(),
         })?;
         let mut source_buckets = BTreeSet::new();
-        for name in split_list(&sources_raw) {
+        let mut source_regions = std::collections::BTreeMap::new();
+        for entry in split_list(&sources_raw) {
+            let (name, region) = match entry.split_once('@') {
+                Some((name, region)) => (name, Some(region)),
+                None => (entry, None),
+            };
             check_bucket_name(vars::SOURCE_BUCKETS, name)?;
+            if let Some(region) = region {
+                check_region(vars::SOURCE_BUCKETS, entry, region)?;
+                source_regions.insert(name.to_string(), region.to_string());
+            }
             source_buckets.insert(name.to_string());
         }
 
@@ -201,6 +213,7 @@ impl Config {
 
         Ok(Config {
             source_buckets,
+            source_regions,
             targets,
             replicate_deletes,
             concurrency,
@@ -253,13 +266,7 @@ fn parse_target(entry: &str) -> Result<Target, ConfigError> {
         .split_once('@')
         .ok_or_else(|| err("expected BUCKET@REGION".into()))?;
     check_bucket_name(vars::REPLICA_TARGETS, bucket)?;
-    if region.is_empty()
-        || !region
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-    {
-        return Err(err(format!("{region:?} is not a region name")));
-    }
+    check_region(vars::REPLICA_TARGETS, entry, region)?;
     let mut target = Target {
         bucket: bucket.to_string(),
         region: region.to_string(),
@@ -293,6 +300,22 @@ fn parse_target(entry: &str) -> Result<Target, ConfigError> {
         }
     }
     Ok(target)
+}
+
+fn check_region(variable: &'static str, entry: &str, region: &str) -> Result<(), ConfigError> {
+    let valid = !region.is_empty()
+        && region
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+    if valid {
+        Ok(())
+    } else {
+        Err(ConfigError {
+            variable,
+            value: entry.to_string(),
+            reason: format!("{region:?} is not a region name"),
+        })
+    }
 }
 
 /// Checks the rules S3 enforces on bucket names, so that a typo fails at cold start.
@@ -353,6 +376,28 @@ mod tests {
             Some("arn:aws:kms:eu-west-1:1:key/k")
         );
         assert_eq!(t.replica_key("a b"), "mirror/a b");
+    }
+
+    #[test]
+    fn source_buckets_may_name_their_region() {
+        let c = parse(&[
+            ("SOURCE_BUCKETS", "src-a@eu-west-1,src-b"),
+            ("REPLICA_TARGETS", "rep@us-east-1"),
+        ])
+        .unwrap();
+        assert!(c.source_buckets.contains("src-a") && c.source_buckets.contains("src-b"));
+        assert_eq!(
+            c.source_regions.get("src-a").map(String::as_str),
+            Some("eu-west-1")
+        );
+        assert_eq!(c.source_regions.get("src-b"), None);
+        let err = parse(&[
+            ("SOURCE_BUCKETS", "src@Mars 1"),
+            ("REPLICA_TARGETS", "rep@us-east-1"),
+        ])
+        .unwrap_err();
+        assert_eq!(err.variable, "SOURCE_BUCKETS");
+        assert!(err.reason.contains("not a region name"), "{err}");
     }
 
     #[test]

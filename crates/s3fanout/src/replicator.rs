@@ -68,9 +68,13 @@ impl Replicator {
         self.clients.for_region(region)
     }
 
-    /// The region used for a source bucket: the function's own.
-    pub fn source_region(&self, _bucket: &str) -> String {
-        self.clients.default_region()
+    /// The region of a source bucket: as configured (`BUCKET@REGION`), else the process's own.
+    pub fn source_region(&self, bucket: &str) -> String {
+        self.config
+            .source_regions
+            .get(bucket)
+            .cloned()
+            .unwrap_or_else(|| self.clients.default_region())
     }
 
     /// Whether the replica of `key` in `target` records `source_etag` as its provenance.
@@ -273,7 +277,7 @@ impl Replicator {
         let region = change
             .region
             .clone()
-            .unwrap_or_else(|| self.clients.default_region());
+            .unwrap_or_else(|| self.source_region(&change.bucket));
         let client = self.clients.for_region(&region);
         let _permit = self
             .limit
@@ -408,7 +412,7 @@ impl Replicator {
         let region = change
             .region
             .clone()
-            .unwrap_or_else(|| self.clients.default_region());
+            .unwrap_or_else(|| self.source_region(&change.bucket));
         let _permit = self
             .limit
             .acquire()
