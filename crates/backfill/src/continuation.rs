@@ -45,3 +45,104 @@ impl SelfInvoke {
         Ok(Value::Bool(true))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use s3fanout::backfill::{Continuation, Summary};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    /// Accepts one HTTP request, answers 202 as Lambda does for `Event` invocations, and
+    /// returns the request's head and body.
+    async fn one_request(listener: TcpListener) -> (String, Vec<u8>) {
+        let (mut stream, _) = listener.accept().await.unwrap();
+        let mut buffer = Vec::new();
+        let mut chunk = [0u8; 4096];
+        let (head, body_start) = loop {
+            let n = stream.read(&mut chunk).await.unwrap();
+            buffer.extend_from_slice(&chunk[..n]);
+            if let Some(end) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
+                break (String::from_utf8_lossy(&buffer[..end]).to_string(), end + 4);
+            }
+        };
+        let length: usize = head
+            .lines()
+            .find_map(|l| {
+                l.to_ascii_lowercase()
+                    .strip_prefix("content-length:")
+                    .map(|v| v.trim().parse().unwrap())
+            })
+            .unwrap_or(0);
+        while buffer.len() < body_start + length {
+            let n = stream.read(&mut chunk).await.unwrap();
+            buffer.extend_from_slice(&chunk[..n]);
+        }
+        stream
+            .write_all(b"HTTP/1.1 202 Accepted\r\ncontent-length: 0\r\n\r\n")
+            .await
+            .unwrap();
+        (head, buffer[body_start..body_start + length].to_vec())
+    }
+
+    #[tokio::test]
+    async fn continues_with_an_asynchronous_invocation_of_itself() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let endpoint = format!("http://{}", listener.local_addr().unwrap());
+        let server = tokio::spawn(one_request(listener));
+        let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .endpoint_url(endpoint)
+            .region(aws_config::Region::new("eu-west-1"))
+            .credentials_provider(aws_sdk_lambda::config::Credentials::new(
+                "k", "s", None, None, "test",
+            ))
+            .load()
+            .await;
+        let invoker = SelfInvoke {
+            client: aws_sdk_lambda::Client::new(&config),
+            function: Some("stack-backfill".into()),
+        };
+        let next = BackfillRequest {
+            prefix: "photos/".into(),
+            auto_continue: true,
+            continuation: Some(Continuation {
+                start_after: "photos/0999.jpg".into(),
+                done_after: Default::default(),
+                so_far: Summary::default(),
+            }),
+            ..Default::default()
+        };
+        assert_eq!(invoker.invoke(&next).await.unwrap(), Value::Bool(true));
+
+        let (head, body) = server.await.unwrap();
+        let request_line = head.lines().next().unwrap();
+        assert!(
+            request_line.starts_with("POST /2015-03-31/functions/stack-backfill/invocations"),
+            "{request_line}"
+        );
+        assert!(
+            head.to_ascii_lowercase()
+                .contains("x-amz-invocation-type: event"),
+            "{head}"
+        );
+        let sent: BackfillRequest = serde_json::from_slice(&body).unwrap();
+        assert_eq!(sent, next);
+    }
+
+    #[tokio::test]
+    async fn without_a_function_name_it_says_so() {
+        let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .region(aws_config::Region::new("eu-west-1"))
+            .load()
+            .await;
+        let invoker = SelfInvoke {
+            client: aws_sdk_lambda::Client::new(&config),
+            function: None,
+        };
+        let err = invoker
+            .invoke(&BackfillRequest::default())
+            .await
+            .unwrap_err();
+        assert!(err.contains("AWS_LAMBDA_FUNCTION_NAME"), "{err}");
+    }
+}
