@@ -17,6 +17,14 @@ fn multipart_config(setup: &Setup) -> Config {
     config
 }
 
+/// A replicator whose requests to `bucket` go through a fault proxy applying `rule`.
+async fn through_proxy(config: Config, bucket: &str, rule: Rule) -> (FaultProxy, Replicator) {
+    let proxy = FaultProxy::start(&local_endpoint()).await.unwrap();
+    proxy.set_rule(bucket, rule);
+    let replicator = Replicator::new(config, clients_via(&proxy.endpoint(), 2).await);
+    (proxy, replicator)
+}
+
 #[tokio::test]
 async fn multipart_copy_preserves_headers_metadata_tags_class_and_encryption() {
     let mut setup = Setup::new(2).await;
@@ -97,19 +105,16 @@ async fn a_failing_part_aborts_the_upload() {
     let setup = Setup::new(1).await;
     let target = &setup.targets[0];
     let etag = put_sized(&setup.source_client(), &setup.source, "big", 11 * MIB).await;
-    let proxy = FaultProxy::start(&local_endpoint()).await.unwrap();
-    proxy.set_rule(
+    let (proxy, replicator) = through_proxy(
+        multipart_config(&setup),
         &target.bucket,
         Rule {
             down: true,
             only_query: Some("partNumber=2".into()),
             ..Rule::default()
         },
-    );
-    let replicator = Replicator::new(
-        multipart_config(&setup),
-        clients_via(&proxy.endpoint(), 2).await,
-    );
+    )
+    .await;
 
     let report = replicator
         .apply(&[created(&setup.source, "big", Some(&etag))])
@@ -151,21 +156,18 @@ async fn a_source_overwritten_during_the_copy_is_not_half_copied() {
     let target = &setup.targets[0];
     let src = setup.source_client();
     let etag = put_sized(&src, &setup.source, "moving", 11 * MIB).await;
-    let proxy = FaultProxy::start(&local_endpoint()).await.unwrap();
     // Parts wait long enough for the overwrite below to land first, even on a busy machine; an
     // overwrite landing before the source is read ends the same way, the event naming the old ETag.
-    proxy.set_rule(
+    let (_proxy, replicator) = through_proxy(
+        multipart_config(&setup),
         &target.bucket,
         Rule {
             latency: Duration::from_secs(3),
             only_query: Some("partNumber=".into()),
             ..Rule::default()
         },
-    );
-    let replicator = Replicator::new(
-        multipart_config(&setup),
-        clients_via(&proxy.endpoint(), 2).await,
-    );
+    )
+    .await;
     let changes = [created(&setup.source, "moving", Some(&etag))];
     let copy = replicator.apply(&changes);
     let overwrite = async {
@@ -195,17 +197,17 @@ async fn near_the_deadline_nothing_new_starts_and_the_rest_is_reported_for_retry
         let etag = put(&setup.source_client(), &setup.source, &key, b"x").await;
         changes.push(created(&setup.source, &key, Some(&etag)));
     }
-    let proxy = FaultProxy::start(&local_endpoint()).await.unwrap();
-    proxy.set_rule(
+    let mut config = setup.config();
+    config.concurrency = 2;
+    let (_proxy, replicator) = through_proxy(
+        config,
         &target.bucket,
         Rule {
             latency: Duration::from_millis(300),
             ..Rule::default()
         },
-    );
-    let mut config = setup.config();
-    config.concurrency = 2;
-    let replicator = Replicator::new(config, clients_via(&proxy.endpoint(), 2).await);
+    )
+    .await;
 
     let started = Instant::now();
     let deadline = Deadline::at(
@@ -243,19 +245,16 @@ async fn a_multipart_copy_in_flight_at_the_deadline_is_aborted() {
     let setup = Setup::new(1).await;
     let target = &setup.targets[0];
     let etag = put_sized(&setup.source_client(), &setup.source, "slow", 11 * MIB).await;
-    let proxy = FaultProxy::start(&local_endpoint()).await.unwrap();
-    proxy.set_rule(
+    let (_proxy, replicator) = through_proxy(
+        multipart_config(&setup),
         &target.bucket,
         Rule {
             latency: Duration::from_secs(3),
             only_query: Some("partNumber=".into()),
             ..Rule::default()
         },
-    );
-    let replicator = Replicator::new(
-        multipart_config(&setup),
-        clients_via(&proxy.endpoint(), 2).await,
-    );
+    )
+    .await;
     let started = Instant::now();
     let deadline = Deadline::at(
         started + Duration::from_millis(1500),

@@ -31,8 +31,9 @@ struct Source<'a> {
     head: HeadObjectOutput,
     etag: String,
     /// Part size of a multipart source whose parts are all equal but the last: copying with the
-    /// same parts gives the replica the source's ETag, which a listing can then compare.
-    layout: Option<u64>,
+    /// same parts gives the replica the source's ETag, which a listing can then compare. Read
+    /// once, and only when some target needs a copy.
+    layout: tokio::sync::OnceCell<Option<u64>>,
 }
 
 enum SourceState {
@@ -179,12 +180,11 @@ impl Replicator {
         if provenance::is_replica(head.metadata()) {
             return same_for(change, &names, started, Outcome::IsReplica);
         }
-        let layout = self.source_layout(change, &head, &etag).await;
         let source = Source {
             change,
             head: *head,
             etag,
-            layout,
+            layout: tokio::sync::OnceCell::new(),
         };
         let copies = targets.iter().map(|(target, check)| {
             self.timed(
@@ -382,14 +382,26 @@ impl Replicator {
             Ok(None) => {}
             Err(_) => return deadline.stopped_in_flight(),
         }
-        if source.layout.is_some() || size > self.config.multipart_threshold {
-            let part_size = source
-                .layout
-                .unwrap_or_else(|| copy::part_size(size, self.config.part_size));
-            // Parts take permits of their own from the same pool.
-            drop(permit);
+        // Multipart copies take permits of their own (for the layout read and for each part).
+        drop(permit);
+        let layout = match copy::parts_in_etag(&source.etag) {
+            Some(_) => {
+                *source
+                    .layout
+                    .get_or_init(|| self.source_layout(source.change, &source.head, &source.etag))
+                    .await
+            }
+            None => None,
+        };
+        if layout.is_some() || size > self.config.multipart_threshold {
+            let part_size = layout.unwrap_or_else(|| copy::part_size(size, self.config.part_size));
             return copy::multipart(&client, &plan, part_size, &self.limit, deadline).await;
         }
+        let _permit = self
+            .limit
+            .acquire()
+            .await
+            .expect("semaphore is never closed");
         match tokio::time::timeout_at(deadline.hard().into(), copy::single(&client, &plan)).await {
             Ok(outcome) => outcome,
             Err(_) => deadline.stopped_in_flight(),
