@@ -1,0 +1,498 @@
+//! One read across the replicas: the rotating first attempt, failover, hedging, the budget.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Mutex;
+use std::time::Instant;
+
+use futures::stream::{FuturesUnordered, StreamExt};
+
+use crate::breaker::Admission;
+use crate::config::{Hedge, ReadConfig};
+use crate::error::{Answer, Attempt, Disposition, ReadError, ReadErrorKind};
+use crate::health::Health;
+
+/// The object as one replica served it.
+#[derive(Debug)]
+pub struct Served<T> {
+    /// Index of the replica in the reader's list.
+    pub index: usize,
+    /// The replica, as `bucket@region`.
+    pub replica: String,
+    /// Region of the replica.
+    pub region: String,
+    /// What S3 returned (for GET, the body is still streaming).
+    pub output: T,
+}
+
+type AttemptFuture<'a, T> = Pin<Box<dyn Future<Output = (usize, Result<T, Answer>)> + Send + 'a>>;
+
+struct Running {
+    replica: usize,
+    started: Instant,
+    admission: Admission,
+}
+
+/// Runs one request. `send(i)` performs the request at replica `i`.
+pub async fn run<'a, T, F, Fut>(
+    health: &Mutex<Health>,
+    config: &ReadConfig,
+    names: &[String],
+    key: &str,
+    send: F,
+) -> Result<(usize, T), ReadError>
+where
+    T: Send + 'a,
+    F: Fn(usize) -> Fut,
+    Fut: Future<Output = Result<T, Answer>> + Send + 'a,
+{
+    let mut read = Read {
+        health,
+        config,
+        pending: lock(health).begin(config, Instant::now()).into_iter(),
+        inflight: FuturesUnordered::new(),
+        running: Vec::new(),
+        attempts: Vec::new(),
+        launched: 0,
+        last_launch: Instant::now(),
+    };
+    let timeout = config.attempt_timeout;
+    let launch = |i: usize| -> AttemptFuture<'a, T> {
+        let attempt = send(i);
+        Box::pin(async move {
+            match tokio::time::timeout(timeout, attempt).await {
+                Ok(result) => (i, result),
+                Err(_) => (i, Err(Answer::Timeout(timeout))),
+            }
+        })
+    };
+    if !read.launch_next(&launch, names) {
+        return Err(read.give_up(key));
+    }
+    loop {
+        let hedge_at = read.hedge_deadline();
+        tokio::select! {
+            biased;
+            Some((replica, result)) = read.inflight.next() => {
+                match read.finish(replica, result, names) {
+                    Step::Done(output) => return Ok((replica, output)),
+                    Step::Stop => return Err(read.give_up(key)),
+                    Step::Continue => {
+                        if read.inflight.is_empty() && !read.launch_next(&launch, names) {
+                            return Err(read.give_up(key));
+                        }
+                    }
+                }
+            }
+            _ = sleep_until(hedge_at), if hedge_at.is_some() => {
+                read.launch_next(&launch, names);
+            }
+        }
+    }
+}
+
+enum Step<T> {
+    Done(T),
+    Stop,
+    Continue,
+}
+
+struct Read<'h, 'a, T> {
+    health: &'h Mutex<Health>,
+    config: &'h ReadConfig,
+    pending: std::vec::IntoIter<usize>,
+    inflight: FuturesUnordered<AttemptFuture<'a, T>>,
+    running: Vec<Running>,
+    attempts: Vec<Attempt>,
+    launched: usize,
+    last_launch: Instant,
+}
+
+impl<'a, T> Read<'_, 'a, T> {
+    /// Starts the next replica that the breakers and the budget allow; false when none is left.
+    fn launch_next(
+        &mut self,
+        launch: &impl Fn(usize) -> AttemptFuture<'a, T>,
+        names: &[String],
+    ) -> bool {
+        for replica in self.pending.by_ref() {
+            let now = Instant::now();
+            let mut health = lock(self.health);
+            let admission = health.admit(replica, now);
+            if admission == Admission::Refused {
+                self.attempts
+                    .push(attempt(names, replica, Answer::CircuitOpen));
+                continue;
+            }
+            // The first attempt is the request itself; every further one is extra load.
+            if self.launched > 0 && !health.withdraw(now) {
+                health.release(replica, admission, now);
+                self.attempts
+                    .push(attempt(names, replica, Answer::BudgetExhausted));
+                continue;
+            }
+            drop(health);
+            self.inflight.push(launch(replica));
+            self.running.push(Running {
+                replica,
+                started: now,
+                admission,
+            });
+            self.launched += 1;
+            self.last_launch = now;
+            return true;
+        }
+        false
+    }
+
+    /// When to send a hedge, if one may be sent.
+    fn hedge_deadline(&self) -> Option<Instant> {
+        let Hedge::AfterPercentile {
+            percentile,
+            min_delay,
+            min_samples,
+        } = self.config.hedge
+        else {
+            return None;
+        };
+        if self.inflight.len() != 1 || self.pending.len() == 0 {
+            return None;
+        }
+        let delay = lock(self.health).hedge_delay(percentile, min_delay, min_samples)?;
+        Some(self.last_launch + delay)
+    }
+
+    fn finish(&mut self, replica: usize, result: Result<T, Answer>, names: &[String]) -> Step<T> {
+        let now = Instant::now();
+        let position = self.running.iter().position(|r| r.replica == replica);
+        let started = position.map_or(now, |p| self.running.swap_remove(p).started);
+        let ttfb = now.saturating_duration_since(started);
+        let mut health = lock(self.health);
+        match result {
+            Ok(output) => {
+                health.record(replica, None, ttfb, now);
+                // The others are dropped with `inflight`: their requests are cancelled.
+                for other in self.running.drain(..) {
+                    health.record_cancelled(
+                        other.replica,
+                        now.saturating_duration_since(other.started),
+                    );
+                    health.release(other.replica, other.admission, now);
+                }
+                Step::Done(output)
+            }
+            Err(answer) => {
+                health.record(replica, Some(&answer), ttfb, now);
+                let disposition = answer.disposition(self.config.missing);
+                self.attempts.push(attempt(names, replica, answer));
+                if disposition == Disposition::Return {
+                    for other in self.running.drain(..) {
+                        health.release(other.replica, other.admission, now);
+                    }
+                    return Step::Stop;
+                }
+                Step::Continue
+            }
+        }
+    }
+
+    fn give_up(&mut self, key: &str) -> ReadError {
+        let answers = || self.attempts.iter().map(|a| &a.answer);
+        let kind = if answers().any(|a| matches!(a, Answer::Rejected { .. })) {
+            ReadErrorKind::Rejected
+        } else if answers().any(|a| matches!(a, Answer::Missing { .. })) {
+            ReadErrorKind::NotFound
+        } else {
+            ReadErrorKind::AllFailed
+        };
+        if kind == ReadErrorKind::AllFailed {
+            lock(self.health).count_all_failed();
+            tracing::warn!(key, attempts = ?self.attempts, "every replica failed");
+        }
+        ReadError {
+            kind,
+            key: key.to_string(),
+            attempts: std::mem::take(&mut self.attempts),
+        }
+    }
+}
+
+fn attempt(names: &[String], replica: usize, answer: Answer) -> Attempt {
+    Attempt {
+        replica: names
+            .get(replica)
+            .cloned()
+            .unwrap_or_else(|| format!("replica {replica}")),
+        answer,
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The lock, even if a panic elsewhere poisoned it: the state stays usable.
+pub fn lock(health: &Mutex<Health>) -> std::sync::MutexGuard<'_, Health> {
+    health
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::breaker::BreakerConfig;
+    use crate::budget::BudgetConfig;
+    use crate::error::MissingPolicy;
+    use crate::order::ReplicaOrder;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    fn names(n: usize) -> Vec<String> {
+        (0..n).map(|i| format!("r{i}@region-{i}")).collect()
+    }
+
+    fn config() -> ReadConfig {
+        ReadConfig {
+            order: ReplicaOrder::RoundRobin,
+            ..ReadConfig::default()
+        }
+    }
+
+    fn unavailable() -> Answer {
+        Answer::Throttled {
+            status: 503,
+            code: Some("ServiceUnavailable".into()),
+        }
+    }
+
+    /// Replica behaviours for a fake backend.
+    #[derive(Clone)]
+    enum Fake {
+        Ok(Duration),
+        Fail(Answer),
+    }
+
+    async fn read(
+        health: &Mutex<Health>,
+        config: &ReadConfig,
+        fakes: &[Fake],
+        calls: &AtomicUsize,
+    ) -> Result<(usize, usize), ReadError> {
+        let names = names(fakes.len());
+        let send = |i: usize| {
+            calls.fetch_add(1, Ordering::SeqCst);
+            let fake = fakes[i].clone();
+            async move {
+                match fake {
+                    Fake::Ok(delay) => {
+                        tokio::time::sleep(delay).await;
+                        Ok(i)
+                    }
+                    Fake::Fail(answer) => Err(answer),
+                }
+            }
+        };
+        run(health, config, &names, "k", send).await
+    }
+
+    fn health(n: usize, config: &ReadConfig) -> Mutex<Health> {
+        Mutex::new(Health::new(n, config, Instant::now()))
+    }
+
+    #[tokio::test]
+    async fn starts_rotate_and_failures_move_on() {
+        let config = config();
+        let h = health(3, &config);
+        let calls = AtomicUsize::new(0);
+        let fakes = [Fake::Ok(MS), Fake::Fail(unavailable()), Fake::Ok(MS)];
+        let mut served = Vec::new();
+        for _ in 0..3 {
+            served.push(read(&h, &config, &fakes, &calls).await.unwrap().0);
+        }
+        // The second request started at the failing replica and moved on to the one not yet
+        // measured (unknown latency counts as near, to learn it).
+        assert_eq!(served, [0, 2, 2]);
+        assert_eq!(calls.load(Ordering::SeqCst), 4);
+        assert_eq!(lock(&h).failing(Instant::now()), [false, true, false]);
+    }
+
+    #[tokio::test]
+    async fn gives_up_after_each_replica_once_naming_all() {
+        let config = config();
+        let h = health(3, &config);
+        let calls = AtomicUsize::new(0);
+        let fakes = [
+            Fake::Fail(unavailable()),
+            Fake::Fail(Answer::Connection("connection refused".into())),
+            Fake::Fail(Answer::ServerError {
+                status: 500,
+                code: None,
+            }),
+        ];
+        let err = read(&h, &config, &fakes, &calls).await.unwrap_err();
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
+        assert_eq!(err.kind, ReadErrorKind::AllFailed);
+        let named: Vec<&str> = err.attempts.iter().map(|a| a.replica.as_str()).collect();
+        assert_eq!(named, ["r0@region-0", "r1@region-1", "r2@region-2"]);
+        assert_eq!(lock(&h).all_failed_total(), 1);
+    }
+
+    #[tokio::test]
+    async fn forbidden_is_returned_at_once_and_404_follows_the_policy() {
+        let mut config = config();
+        let forbidden = Answer::Rejected {
+            status: 403,
+            code: Some("AccessDenied".into()),
+            message: None,
+        };
+        let h = health(2, &config);
+        let calls = AtomicUsize::new(0);
+        let err = read(&h, &config, &[Fake::Fail(forbidden), Fake::Ok(MS)], &calls)
+            .await
+            .unwrap_err();
+        assert_eq!(
+            (err.kind, calls.load(Ordering::SeqCst)),
+            (ReadErrorKind::Rejected, 1)
+        );
+
+        let missing = Fake::Fail(Answer::Missing { code: None });
+        let h = health(2, &config);
+        let ok = read(&h, &config, &[missing.clone(), Fake::Ok(MS)], &calls).await;
+        assert_eq!(ok.unwrap().0, 1, "a lagging replica's 404 fails over");
+        config.missing = MissingPolicy::Fail;
+        let h = health(2, &config);
+        let err = read(&h, &config, &[missing.clone(), Fake::Ok(MS)], &calls)
+            .await
+            .unwrap_err();
+        assert_eq!((err.kind, err.attempts.len()), (ReadErrorKind::NotFound, 1));
+        let h = health(2, &config);
+        config.missing = MissingPolicy::Failover;
+        let err = read(&h, &config, &[missing.clone(), missing], &calls)
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind, ReadErrorKind::NotFound);
+        assert_eq!(
+            lock(&h).all_failed_total(),
+            0,
+            "a missing key is not an outage"
+        );
+    }
+
+    #[tokio::test]
+    async fn breaker_skips_a_replica_that_keeps_failing() {
+        let mut config = config();
+        config.breaker = BreakerConfig {
+            failures_to_open: 2,
+            cooldown: Duration::from_secs(60),
+            max_cooldown: Duration::from_secs(60),
+        };
+        let h = health(2, &config);
+        let calls = AtomicUsize::new(0);
+        let fakes = [Fake::Fail(unavailable()), Fake::Ok(MS)];
+        for _ in 0..4 {
+            assert_eq!(read(&h, &config, &fakes, &calls).await.unwrap().0, 1);
+        }
+        // Requests 1 and 3 started at replica 0 (2 failures: open); 2 and 4 at replica 1.
+        assert_eq!(calls.load(Ordering::SeqCst), 6);
+        for _ in 0..4 {
+            read(&h, &config, &fakes, &calls).await.unwrap();
+        }
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            10,
+            "replica 0 is no longer asked"
+        );
+        let h2 = health(2, &config);
+        let all_down = [Fake::Fail(unavailable()), Fake::Fail(unavailable())];
+        for _ in 0..2 {
+            let _ = read(&h2, &config, &all_down, &calls).await;
+        }
+        let err = read(&h2, &config, &all_down, &calls).await.unwrap_err();
+        assert!(
+            err.attempts.iter().all(|a| a.answer == Answer::CircuitOpen),
+            "{err}"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_budget_stops_retries_multiplying_an_outage() {
+        let mut config = config();
+        config.budget = BudgetConfig {
+            capacity: 3.0,
+            per_request: 0.1,
+            per_second: 0.0,
+        };
+        config.breaker.failures_to_open = u32::MAX;
+        let h = health(3, &config);
+        let calls = AtomicUsize::new(0);
+        let down = [
+            Fake::Fail(unavailable()),
+            Fake::Fail(unavailable()),
+            Fake::Fail(unavailable()),
+        ];
+        let mut last = None;
+        for _ in 0..100 {
+            last = Some(read(&h, &config, &down, &calls).await.unwrap_err());
+        }
+        // 100 first attempts, the burst of 3 and about 10% more, instead of 300 requests.
+        let calls = calls.load(Ordering::SeqCst);
+        assert!((100..=116).contains(&calls), "{calls}");
+        let last = last.unwrap();
+        assert_eq!(
+            last.attempts.len(),
+            3,
+            "every replica is still named: {last}"
+        );
+        assert!(last
+            .attempts
+            .iter()
+            .any(|a| a.answer == Answer::BudgetExhausted));
+    }
+
+    #[tokio::test]
+    async fn a_hedge_rescues_a_slow_first_attempt() {
+        let mut config = config();
+        config.hedge = Hedge::AfterPercentile {
+            percentile: 90.0,
+            min_delay: MS,
+            min_samples: 5,
+        };
+        let h = health(2, &config);
+        for _ in 0..20 {
+            lock(&h).record(1, None, 2 * MS, Instant::now());
+        }
+        let calls = AtomicUsize::new(0);
+        let fakes = [Fake::Ok(300 * MS), Fake::Ok(2 * MS)];
+        let started = Instant::now();
+        // Round-robin: the first request starts at the slow replica 0.
+        let (served, _) = read(&h, &config, &fakes, &calls).await.unwrap();
+        assert_eq!(served, 1);
+        assert!(started.elapsed() < 150 * MS, "{:?}", started.elapsed());
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+        // The slow replica's cancelled attempt still counts against its average.
+        assert!(lock(&h).latencies()[0].is_some());
+
+        config.hedge = Hedge::Off;
+        let h = health(2, &config);
+        let started = Instant::now();
+        assert_eq!(read(&h, &config, &fakes, &calls).await.unwrap().0, 0);
+        assert!(started.elapsed() >= 300 * MS);
+    }
+
+    #[tokio::test]
+    async fn a_timeout_moves_on() {
+        let mut config = config();
+        config.attempt_timeout = 50 * MS;
+        let h = health(2, &config);
+        let calls = AtomicUsize::new(0);
+        let fakes = [Fake::Ok(Duration::from_secs(10)), Fake::Ok(MS)];
+        assert_eq!(read(&h, &config, &fakes, &calls).await.unwrap().0, 1);
+        assert_eq!(lock(&h).failing(Instant::now()), [true, false]);
+    }
+}

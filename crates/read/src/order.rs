@@ -1,0 +1,204 @@
+//! The order in which one request tries the replicas.
+//!
+//! The first replica rotates across requests (smooth weighted round-robin), so every copy
+//! serves traffic every day and a broken one is noticed before it is needed. With
+//! latency-aware ordering, replicas whose average time to first byte is close to the fastest
+//! one's ("near") get a larger weight than distant ones, which keep a small share so that
+//! their average stays current. The remaining replicas follow fastest first.
+
+use std::time::Duration;
+
+/// How the first replica of each request is chosen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplicaOrder {
+    /// Every replica starts the same share of requests.
+    RoundRobin,
+    /// Near replicas start `near_weight` times as many requests as distant ones.
+    LatencyAware {
+        /// A replica is near when its average is within this factor of the fastest one's,
+        /// plus `slack` (so that noise between equally near replicas does not count).
+        factor_percent: u32,
+        /// Absolute tolerance added to the factor.
+        slack: Duration,
+        /// Weight of a near replica; a distant one weighs 1.
+        near_weight: u32,
+    },
+}
+
+impl Default for ReplicaOrder {
+    fn default() -> Self {
+        ReplicaOrder::LatencyAware {
+            factor_percent: 150,
+            slack: Duration::from_millis(20),
+            near_weight: 10,
+        }
+    }
+}
+
+/// What the orderer knows about one replica.
+#[derive(Debug, Clone, Copy)]
+pub struct Candidate {
+    /// Average time to first byte, when known.
+    pub latency: Option<Duration>,
+    /// Whether its breaker would refuse a request now.
+    pub open: bool,
+}
+
+/// Smooth weighted round-robin state (as in nginx): deterministic, and the starts of
+/// consecutive requests interleave instead of coming in runs.
+#[derive(Debug, Clone)]
+pub struct Rotation {
+    current: Vec<i64>,
+}
+
+impl Rotation {
+    /// State for `n` replicas.
+    pub fn new(n: usize) -> Self {
+        Rotation {
+            current: vec![0; n],
+        }
+    }
+
+    /// The replicas in the order one request tries them: the rotating first choice, then the
+    /// others fastest first (unknown latency counts as fast, to learn it); replicas whose
+    /// breaker is open come last.
+    pub fn order(&mut self, candidates: &[Candidate], ordering: ReplicaOrder) -> Vec<usize> {
+        let weights = weights(candidates, ordering);
+        let mut order: Vec<usize> = (0..candidates.len()).collect();
+        let total: i64 = weights.iter().sum();
+        if total == 0 {
+            return order;
+        }
+        for (current, weight) in self.current.iter_mut().zip(&weights) {
+            *current += weight;
+        }
+        let first = (0..candidates.len())
+            .filter(|&i| weights[i] > 0)
+            .max_by_key(|&i| (self.current[i], std::cmp::Reverse(i)))
+            .unwrap_or(0);
+        self.current[first] -= total;
+        order.sort_by_key(|&i| {
+            (
+                i != first,
+                candidates[i].open,
+                candidates[i].latency.unwrap_or(Duration::ZERO),
+                i,
+            )
+        });
+        order
+    }
+}
+
+fn weights(candidates: &[Candidate], ordering: ReplicaOrder) -> Vec<i64> {
+    let fastest = candidates
+        .iter()
+        .filter(|c| !c.open)
+        .filter_map(|c| c.latency)
+        .min();
+    candidates
+        .iter()
+        .map(|c| match (ordering, c.open) {
+            (_, true) => 0,
+            (ReplicaOrder::RoundRobin, false) => 1,
+            (
+                ReplicaOrder::LatencyAware {
+                    factor_percent,
+                    slack,
+                    near_weight,
+                },
+                false,
+            ) => {
+                let near = match (c.latency, fastest) {
+                    (Some(latency), Some(fastest)) => {
+                        latency <= fastest * factor_percent / 100 + slack
+                    }
+                    _ => true,
+                };
+                if near {
+                    i64::from(near_weight.max(1))
+                } else {
+                    1
+                }
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn firsts(candidates: &[Candidate], ordering: ReplicaOrder, n: usize) -> Vec<usize> {
+        let mut rotation = Rotation::new(candidates.len());
+        let mut counts = vec![0; candidates.len()];
+        for _ in 0..n {
+            counts[rotation.order(candidates, ordering)[0]] += 1;
+        }
+        counts
+    }
+
+    fn at(ms: u64) -> Candidate {
+        Candidate {
+            latency: Some(Duration::from_millis(ms)),
+            open: false,
+        }
+    }
+
+    #[test]
+    fn equally_near_replicas_take_turns() {
+        let candidates = [at(5), at(9), at(20)];
+        let mut rotation = Rotation::new(3);
+        let starts: Vec<usize> = (0..6)
+            .map(|_| rotation.order(&candidates, ReplicaOrder::default())[0])
+            .collect();
+        assert_eq!(starts, [0, 1, 2, 0, 1, 2]);
+        assert_eq!(
+            firsts(&candidates, ReplicaOrder::RoundRobin, 300),
+            [100, 100, 100]
+        );
+    }
+
+    #[test]
+    fn distant_replicas_keep_a_share() {
+        let candidates = [at(200), at(5), at(6)];
+        let counts = firsts(&candidates, ReplicaOrder::default(), 210);
+        assert_eq!(counts, [10, 100, 100]);
+    }
+
+    #[test]
+    fn open_breakers_go_last_and_do_not_start() {
+        let mut candidates = [at(5), at(6), at(7)];
+        candidates[0].open = true;
+        let counts = firsts(&candidates, ReplicaOrder::default(), 100);
+        assert_eq!(counts, [0, 50, 50]);
+        let mut rotation = Rotation::new(3);
+        assert_eq!(
+            rotation.order(&candidates, ReplicaOrder::default()),
+            [1, 2, 0]
+        );
+    }
+
+    #[test]
+    fn failover_order_is_fastest_first_after_the_start() {
+        let candidates = [at(50), at(5), at(300)];
+        let mut rotation = Rotation::new(3);
+        let order = rotation.order(&candidates, ReplicaOrder::RoundRobin);
+        assert_eq!(order, [0, 1, 2]);
+        let order = rotation.order(&candidates, ReplicaOrder::RoundRobin);
+        assert_eq!(order, [1, 0, 2]);
+        let order = rotation.order(&candidates, ReplicaOrder::RoundRobin);
+        assert_eq!(order, [2, 1, 0]);
+    }
+
+    #[test]
+    fn all_open_keeps_index_order() {
+        let candidates = [Candidate {
+            latency: None,
+            open: true,
+        }; 2];
+        assert_eq!(
+            Rotation::new(2).order(&candidates, ReplicaOrder::default()),
+            [0, 1]
+        );
+    }
+}

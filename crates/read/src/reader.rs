@@ -1,0 +1,200 @@
+//! The reader: GET and HEAD across the replicas, and its failure gauges.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use aws_sdk_s3::operation::get_object::GetObjectOutput;
+use aws_sdk_s3::operation::head_object::HeadObjectOutput;
+use aws_sdk_s3::Client;
+
+use crate::config::ReadConfig;
+use crate::engine::{self, lock, Served};
+use crate::error::{ConfigError, ReadError};
+use crate::health::Health;
+use crate::metrics::{self, Gauges, MetricsSink};
+use crate::replica::Replica;
+use crate::s3;
+
+/// Part of an object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ByteRange {
+    /// From this offset to the end.
+    From(u64),
+    /// Bytes `first..=last`.
+    Inclusive {
+        /// First byte.
+        first: u64,
+        /// Last byte (included).
+        last: u64,
+    },
+    /// The last this many bytes.
+    Suffix(u64),
+}
+
+impl fmt::Display for ByteRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ByteRange::From(first) => write!(f, "bytes={first}-"),
+            ByteRange::Inclusive { first, last } => write!(f, "bytes={first}-{last}"),
+            ByteRange::Suffix(n) => write!(f, "bytes=-{n}"),
+        }
+    }
+}
+
+/// Reads objects from N replicas, none of them primary. Cheap to clone; clones share the
+/// learned latencies, breakers, budget and gauges.
+#[derive(Clone)]
+pub struct Reader {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    replicas: Vec<Replica>,
+    names: Vec<String>,
+    clients: Vec<Client>,
+    config: ReadConfig,
+    health: Mutex<Health>,
+    host: String,
+}
+
+impl Reader {
+    /// A reader over `replicas`, with credentials and endpoint from the standard AWS
+    /// environment and one S3 client per region (or per replica endpoint).
+    pub async fn new(replicas: Vec<Replica>, config: ReadConfig) -> Result<Self, ConfigError> {
+        if replicas.is_empty() {
+            return Err(ConfigError::NoReplicas);
+        }
+        let clients = s3::clients(&replicas, &config).await;
+        let names = replicas
+            .iter()
+            .map(|r| format!("{}@{}", r.bucket, r.region))
+            .collect();
+        let host = config.host.clone().unwrap_or_else(metrics::host_name);
+        Ok(Reader {
+            inner: Arc::new(Inner {
+                health: Mutex::new(Health::new(replicas.len(), &config, Instant::now())),
+                replicas,
+                names,
+                clients,
+                config,
+                host,
+            }),
+        })
+    }
+
+    /// The replicas, in configuration order.
+    pub fn replicas(&self) -> &[Replica] {
+        &self.inner.replicas
+    }
+
+    /// GETs `key` (or part of it); the body streams from the replica that answered first.
+    pub async fn get(
+        &self,
+        key: &str,
+        range: Option<ByteRange>,
+    ) -> Result<Served<GetObjectOutput>, ReadError> {
+        let inner = &self.inner;
+        let send = |i: usize| {
+            let request = inner.clients[i]
+                .get_object()
+                .bucket(&inner.replicas[i].bucket)
+                .key(inner.replicas[i].key(key))
+                .set_range(range.map(|r| r.to_string()));
+            async move { request.send().await.map_err(s3::classify) }
+        };
+        self.run(key, send).await
+    }
+
+    /// HEADs `key`: its size, ETag and headers, from the first replica that answers.
+    pub async fn head(&self, key: &str) -> Result<Served<HeadObjectOutput>, ReadError> {
+        let inner = &self.inner;
+        let send = |i: usize| {
+            let request = inner.clients[i]
+                .head_object()
+                .bucket(&inner.replicas[i].bucket)
+                .key(inner.replicas[i].key(key));
+            async move { request.send().await.map_err(s3::classify) }
+        };
+        self.run(key, send).await
+    }
+
+    async fn run<T, F, Fut>(&self, key: &str, send: F) -> Result<Served<T>, ReadError>
+    where
+        T: Send,
+        F: Fn(usize) -> Fut,
+        Fut: std::future::Future<Output = Result<T, crate::error::Answer>> + Send,
+    {
+        let inner = &self.inner;
+        let (index, output) =
+            engine::run(&inner.health, &inner.config, &inner.names, key, send).await?;
+        Ok(Served {
+            index,
+            replica: inner.names[index].clone(),
+            region: inner.replicas[index].region.clone(),
+            output,
+        })
+    }
+
+    /// The failure gauges now; `all_failed` counts every request since the reader was made.
+    pub fn gauges(&self) -> Gauges {
+        let health = lock(&self.inner.health);
+        Gauges {
+            regions: self.regions(&health.failing(Instant::now())),
+            all_failed: health.all_failed_total(),
+        }
+    }
+
+    /// Average time to first byte per replica, in configuration order.
+    pub fn latencies(&self) -> Vec<Option<Duration>> {
+        lock(&self.inner.health).latencies()
+    }
+
+    /// Renders the gauges as EMF lines now (the all-regions counter covers the requests since
+    /// the previous emission) and hands each line to `sink`.
+    pub fn emit_metrics(&self, interval: Duration, sink: &dyn Fn(&str)) {
+        let gauges = {
+            let mut health = lock(&self.inner.health);
+            Gauges {
+                regions: self.regions(&health.failing(Instant::now())),
+                all_failed: health.take_all_failed(),
+            }
+        };
+        for line in metrics::emf_lines(&self.inner.host, metrics::aligned_now_ms(interval), &gauges)
+        {
+            sink(&line);
+        }
+    }
+
+    /// Emits the gauges every `interval`, at multiples of it since the Unix epoch, until the
+    /// returned handle is dropped. Needs a Tokio runtime.
+    pub fn spawn_metrics(&self, interval: Duration, sink: MetricsSink) -> MetricsTask {
+        let reader = self.clone();
+        let interval = interval.max(Duration::from_secs(1));
+        MetricsTask(tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(metrics::until_next_boundary(interval)).await;
+                reader.emit_metrics(interval, &*sink);
+            }
+        }))
+    }
+
+    /// Region → failing, a region failing when any of its replicas is.
+    fn regions(&self, failing: &[bool]) -> BTreeMap<String, bool> {
+        let mut regions = BTreeMap::new();
+        for (replica, failing) in self.inner.replicas.iter().zip(failing) {
+            *regions.entry(replica.region.clone()).or_insert(false) |= *failing;
+        }
+        regions
+    }
+}
+
+/// The periodic emission of a reader's gauges; stops when dropped.
+pub struct MetricsTask(tokio::task::JoinHandle<()>);
+
+impl Drop for MetricsTask {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}

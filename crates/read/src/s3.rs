@@ -1,0 +1,150 @@
+//! S3 clients per region and endpoint, and what an SDK error means for failover.
+
+use std::collections::HashMap;
+
+use aws_config::retry::RetryConfig;
+use aws_config::timeout::TimeoutConfig;
+use aws_config::BehaviorVersion;
+use aws_sdk_s3::config::Region;
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::Client;
+use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
+
+use crate::config::ReadConfig;
+use crate::error::Answer;
+use crate::replica::Replica;
+
+/// One client per distinct (region, endpoint), in the order of `replicas`.
+pub async fn clients(replicas: &[Replica], config: &ReadConfig) -> Vec<Client> {
+    let base = aws_config::defaults(BehaviorVersion::latest()).load().await;
+    // S3-compatible servers and proxies rarely resolve virtual-hosted bucket names.
+    let env_endpoint = base.endpoint_url().is_some()
+        || ["AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"]
+            .iter()
+            .any(|v| std::env::var(v).is_ok_and(|s| !s.is_empty()));
+    let mut made: HashMap<(String, Option<String>), Client> = HashMap::new();
+    replicas
+        .iter()
+        .map(|replica| {
+            made.entry((replica.region.clone(), replica.endpoint.clone()))
+                .or_insert_with(|| {
+                    let mut builder = aws_sdk_s3::config::Builder::from(&base)
+                        .region(Region::new(replica.region.clone()))
+                        .retry_config(
+                            RetryConfig::standard()
+                                .with_max_attempts(config.retries_per_replica + 1)
+                                .with_initial_backoff(std::time::Duration::from_millis(20)),
+                        )
+                        .timeout_config(
+                            TimeoutConfig::builder()
+                                .connect_timeout(config.connect_timeout)
+                                .build(),
+                        );
+                    if let Some(endpoint) = &replica.endpoint {
+                        builder = builder.endpoint_url(endpoint);
+                    }
+                    if replica.endpoint.is_some() || env_endpoint {
+                        builder = builder.force_path_style(true);
+                    }
+                    Client::from_conf(builder.build())
+                })
+                .clone()
+        })
+        .collect()
+}
+
+/// What an SDK error says about the replica.
+pub fn classify<E>(err: SdkError<E, HttpResponse>) -> Answer
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    match &err {
+        SdkError::ServiceError(ctx) => from_status(
+            ctx.raw().status().as_u16(),
+            ctx.err().code().map(str::to_string),
+            ctx.err().message().map(str::to_string),
+        ),
+        SdkError::ConstructionFailure(_) => Answer::Rejected {
+            status: 0,
+            code: None,
+            message: Some(innermost(&err)),
+        },
+        SdkError::ResponseError(ctx) => {
+            let status = ctx.raw().status().as_u16();
+            if status >= 400 {
+                from_status(status, None, None)
+            } else {
+                Answer::Connection(format!("unreadable response: {}", innermost(&err)))
+            }
+        }
+        _ => Answer::Connection(innermost(&err)),
+    }
+}
+
+/// An HTTP status and S3 code as an answer.
+pub fn from_status(status: u16, code: Option<String>, message: Option<String>) -> Answer {
+    match status {
+        404 => Answer::Missing { code },
+        408 | 429 | 503 => Answer::Throttled { status, code },
+        // A redirect means the replica's region is misconfigured: another replica may serve.
+        300..=399 | 500..=599 => Answer::ServerError { status, code },
+        _ => Answer::Rejected {
+            status,
+            code,
+            message,
+        },
+    }
+}
+
+/// The deepest cause of an error, which is where the useful words are
+/// ("Connection refused", "dns error").
+fn innermost(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut current: &(dyn std::error::Error + 'static) = err;
+    let mut last = current.to_string();
+    while let Some(source) = current.source() {
+        current = source;
+        let text = current.to_string();
+        if !text.is_empty() {
+            last = text;
+        }
+    }
+    last
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_map_to_failover_or_return() {
+        assert_eq!(from_status(404, None, None), Answer::Missing { code: None });
+        assert!(matches!(
+            from_status(503, None, None),
+            Answer::Throttled { status: 503, .. }
+        ));
+        assert!(matches!(
+            from_status(429, None, None),
+            Answer::Throttled { .. }
+        ));
+        assert!(matches!(
+            from_status(500, None, None),
+            Answer::ServerError { .. }
+        ));
+        assert!(matches!(
+            from_status(301, None, None),
+            Answer::ServerError { .. }
+        ));
+        assert!(matches!(
+            from_status(403, None, None),
+            Answer::Rejected { status: 403, .. }
+        ));
+        assert!(matches!(
+            from_status(400, None, None),
+            Answer::Rejected { status: 400, .. }
+        ));
+        assert!(matches!(
+            from_status(416, None, None),
+            Answer::Rejected { status: 416, .. }
+        ));
+    }
+}
