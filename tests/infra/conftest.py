@@ -21,14 +21,49 @@ ACCOUNT_ID = "123456789012"  # moto's default account
 REGION = "us-east-1"
 
 
-def _moto_server_binary() -> str:
+# moto's CloudFormation resolves `Ref: AWS::NoValue` inside a list to null and
+# keeps it, where CloudFormation removes the item (the idiom for an optional
+# policy statement: `- !If [Cond, {...}, !Ref AWS::NoValue]`). The server is
+# started with this one difference corrected; everything else is moto as is.
+_MOTO_SERVER_SHIM = """
+import sys
+from moto.cloudformation import parsing
+from moto.server import main
+
+_clean_json = parsing.clean_json
+
+
+def _is_no_value(raw):
+    return isinstance(raw, dict) and (raw.get("Ref") == "AWS::NoValue" or "Fn::If" in raw)
+
+
+def clean_json(resource_json, resources_map):
+    cleaned = _clean_json(resource_json, resources_map)
+    if isinstance(resource_json, list) and isinstance(cleaned, list):
+        return [
+            value
+            for value, raw in zip(cleaned, resource_json)
+            if not (value is None and _is_no_value(raw))
+        ]
+    return cleaned
+
+
+parsing.clean_json = clean_json
+sys.argv[0] = "moto_server"
+sys.exit(main())
+"""
+
+
+def _moto_server_command() -> list[str]:
     candidates = [
         Path(sys.executable).parent / "moto_server",
         ROOT / ".venv" / "bin" / "moto_server",
     ]
     for candidate in candidates:
         if candidate.exists():
-            return str(candidate)
+            # The interpreter that has moto installed (the one the script names).
+            python = candidate.read_text().splitlines()[0].removeprefix("#!").strip()
+            return [python, "-c", _MOTO_SERVER_SHIM]
     pytest.fail("moto_server not found next to the Python interpreter nor in .venv/bin")
 
 
@@ -40,7 +75,7 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="session")
 def moto_endpoint(tmp_path_factory):
-    """Start moto_server on a free loopback port for the whole session."""
+    """Start moto's server on a free loopback port for the whole session."""
     port = _free_port()
     log_path = tmp_path_factory.mktemp("moto") / "moto_server.log"
     env = dict(os.environ)
@@ -51,7 +86,7 @@ def moto_endpoint(tmp_path_factory):
     )
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
-            [_moto_server_binary(), "-H", "127.0.0.1", "-p", str(port)],
+            [*_moto_server_command(), "-H", "127.0.0.1", "-p", str(port)],
             stdout=log,
             stderr=subprocess.STDOUT,
             env=env,

@@ -1,4 +1,4 @@
-"""Deploy the infra/ templates into moto's CloudFormation and check what they create.
+"""Deploy the replication templates into moto's CloudFormation and check what they create.
 
 moto does not run the SAM transform, so infra/replication.yaml is translated to
 plain CloudFormation with samtranslator first (CodeUri rewritten to a placeholder
@@ -6,6 +6,8 @@ zip in a moto bucket). Where moto's CloudFormation does not create a resource
 type or drops a property, the test checks the template instead and says so
 with an explicit skip (see ``moto_gap``); everything moto does implement is
 asserted on the deployed resources.
+
+The replication stack is deployed with 1, 3 and 6 targets.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import ast
 import json
 import os
+import re
 from urllib.parse import unquote
 
 import moto
@@ -21,14 +24,34 @@ from moto.cloudformation.parsing import resource_class_from_type
 from samtranslator.translator.transform import transform
 from samtranslator.yaml_helper import yaml_parse
 
-from conftest import ACCOUNT_ID, INFRA, REGION
+from conftest import ACCOUNT_ID, INFRA, REGION, ROOT
 
 MOTO = f"moto {moto.__version__}"
 
 SOURCE = "fanout-source"
+
+
+def kms_key(region: str, key_id: str) -> str:
+    return f"arn:aws:kms:{region}:{ACCOUNT_ID}:key/{key_id}"
+
+
+# Three targets: a storage class, a kms_key_id (percent-encoded as the function
+# reads it), and a bucket whose default encryption is a customer key with no
+# kms_key_id configured (its key only appears in TargetKmsKeyArns).
 TARGET_EU = "fanout-replica-eu"
 TARGET_LOCAL = "fanout-replica-local"
-TARGET_LOCAL_KEY = f"arn:aws:kms:{REGION}:{ACCOUNT_ID}:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+TARGET_AP = "fanout-replica-ap"
+TARGET_LOCAL_KEY = kms_key(REGION, "1234abcd-12ab-34cd-56ef-1234567890ab")
+TARGET_AP_BUCKET_KEY = kms_key("ap-southeast-2", "bucket-default-key")
+SOURCE_KEYS = [kms_key(REGION, "source-key-old"), kms_key(REGION, "source-key-new")]
+THREE_TARGETS = [
+    f"{TARGET_EU}@eu-west-1?storage_class=STANDARD_IA",
+    f"{TARGET_LOCAL}@{REGION}?kms_key_id=arn%3Aaws%3Akms%3A{REGION}%3A{ACCOUNT_ID}"
+    "%3Akey%2F1234abcd-12ab-34cd-56ef-1234567890ab",
+    f"{TARGET_AP}@ap-southeast-2?prefix=mirror%2F",
+]
+SIX_REGIONS = ["eu-west-1", "eu-central-1", "us-west-2", "ap-southeast-2", "ap-northeast-1", "sa-east-1"]
+SIX_BUCKETS = [f"fanout-six-{region}" for region in SIX_REGIONS]
 
 
 # --------------------------------------------------------------------------- helpers
@@ -93,6 +116,13 @@ def physical(stack: dict, logical_id: str) -> str:
     return stack["resources"][logical_id]["PhysicalResourceId"]
 
 
+def queue_arn(aws, stack: dict, logical_id: str) -> str:
+    url = physical(stack, logical_id)
+    return aws("sqs").get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])[
+        "Attributes"
+    ]["QueueArn"]
+
+
 def role_statements(iam, role_name: str) -> list[dict]:
     statements = []
     for policy_name in iam.list_role_policies(RoleName=role_name)["PolicyNames"]:
@@ -128,6 +158,10 @@ def allowed(statements: list[dict]) -> dict[str, set[str]]:
     return result
 
 
+def role_perms(aws, stack: dict, role_logical_id: str) -> dict[str, set[str]]:
+    return allowed(role_statements(aws("iam"), physical(stack, role_logical_id)))
+
+
 def assert_least_privilege(statements: list[dict]) -> None:
     for stmt in statements:
         assert "NotAction" not in stmt and "NotResource" not in stmt, stmt
@@ -139,11 +173,74 @@ def assert_least_privilege(statements: list[dict]) -> None:
             assert action != "*" and not action.endswith(":*"), f"wildcard action {action}"
         if any(a.startswith(("s3:", "kms:", "lambda:", "sqs:", "logs:")) for a in actions):
             assert "*" not in resources, f"'*' resource for {actions}"
+            assert "" not in resources, f"empty resource for {actions}"
         for resource in resources:
             if any(a.startswith("s3:") for a in actions):
                 assert resource.startswith("arn:aws:s3:::"), resource
                 bucket = resource[len("arn:aws:s3:::"):].split("/")[0]
                 assert bucket and "*" not in bucket, resource
+        if any(a.startswith("kms:") for a in actions):
+            # KMS keys only through S3, never directly.
+            assert stmt["Condition"] == {"StringLike": {"kms:ViaService": "s3.*.amazonaws.com"}}
+
+
+def bucket_arns(buckets) -> set[str]:
+    return {f"arn:aws:s3:::{b}" for b in buckets}
+
+
+def object_arns(buckets) -> set[str]:
+    return {f"arn:aws:s3:::{b}/*" for b in buckets}
+
+
+_SUB_VAR = re.compile(r"\$\{([A-Za-z0-9]+)(?:\.[A-Za-z0-9.]+)?\}")
+
+
+def references(value) -> set[str]:
+    """Logical IDs a template fragment refers to (Ref, Fn::GetAtt, ${X} in Fn::Sub)."""
+    found: set[str] = set()
+    if isinstance(value, dict):
+        for key, inner in value.items():
+            if key == "Ref" and isinstance(inner, str):
+                found.add(inner)
+            elif key == "Fn::GetAtt":
+                found.add(inner[0] if isinstance(inner, list) else inner.split(".")[0])
+            elif key == "Fn::Sub":
+                template = inner[0] if isinstance(inner, list) else inner
+                found.update(_SUB_VAR.findall(template))
+                found.update(references(inner[1:] if isinstance(inner, list) else []))
+            else:
+                found.update(references(inner))
+    elif isinstance(value, list):
+        for inner in value:
+            found.update(references(inner))
+    return found
+
+
+def created_before(template: dict, logical_id: str) -> set[str]:
+    """Every resource CloudFormation must finish before creating this one."""
+    resources = template["Resources"]
+    seen: set[str] = set()
+    todo = [logical_id]
+    while todo:
+        resource = resources[todo.pop()]
+        direct = set(as_list(resource.get("DependsOn", []))) | references(
+            resource.get("Properties", {})
+        )
+        for dep in direct & set(resources):
+            if dep not in seen:
+                seen.add(dep)
+                todo.append(dep)
+    return seen
+
+
+def policies_of_role(template: dict, role: str) -> set[str]:
+    """The AWS::IAM::Policy resources attached to a role (in any branch of an Fn::If)."""
+    return {
+        logical_id
+        for logical_id, resource in template["Resources"].items()
+        if resource["Type"] == "AWS::IAM::Policy"
+        and role in references(resource["Properties"]["Roles"])
+    }
 
 
 # --------------------------------------------------------------------------- stacks
@@ -156,24 +253,23 @@ def translated(code_object) -> dict:
 
 @pytest.fixture(scope="module")
 def full_stack(aws, translated) -> dict:
-    """EventBridge wiring, two targets (one in this region, created here), deletes, KMS, alarms."""
+    """EventBridge wiring, three targets, deletes, KMS on both sides, load settings, alarms."""
     return deploy(
         aws,
         "fanout-full",
         translated,
         {
             "SourceBucketName": SOURCE,
+            "SourceKmsKeyArns": ",".join(SOURCE_KEYS),
             "SourceWiring": "EventBridge",
-            "Target1Bucket": TARGET_EU,
-            "Target1Region": "eu-west-1",
-            "Target1StorageClass": "STANDARD_IA",
-            "Target2Bucket": TARGET_LOCAL,
-            "Target2Region": REGION,
-            "Target2KmsKeyArn": TARGET_LOCAL_KEY,
+            "ReplicaTargets": ",".join(THREE_TARGETS),
+            "TargetBuckets": f"{TARGET_EU},{TARGET_LOCAL},{TARGET_AP}",
+            "TargetKmsKeyArns": f"{TARGET_LOCAL_KEY},{TARGET_AP_BUCKET_KEY}",
             "ReplicateDeletes": "true",
-            "CreateReplicaBuckets": "true",
-            "ReservedConcurrency": "5",
+            "ReservedConcurrency": "25",
+            "MaximumConcurrency": "20",
             "AlarmTopicArn": f"arn:aws:sns:{REGION}:{ACCOUNT_ID}:fanout-alarms",
+            "ReplicationLatencyAlarmMs": "300000",
             "CreateBatchOperationsRole": "true",
             "BatchOperationsBucket": "fanout-batch",
         },
@@ -190,11 +286,33 @@ def minimal_stack(aws, translated) -> dict:
         {
             "SourceBucketName": SOURCE,
             "SourceWiring": "S3Notification",
-            "Target1Bucket": TARGET_EU,
-            "Target1Region": "eu-west-1",
+            "ReplicaTargets": f"{TARGET_EU}@eu-west-1",
+            "TargetBuckets": TARGET_EU,
             "FunctionTimeout": "900",
         },
     )
+
+
+@pytest.fixture(scope="module")
+def six_stack(aws, translated) -> dict:
+    """Six targets in six regions, direct S3 -> SQS wiring with deletes."""
+    return deploy(
+        aws,
+        "fanout-six",
+        translated,
+        {
+            "SourceBucketName": SOURCE,
+            "SourceWiring": "S3Notification",
+            "ReplicaTargets": ",".join(f"{b}@{r}" for b, r in zip(SIX_BUCKETS, SIX_REGIONS)),
+            "TargetBuckets": ",".join(SIX_BUCKETS),
+            "ReplicateDeletes": "true",
+        },
+    )
+
+
+@pytest.fixture(scope="module")
+def all_stacks(full_stack, minimal_stack, six_stack) -> list[dict]:
+    return [minimal_stack, full_stack, six_stack]
 
 
 # --------------------------------------------------------------------------- replication: SQS
@@ -219,9 +337,17 @@ def test_queue_redrive_and_visibility(aws, full_stack, minimal_stack):
         assert int(dlq["MessageRetentionPeriod"]) == 1209600
 
 
-def test_queues_encrypted(aws, full_stack):
-    sqs = aws("sqs")
-    attrs = sqs.get_queue_attributes(
+def test_queues_encrypted(aws, translated, full_stack):
+    queues = [k for k, v in translated["Resources"].items() if v["Type"] == "AWS::SQS::Queue"]
+    assert set(queues) == {
+        "ReplicationQueue",
+        "DeadLetterQueue",
+        "BackfillDeadLetterQueue",
+        "EventsDeadLetterQueue",
+    }
+    for logical_id in queues:
+        assert translated["Resources"][logical_id]["Properties"]["SqsManagedSseEnabled"] is True
+    attrs = aws("sqs").get_queue_attributes(
         QueueUrl=full_stack["outputs"]["QueueUrl"], AttributeNames=["All"]
     )["Attributes"]
     moto_gap(
@@ -251,12 +377,32 @@ def test_queue_policy(translated, full_stack):
     assert "ReplicationQueuePolicy" in full_stack["resources"]
 
 
+def test_eventbridge_dead_letter_queue_policy(translated, full_stack, minimal_stack):
+    resource = translated["Resources"]["EventsDeadLetterQueuePolicy"]
+    assert resource["Condition"] == "UseEventBridge"
+    assert resource["Properties"]["Queues"] == [{"Ref": "EventsDeadLetterQueue"}]
+    allow, deny = resource["Properties"]["PolicyDocument"]["Statement"]
+    assert allow["Effect"] == "Allow"
+    assert allow["Principal"] == {"Service": "events.amazonaws.com"}
+    assert allow["Action"] == "sqs:SendMessage"
+    assert allow["Resource"] == {"Fn::GetAtt": ["EventsDeadLetterQueue", "Arn"]}
+    assert allow["Condition"] == {
+        "ArnEquals": {"aws:SourceArn": {"Fn::GetAtt": ["SourceEventsRule", "Arn"]}}
+    }
+    assert deny["Effect"] == "Deny" and deny["Condition"]["Bool"]["aws:SecureTransport"] == "false"
+    assert "EventsDeadLetterQueue" in full_stack["resources"]
+    assert "EventsDeadLetterQueue" not in minimal_stack["resources"]
+    if not moto_supports("AWS::SQS::QueuePolicy"):
+        pytest.skip(f"{MOTO} does not implement AWS::SQS::QueuePolicy in CloudFormation; policy checked in the template only")
+    assert "EventsDeadLetterQueuePolicy" in full_stack["resources"]
+
+
 # --------------------------------------------------------------------------- replication: Lambda
 
 
-def test_functions(aws, full_stack, minimal_stack):
+def test_functions(aws, all_stacks):
     lam = aws("lambda")
-    for stack in (full_stack, minimal_stack):
+    for stack in all_stacks:
         for suffix, timeout in (("replicate", None), ("backfill", 900)):
             name = f"{stack['name']}-{suffix}"
             cfg = lam.get_function_configuration(FunctionName=name)
@@ -272,24 +418,36 @@ def test_functions(aws, full_stack, minimal_stack):
     assert lam.get_function_configuration(FunctionName="fanout-min-replicate")["Timeout"] == 900
 
 
+def test_code_is_what_make_package_builds():
+    """One build path: the template deploys the zips `make package` writes."""
+    template = load_template("replication.yaml")
+    infra_mk = (INFRA / "infra.mk").read_text()
+    assert "--output-format zip" in infra_mk
+    for logical_id, binary in (("ReplicateFunction", "replicate"), ("BackfillFunction", "backfill")):
+        resource = template["Resources"][logical_id]
+        assert resource["Properties"]["CodeUri"] == f"../target/lambda/{binary}/bootstrap.zip"
+        assert "BuildMethod" not in resource.get("Metadata", {})
+        assert f"--bin {binary}" in infra_mk
+        crate = ROOT / "crates" / binary / "Cargo.toml"
+        assert re.search(rf'^name = "{binary}"', crate.read_text(), re.M), crate
+
+
 def environment(lam, function_name: str) -> dict[str, str]:
     # moto keeps Number parameters as numbers where CloudFormation passes strings.
     env = lam.get_function_configuration(FunctionName=function_name)["Environment"]["Variables"]
     return {k: str(v) for k, v in env.items()}
 
 
-def test_function_environment(aws, full_stack, minimal_stack):
+def test_function_environment(aws, full_stack, minimal_stack, six_stack):
     lam = aws("lambda")
     env = environment(lam, "fanout-full-replicate")
     assert env == {
         "SOURCE_BUCKETS": SOURCE,
-        "REPLICA_TARGETS": (
-            f"{TARGET_EU}@eu-west-1?storage_class=STANDARD_IA,"
-            f"{TARGET_LOCAL}@{REGION}?kms_key_id=arn%3Aaws%3Akms%3A{REGION}%3A{ACCOUNT_ID}"
-            "%3Akey%2F1234abcd-12ab-34cd-56ef-1234567890ab"
-        ),
+        "REPLICA_TARGETS": ",".join(THREE_TARGETS),
         "REPLICATE_DELETES": "true",
         "COPY_CONCURRENCY": "32",
+        "AWS_RETRY_MODE": "adaptive",
+        "AWS_MAX_ATTEMPTS": "5",
     }
     assert environment(lam, "fanout-full-backfill") == env
 
@@ -299,12 +457,21 @@ def test_function_environment(aws, full_stack, minimal_stack):
         "REPLICA_TARGETS": f"{TARGET_EU}@eu-west-1",
         "REPLICATE_DELETES": "false",
         "COPY_CONCURRENCY": "32",
+        "AWS_RETRY_MODE": "adaptive",
+        "AWS_MAX_ATTEMPTS": "5",
     }
 
+    targets = environment(lam, "fanout-six-replicate")["REPLICA_TARGETS"].split(",")
+    assert targets == [f"{b}@{r}" for b, r in zip(SIX_BUCKETS, SIX_REGIONS)]
 
-def test_event_source_mapping(aws, full_stack, minimal_stack):
+
+def test_event_source_mapping(aws, translated, all_stacks):
+    mappings = [
+        k for k, v in translated["Resources"].items() if v["Type"] == "AWS::Lambda::EventSourceMapping"
+    ]
+    assert mappings == ["ReplicationQueueMapping"]
     lam = aws("lambda")
-    for stack in (full_stack, minimal_stack):
+    for stack in all_stacks:
         mappings = lam.list_event_source_mappings(FunctionName=f"{stack['name']}-replicate")[
             "EventSourceMappings"
         ]
@@ -314,9 +481,25 @@ def test_event_source_mapping(aws, full_stack, minimal_stack):
         assert esm["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
         assert esm["BatchSize"] == 10
         assert esm["MaximumBatchingWindowInSeconds"] == 1
+        expected = 20 if stack["name"] == "fanout-full" else 10
+        assert int(esm["ScalingConfig"]["MaximumConcurrency"]) == expected
         assert not lam.list_event_source_mappings(FunctionName=f"{stack['name']}-backfill")[
             "EventSourceMappings"
         ]
+
+
+def test_mapping_and_functions_wait_for_every_policy(translated):
+    """Nothing runs before every grant of its role is attached (IAM::Policy
+    resources are not dependencies of the role they attach to)."""
+    replicate_policies = policies_of_role(translated, "ReplicateRole")
+    backfill_policies = policies_of_role(translated, "BackfillRole")
+    assert replicate_policies >= {"ReplicaAccessPolicy", "ReplicaDeletePolicy"}
+    assert backfill_policies == {"ReplicaAccessPolicy", "ReplicaDeletePolicy"}
+    mapping = created_before(translated, "ReplicationQueueMapping")
+    assert {"ReplicateFunction", "ReplicateRole", "ReplicationQueue"} <= mapping
+    assert replicate_policies <= mapping
+    assert replicate_policies <= created_before(translated, "ReplicateFunction")
+    assert backfill_policies <= created_before(translated, "BackfillFunction")
 
 
 def test_reserved_concurrency(aws, full_stack, minimal_stack):
@@ -332,7 +515,7 @@ def test_reserved_concurrency(aws, full_stack, minimal_stack):
     )
     moto_gap(
         None if got is None else int(got),
-        5,
+        25,
         None,
         "ReservedConcurrentExecutions of AWS::Lambda::Function is not applied by moto's CloudFormation",
     )
@@ -376,9 +559,9 @@ def test_log_groups(aws, full_stack):
 # --------------------------------------------------------------------------- replication: IAM
 
 
-def test_iam_least_privilege(aws, full_stack, minimal_stack):
+def test_iam_least_privilege(aws, all_stacks):
     iam = aws("iam")
-    for stack in (full_stack, minimal_stack):
+    for stack in all_stacks:
         for logical_id, res in stack["resources"].items():
             if res["ResourceType"] == "AWS::IAM::Role":
                 stmts = role_statements(iam, res["PhysicalResourceId"])
@@ -386,61 +569,108 @@ def test_iam_least_privilege(aws, full_stack, minimal_stack):
                 assert_least_privilege(stmts)
 
 
-def test_iam_replicate_role_full(aws, full_stack):
+def test_iam_targets_from_the_list(aws, all_stacks):
+    """Every target of the list, and nothing else, for 1, 3 and 6 targets."""
+    expected = {
+        "fanout-min": [TARGET_EU],
+        "fanout-full": [TARGET_EU, TARGET_LOCAL, TARGET_AP],
+        "fanout-six": SIX_BUCKETS,
+    }
+    for stack in all_stacks:
+        targets = expected[stack["name"]]
+        for role in ("ReplicateRole", "BackfillRole"):
+            perms = role_perms(aws, stack, role)
+            assert perms["s3:ListBucket"] == bucket_arns([SOURCE, *targets])
+            assert perms["s3:GetObject"] == object_arns([SOURCE, *targets])
+            assert perms["s3:GetObjectTagging"] == object_arns([SOURCE, *targets])
+            for action in (
+                "s3:PutObject",
+                "s3:PutObjectTagging",
+                "s3:AbortMultipartUpload",
+                "s3:ListMultipartUploadParts",
+            ):
+                assert perms[action] == object_arns(targets), (stack["name"], role, action)
+            assert not any(a.startswith("s3:") and a not in {
+                "s3:ListBucket", "s3:GetObject", "s3:GetObjectTagging", "s3:GetObjectVersion",
+                "s3:PutObject", "s3:PutObjectTagging", "s3:AbortMultipartUpload",
+                "s3:ListMultipartUploadParts", "s3:DeleteObject",
+            } for a in perms), perms
+
+
+def test_iam_replicate_role(aws, full_stack):
     iam = aws("iam")
     role = physical(full_stack, "ReplicateRole")
     trust = iam.get_role(RoleName=role)["Role"]["AssumeRolePolicyDocument"]
     assert trust["Statement"][0]["Principal"] == {"Service": "lambda.amazonaws.com"}
     perms = allowed(role_statements(iam, role))
-
-    src, eu, local = (f"arn:aws:s3:::{b}" for b in (SOURCE, TARGET_EU, TARGET_LOCAL))
-    assert perms["s3:ListBucket"] == {src, eu, local}
-    assert perms["s3:GetObject"] == {f"{src}/*", f"{eu}/*", f"{local}/*"}
-    assert perms["s3:GetObjectTagging"] == {f"{src}/*", f"{eu}/*", f"{local}/*"}
+    queue = full_stack["outputs"]["QueueArn"]
     for action in (
-        "s3:PutObject",
-        "s3:PutObjectTagging",
-        "s3:DeleteObject",
-        "s3:AbortMultipartUpload",
-        "s3:ListMultipartUploadParts",
+        "sqs:ReceiveMessage",
+        "sqs:DeleteMessage",
+        "sqs:ChangeMessageVisibility",
+        "sqs:GetQueueAttributes",
     ):
-        assert perms[action] == {f"{eu}/*", f"{local}/*"}, action
-    for action in ("kms:Encrypt", "kms:GenerateDataKey", "kms:Decrypt"):
-        assert perms[action] == {TARGET_LOCAL_KEY}, action
-    queue_arn = full_stack["outputs"]["QueueArn"]
-    for action in ("sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"):
-        assert perms[action] == {queue_arn}
+        assert perms[action] == {queue}, action
     assert "lambda:InvokeFunction" not in perms
+    assert "sqs:SendMessage" not in perms
     assert perms["logs:PutLogEvents"] == {
         f"arn:aws:logs:{REGION}:{ACCOUNT_ID}:log-group:/aws/lambda/fanout-full-replicate:*"
     }
 
 
-def test_iam_backfill_role(aws, full_stack):
-    iam = aws("iam")
-    perms = allowed(role_statements(iam, physical(full_stack, "BackfillRole")))
-    own_arn = aws("lambda").get_function(FunctionName="fanout-full-backfill")["Configuration"][
-        "FunctionArn"
-    ]
-    assert perms["lambda:InvokeFunction"] == {own_arn}
-    assert perms["sqs:SendMessage"] == {full_stack["outputs"]["BackfillDeadLetterQueueArn"]}
-    assert perms["s3:ListBucket"] == {f"arn:aws:s3:::{b}" for b in (SOURCE, TARGET_EU, TARGET_LOCAL)}
-    assert f"arn:aws:s3:::{TARGET_EU}/*" in perms["s3:ListMultipartUploadParts"]
-    assert not any(a.startswith("sqs:Receive") for a in perms)
+def test_iam_delete_grants(aws, all_stacks):
+    """Backfill's `delete` option needs s3:DeleteObject whatever ReplicateDeletes says;
+    replicate gets it only when deletions are propagated."""
+    targets = {
+        "fanout-min": [TARGET_EU],
+        "fanout-full": [TARGET_EU, TARGET_LOCAL, TARGET_AP],
+        "fanout-six": SIX_BUCKETS,
+    }
+    for stack in all_stacks:
+        objects = object_arns(targets[stack["name"]])
+        assert role_perms(aws, stack, "BackfillRole")["s3:DeleteObject"] == objects
+        replicate = role_perms(aws, stack, "ReplicateRole")
+        if stack["name"] == "fanout-min":  # ReplicateDeletes=false
+            assert "s3:DeleteObject" not in replicate
+        else:
+            assert replicate["s3:DeleteObject"] == objects
 
 
-def test_iam_minimal_has_no_optional_grants(aws, minimal_stack):
+def test_iam_kms(aws, full_stack, minimal_stack):
+    """Several source keys; target keys include a bucket default key that no
+    kms_key_id names; both only through S3."""
     iam = aws("iam")
     for role in ("ReplicateRole", "BackfillRole"):
-        perms = allowed(role_statements(iam, physical(minimal_stack, role)))
-        assert "s3:DeleteObject" not in perms
-        assert not any(a.startswith("kms:") for a in perms)
-        assert perms["s3:PutObject"] == {f"arn:aws:s3:::{TARGET_EU}/*"}
-    assert "BatchOperationsRole" not in minimal_stack["resources"]
-    assert "BatchOperationsRoleArn" not in minimal_stack["outputs"]
+        statements = role_statements(iam, physical(full_stack, role))
+        kms = [s for s in statements if any(a.startswith("kms:") for a in as_list(s["Action"]))]
+        by_sid = {s["Sid"]: s for s in kms}
+        assert set(by_sid) == {"DecryptSourceObjects", "EncryptReplicas"}
+        assert as_list(by_sid["DecryptSourceObjects"]["Action"]) == ["kms:Decrypt"]
+        assert set(as_list(by_sid["DecryptSourceObjects"]["Resource"])) == set(SOURCE_KEYS)
+        assert set(as_list(by_sid["EncryptReplicas"]["Action"])) == {"kms:GenerateDataKey", "kms:Decrypt"}
+        assert set(as_list(by_sid["EncryptReplicas"]["Resource"])) == {
+            TARGET_LOCAL_KEY,
+            TARGET_AP_BUCKET_KEY,
+        }
+        for stmt in kms:
+            assert stmt["Condition"] == {"StringLike": {"kms:ViaService": "s3.*.amazonaws.com"}}
+        assert not any(
+            a.startswith("kms:") for a in role_perms(aws, minimal_stack, role)
+        ), "no KMS grant without keys"
 
 
-def test_iam_batch_operations_role(aws, full_stack):
+def test_iam_backfill_role(aws, full_stack, minimal_stack):
+    for stack in (full_stack, minimal_stack):
+        perms = role_perms(aws, stack, "BackfillRole")
+        own_arn = aws("lambda").get_function(FunctionName=f"{stack['name']}-backfill")[
+            "Configuration"
+        ]["FunctionArn"]
+        assert perms["lambda:InvokeFunction"] == {own_arn}
+        assert perms["sqs:SendMessage"] == {stack["outputs"]["BackfillDeadLetterQueueArn"]}
+        assert not any(a.startswith("sqs:Receive") for a in perms)
+
+
+def test_iam_batch_operations_role(aws, full_stack, minimal_stack):
     iam = aws("iam")
     role = physical(full_stack, "BatchOperationsRole")
     assert full_stack["outputs"]["BatchOperationsRoleArn"].endswith("/" + role)
@@ -450,6 +680,8 @@ def test_iam_batch_operations_role(aws, full_stack):
     assert perms["lambda:InvokeFunction"] == {full_stack["outputs"]["BackfillFunctionArn"]}
     assert perms["s3:GetObject"] == {"arn:aws:s3:::fanout-batch/*"}
     assert perms["s3:PutObject"] == {"arn:aws:s3:::fanout-batch/*"}
+    assert "BatchOperationsRole" not in minimal_stack["resources"]
+    assert "BatchOperationsRoleArn" not in minimal_stack["outputs"]
 
 
 # --------------------------------------------------------------------------- replication: wiring
@@ -460,34 +692,182 @@ def test_eventbridge_rule(aws, full_stack, minimal_stack):
     rule_name = physical(full_stack, "SourceEventsRule")
     rule = events.describe_rule(Name=rule_name)
     assert rule["State"] == "ENABLED"
-    pattern = json.loads(rule["EventPattern"])
-    assert pattern == {
+    # "Object Deleted" carries DeleteObject and lifecycle expirations alike
+    # (detail.reason); a reason filter would drop the expirations.
+    assert json.loads(rule["EventPattern"]) == {
         "source": ["aws.s3"],
         "detail-type": ["Object Created", "Object Deleted"],
         "detail": {"bucket": {"name": [SOURCE]}},
     }
-    targets = events.list_targets_by_rule(Rule=rule_name)["Targets"]
-    assert [t["Arn"] for t in targets] == [full_stack["outputs"]["QueueArn"]]
+    [target] = events.list_targets_by_rule(Rule=rule_name)["Targets"]
+    assert target["Arn"] == full_stack["outputs"]["QueueArn"]
+    assert target["DeadLetterConfig"] == {"Arn": queue_arn(aws, full_stack, "EventsDeadLetterQueue")}
+    assert target["DeadLetterConfig"]["Arn"] != full_stack["outputs"]["DeadLetterQueueArn"]
+    assert {k: int(v) for k, v in target["RetryPolicy"].items()} == {
+        "MaximumRetryAttempts": 185,
+        "MaximumEventAgeInSeconds": 86400,
+    }
+    assert full_stack["outputs"]["EventsDeadLetterQueueUrl"] == physical(
+        full_stack, "EventsDeadLetterQueue"
+    )
+    assert "SourceEventsRule" not in minimal_stack["resources"]
+
+
+def test_source_wiring_command(full_stack, minimal_stack, six_stack):
     assert "EventBridgeConfiguration" in full_stack["outputs"]["SourceWiringCommand"]
 
-    assert "SourceEventsRule" not in minimal_stack["resources"]
     command = minimal_stack["outputs"]["SourceWiringCommand"]
     assert f"--bucket {SOURCE}" in command
     assert minimal_stack["outputs"]["QueueArn"] in command
-    assert '"s3:ObjectCreated:*"' in command and "ObjectRemoved" not in command
+    assert '"s3:ObjectCreated:*"' in command
+    assert "ObjectRemoved" not in command and "LifecycleExpiration" not in command
+
+    command = six_stack["outputs"]["SourceWiringCommand"]
+    assert six_stack["outputs"]["QueueArn"] in command
+    configuration = json.loads(command.split("--notification-configuration ", 1)[1].strip("'"))
+    assert configuration["QueueConfigurations"][0]["Events"] == [
+        "s3:ObjectCreated:*",
+        "s3:ObjectRemoved:*",
+        "s3:LifecycleExpiration:*",
+    ]
 
 
-# --------------------------------------------------------------------------- replication: buckets
+# --------------------------------------------------------------------------- replication: alarms
 
 
-def test_replica_bucket_in_stack_region(aws, full_stack, minimal_stack):
-    s3 = aws("s3")
-    names = {b["Name"] for b in s3.list_buckets()["Buckets"]}
-    assert TARGET_LOCAL in names  # same region as the stack: created
-    assert TARGET_EU not in names  # other region: infra/replica-bucket.yaml
-    assert "ReplicaBucket1" not in full_stack["resources"]
-    assert not any(k.startswith("ReplicaBucket") for k in minimal_stack["resources"])
-    assert_replica_bucket(s3, TARGET_LOCAL, kms_key=TARGET_LOCAL_KEY)
+def alarm_definitions(template: dict) -> dict[str, dict]:
+    return {
+        k: v for k, v in template["Resources"].items() if v["Type"] == "AWS::CloudWatch::Alarm"
+    }
+
+
+ALARM_ACTIONS = {"Fn::If": ["HasAlarmTopic", [{"Ref": "AlarmTopicArn"}], {"Ref": "AWS::NoValue"}]}
+
+
+def test_replication_alarm_definitions(translated):
+    alarms = alarm_definitions(translated)
+    assert set(alarms) == {
+        "FailedCopiesAlarm",
+        "ReplicationLatencyAlarm",
+        "DeadLetterQueueAlarm",
+        "EventsDeadLetterQueueAlarm",
+        "BackfillDeadLetterQueueAlarm",
+        "QueueAgeAlarm",
+        "ReplicateErrorsAlarm",
+        "BackfillErrorsAlarm",
+    }
+    for alarm in alarms.values():
+        props = alarm["Properties"]
+        assert props["AlarmActions"] == ALARM_ACTIONS
+        assert props["ComparisonOperator"] == "GreaterThanThreshold"
+        assert props["TreatMissingData"] == "notBreaching"
+        if props["Namespace"] == "S3Fanout":
+            assert props["MetricName"] in {"FailedCopies", "ReplicationLatency"}
+
+    # Aggregate over all targets: no dimension.
+    failed = alarms["FailedCopiesAlarm"]["Properties"]
+    assert (failed["Namespace"], failed["MetricName"]) == ("S3Fanout", "FailedCopies")
+    assert "Dimensions" not in failed
+    assert (failed["Statistic"], failed["Threshold"]) == ("Sum", 0)
+
+    latency = alarms["ReplicationLatencyAlarm"]["Properties"]
+    assert (latency["Namespace"], latency["MetricName"]) == ("S3Fanout", "ReplicationLatency")
+    assert "Dimensions" not in latency
+    assert latency["Statistic"] == "Maximum"
+    assert latency["Threshold"] == {"Ref": "ReplicationLatencyAlarmMs"}
+    assert translated["Parameters"]["ReplicationLatencyAlarmMs"]["Default"] == 900000
+
+    for alarm_id, queue in (
+        ("DeadLetterQueueAlarm", "DeadLetterQueue"),
+        ("EventsDeadLetterQueueAlarm", "EventsDeadLetterQueue"),
+        ("BackfillDeadLetterQueueAlarm", "BackfillDeadLetterQueue"),
+    ):
+        props = alarms[alarm_id]["Properties"]
+        assert (props["Namespace"], props["MetricName"]) == ("AWS/SQS", "ApproximateNumberOfMessagesVisible")
+        assert props["Dimensions"] == [{"Name": "QueueName", "Value": {"Fn::GetAtt": [queue, "QueueName"]}}]
+        assert (props["Statistic"], props["Threshold"]) == ("Maximum", 0)
+    assert alarms["EventsDeadLetterQueueAlarm"]["Condition"] == "UseEventBridge"
+
+    age = alarms["QueueAgeAlarm"]["Properties"]
+    assert age["MetricName"] == "ApproximateAgeOfOldestMessage"
+    assert age["Dimensions"] == [{"Name": "QueueName", "Value": {"Fn::GetAtt": ["ReplicationQueue", "QueueName"]}}]
+    assert age["Threshold"] == {"Ref": "OldestMessageAgeAlarmSeconds"}
+    errors = alarms["ReplicateErrorsAlarm"]["Properties"]
+    assert (errors["Namespace"], errors["MetricName"]) == ("AWS/Lambda", "Errors")
+
+
+def test_replication_alarms_deployed(aws, full_stack):
+    if not moto_supports("AWS::CloudWatch::Alarm"):
+        pytest.skip(f"{MOTO} does not implement AWS::CloudWatch::Alarm in CloudFormation; alarms checked in the template only")
+    alarms = {a["AlarmName"]: a for a in aws("cloudwatch").describe_alarms()["MetricAlarms"]}
+    assert alarms["fanout-full-replication-latency"]["Threshold"] == 300000
+    assert alarms["fanout-full-failed-copies"]["Dimensions"] == []
+
+
+# --------------------------------------------------------------------------- replication: dashboard
+
+
+def dashboard(aws, stack: dict) -> dict:
+    name = stack["outputs"]["DashboardName"]
+    assert name == f"{stack['name']}-{REGION}"
+    return json.loads(aws("cloudwatch").get_dashboard(DashboardName=name)["DashboardBody"])
+
+
+def widget_metrics(body: dict) -> list:
+    return [m for w in body["widgets"] if w["type"] == "metric" for m in w["properties"]["metrics"]]
+
+
+def test_dashboard(aws, translated, full_stack, minimal_stack):
+    body = dashboard(aws, full_stack)
+    metrics = widget_metrics(body)
+    expressions = " ".join(m[0]["expression"] for m in metrics if isinstance(m[0], dict))
+    for name in ("ReplicatedObjects", "FailedCopies", "DeferredCopies", "ReplicationLatency", "BytesReplicated"):
+        assert f"SEARCH('{{S3Fanout,TargetBucket}} MetricName=\"{name}\"'" in expressions, name
+
+    plain = [m for m in metrics if isinstance(m[0], str)]
+    queues = {
+        tuple(m[1:4])
+        for m in plain
+        if m[0] == "AWS/SQS"
+    }
+    name_of = lambda logical_id: physical(full_stack, logical_id).rsplit("/", 1)[1]  # noqa: E731
+    assert ("ApproximateNumberOfMessagesVisible", "QueueName", name_of("ReplicationQueue")) in queues
+    assert ("ApproximateAgeOfOldestMessage", "QueueName", name_of("ReplicationQueue")) in queues
+    for dlq in ("DeadLetterQueue", "BackfillDeadLetterQueue", "EventsDeadLetterQueue"):
+        assert ("ApproximateNumberOfMessagesVisible", "QueueName", name_of(dlq)) in queues, dlq
+    lambda_metrics = {(m[1], m[3]) for m in plain if m[0] == "AWS/Lambda"}
+    for function in ("fanout-full-replicate", "fanout-full-backfill"):
+        for metric in ("Errors", "Duration", "Throttles"):
+            assert (metric, function) in lambda_metrics
+
+    thresholds = {
+        w["properties"]["title"]: w["properties"]["annotations"]["horizontal"][0]["value"]
+        for w in body["widgets"]
+        if "annotations" in w.get("properties", {})
+    }
+    assert thresholds["Replication latency per target (p99, ms)"] == 300000
+    assert thresholds["Age of the oldest message (s)"] == 900
+    assert thresholds["Function duration (ms)"] == 300000
+
+    # The alarm widget lists exactly the stack's alarms.
+    [alarm_widget] = [w for w in body["widgets"] if w["type"] == "alarm"]
+    prefix = f"arn:aws:cloudwatch:{REGION}:{ACCOUNT_ID}:alarm:"
+    names = {
+        alarm["Properties"]["AlarmName"]["Fn::Sub"].replace("${AWS::StackName}", "fanout-full")
+        for alarm in alarm_definitions(translated).values()
+    }
+    assert set(alarm_widget["properties"]["alarms"]) == {prefix + n for n in names}
+
+    # Without EventBridge wiring there is no EventBridge dead-letter queue to show.
+    body = dashboard(aws, minimal_stack)
+    labels = [m[-1].get("label") for m in widget_metrics(body) if isinstance(m[0], str)]
+    assert "EventBridge" not in labels and "replication" in labels
+    [alarm_widget] = [w for w in body["widgets"] if w["type"] == "alarm"]
+    assert not any(a.endswith("-events-dlq") for a in alarm_widget["properties"]["alarms"])
+    assert len(alarm_widget["properties"]["alarms"]) == len(names) - 1
+
+
+# --------------------------------------------------------------------------- replica-bucket.yaml
 
 
 def assert_replica_bucket(s3, name: str, kms_key: str | None) -> None:
@@ -546,71 +926,13 @@ def assert_tls_only_policy(policy: dict) -> None:
     assert len(stmt["Resource"]) == 2
 
 
-def test_replica_bucket_policy_in_template(translated):
-    for i in range(1, 5):
-        res = translated["Resources"][f"ReplicaBucket{i}Policy"]
-        assert res["Condition"] == f"CreateReplica{i}"
-        assert_tls_only_policy(res["Properties"]["PolicyDocument"])
-        assert translated["Resources"][f"ReplicaBucket{i}"]["DeletionPolicy"] == "Retain"
-    if not moto_supports("AWS::S3::BucketPolicy"):
-        pytest.skip(f"{MOTO} does not implement AWS::S3::BucketPolicy in CloudFormation; TLS-only policy checked in the template only")
-
-
-# --------------------------------------------------------------------------- replication: alarms
-
-
-def alarm_definitions(template: dict) -> dict[str, dict]:
-    return {
-        k: v for k, v in template["Resources"].items() if v["Type"] == "AWS::CloudWatch::Alarm"
-    }
-
-
-def test_replication_alarm_definitions(translated):
-    alarms = alarm_definitions(translated)
-    assert set(alarms) == {
-        "DeadLetterQueueAlarm",
-        "BackfillDeadLetterQueueAlarm",
-        "QueueAgeAlarm",
-        "ReplicateErrorsAlarm",
-        "BackfillErrorsAlarm",
-        "FailedCopiesTarget1Alarm",
-        "FailedCopiesTarget2Alarm",
-        "FailedCopiesTarget3Alarm",
-        "FailedCopiesTarget4Alarm",
-    }
-    dlq = alarms["DeadLetterQueueAlarm"]["Properties"]
-    assert (dlq["Namespace"], dlq["MetricName"]) == ("AWS/SQS", "ApproximateNumberOfMessagesVisible")
-    assert (dlq["Threshold"], dlq["ComparisonOperator"]) == (0, "GreaterThanThreshold")
-    age = alarms["QueueAgeAlarm"]["Properties"]
-    assert age["MetricName"] == "ApproximateAgeOfOldestMessage"
-    assert age["Threshold"] == {"Ref": "OldestMessageAgeAlarmSeconds"}
-    errors = alarms["ReplicateErrorsAlarm"]["Properties"]
-    assert (errors["Namespace"], errors["MetricName"]) == ("AWS/Lambda", "Errors")
-    for i in range(1, 5):
-        alarm = alarms[f"FailedCopiesTarget{i}Alarm"]
-        props = alarm["Properties"]
-        assert (props["Namespace"], props["MetricName"]) == ("S3Fanout", "FailedCopies")
-        assert props["Dimensions"] == [{"Name": "TargetBucket", "Value": {"Ref": f"Target{i}Bucket"}}]
-        assert alarm.get("Condition") == (None if i == 1 else f"HasTarget{i}")
-        assert props["AlarmActions"] == {
-            "Fn::If": ["HasAlarmTopic", [{"Ref": "AlarmTopicArn"}], {"Ref": "AWS::NoValue"}]
-        }
-
-
-def test_replication_alarms_deployed(aws, full_stack):
-    if not moto_supports("AWS::CloudWatch::Alarm"):
-        pytest.skip(f"{MOTO} does not implement AWS::CloudWatch::Alarm in CloudFormation; alarms checked in the template only")
-    alarms = aws("cloudwatch").describe_alarms()["MetricAlarms"]
-    failed = [a for a in alarms if a["MetricName"] == "FailedCopies"]
-    assert {a["Dimensions"][0]["Value"] for a in failed} >= {TARGET_EU, TARGET_LOCAL}
-
-
-# --------------------------------------------------------------------------- replica-bucket.yaml
+RB_KEY = kms_key("eu-west-1", "abcd")
 
 
 @pytest.fixture(scope="module")
 def replica_bucket_stacks(aws) -> dict:
-    """infra/replica-bucket.yaml deployed in another region, with SSE-S3 and with SSE-KMS."""
+    """infra/replica-bucket.yaml in another region (SSE-S3 and SSE-KMS) and in the
+    replication stack's own region: the one definition of a replica bucket."""
     template = load_template("replica-bucket.yaml")
     return {
         "sse-s3": deploy(aws, "replica-eu", template, {"BucketName": "fanout-rb-eu"}, region="eu-west-1"),
@@ -621,10 +943,16 @@ def replica_bucket_stacks(aws) -> dict:
             {"BucketName": "fanout-rb-eu-kms", "KmsKeyArn": RB_KEY},
             region="eu-west-1",
         ),
+        "local": deploy(aws, "replica-local", template, {"BucketName": "fanout-rb-local"}),
     }
 
 
-RB_KEY = f"arn:aws:kms:eu-west-1:{ACCOUNT_ID}:key/abcd"
+def test_replication_stack_creates_no_bucket(translated, all_stacks):
+    assert not any(r["Type"] == "AWS::S3::Bucket" for r in translated["Resources"].values())
+    for stack in all_stacks:
+        assert not any(
+            r["ResourceType"].startswith("AWS::S3::") for r in stack["resources"].values()
+        )
 
 
 def test_replica_bucket_template(aws, replica_bucket_stacks):
@@ -632,8 +960,13 @@ def test_replica_bucket_template(aws, replica_bucket_stacks):
     assert s3.get_bucket_location(Bucket="fanout-rb-eu")["LocationConstraint"] == "eu-west-1"
     assert_replica_bucket(s3, "fanout-rb-eu", kms_key=None)
     assert_replica_bucket(s3, "fanout-rb-eu-kms", kms_key=RB_KEY)
-    assert replica_bucket_stacks["sse-s3"]["outputs"]["TargetSpec"] == "fanout-rb-eu@eu-west-1"
-    assert replica_bucket_stacks["sse-kms"]["outputs"]["BucketArn"] == "arn:aws:s3:::fanout-rb-eu-kms"
+    assert_replica_bucket(aws("s3"), "fanout-rb-local", kms_key=None)
+    outputs = {k: v["outputs"] for k, v in replica_bucket_stacks.items()}
+    assert outputs["sse-s3"]["TargetSpec"] == "fanout-rb-eu@eu-west-1"
+    assert outputs["local"]["TargetSpec"] == f"fanout-rb-local@{REGION}"
+    assert outputs["sse-kms"]["BucketArn"] == "arn:aws:s3:::fanout-rb-eu-kms"
+    assert outputs["sse-kms"]["KmsKeyArn"] == RB_KEY
+    assert "KmsKeyArn" not in outputs["sse-s3"]
 
 
 def test_replica_bucket_template_policy(aws, replica_bucket_stacks):
@@ -645,9 +978,7 @@ def test_replica_bucket_template_policy(aws, replica_bucket_stacks):
     assert_tls_only_policy(json.loads(s3.get_bucket_policy(Bucket="fanout-rb-eu")["Policy"]))
 
 
-def test_replica_bucket_hardening(aws, translated, full_stack, replica_bucket_stacks):
-    for i in range(1, 5):
-        bucket_hardening_in_template(translated["Resources"][f"ReplicaBucket{i}"])
+def test_replica_bucket_hardening(aws, replica_bucket_stacks):
     bucket_hardening_in_template(load_template("replica-bucket.yaml")["Resources"]["ReplicaBucket"])
-    assert_bucket_hardening_deployed(aws("s3"), TARGET_LOCAL)
     assert_bucket_hardening_deployed(aws("s3", "eu-west-1"), "fanout-rb-eu")
+    assert_bucket_hardening_deployed(aws("s3"), "fanout-rb-local")
