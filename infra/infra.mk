@@ -1,10 +1,12 @@
 # Infrastructure targets; the main Makefile includes this file.
 #   make lint        cfn-lint + checkov on infra/*.yaml (own virtualenv .venv-lint)
 #   make test-infra  deploy the templates into a local moto server (pytest)
-#   make package     build the Lambda zips with cargo-lambda (arm64, release)
+#   make package     build the Lambda zips with cargo-lambda (arm64, release): the
+#                    one build of the functions; infra/replication.yaml's CodeUri
+#                    names these zips and `aws cloudformation package` uploads them
 
 VENV ?= .venv
-# Extra flags for `cargo lambda build`, e.g. LAMBDA_BUILD_FLAGS="--bin replicate".
+# The functions infra/replication.yaml deploys (target/lambda/<bin>/bootstrap.zip).
 LAMBDA_BUILD_FLAGS ?= --bin replicate --bin backfill
 
 .PHONY: lint test-infra package
@@ -20,7 +22,7 @@ test-infra:
 # The PyPI cargo-lambda package installs the `cargo-lambda` binary (called as
 # `cargo-lambda lambda ...`, the form cargo uses for `cargo lambda ...`); its
 # virtualenv also provides zig (ziglang) for cross-compiling to aarch64.
-package:
+package: setup
 	PATH="$(abspath $(VENV))/bin:$$PATH" $(VENV)/bin/cargo-lambda lambda build --release --arm64 --output-format zip $(LAMBDA_BUILD_FLAGS)
 	@for zip in target/lambda/*/bootstrap.zip; do \
 	  [ -f "$$zip" ] || { echo "no zip found under target/lambda/" >&2; exit 1; }; \
