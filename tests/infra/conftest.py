@@ -55,15 +55,10 @@ sys.exit(main())
 
 
 def _moto_server_command() -> list[str]:
-    candidates = [
-        Path(sys.executable).parent / "moto_server",
-        ROOT / ".venv" / "bin" / "moto_server",
-    ]
-    for candidate in candidates:
-        if candidate.exists():
-            # The interpreter that has moto installed (the one the script names).
-            python = candidate.read_text().splitlines()[0].removeprefix("#!").strip()
-            return [python, "-c", _MOTO_SERVER_SHIM]
+    """The interpreter that has moto's server installed, running the shim."""
+    for python in (Path(sys.executable), ROOT / ".venv" / "bin" / "python"):
+        if (python.parent / "moto_server").exists():
+            return [str(python), "-c", _MOTO_SERVER_SHIM]
     pytest.fail("moto_server not found next to the Python interpreter nor in .venv/bin")
 
 

@@ -5,7 +5,8 @@ plain CloudFormation with samtranslator first (CodeUri rewritten to a placeholde
 zip in a moto bucket). Where moto's CloudFormation does not create a resource
 type or drops a property, the test checks the template instead and says so
 with an explicit skip (see ``moto_gap``); everything moto does implement is
-asserted on the deployed resources.
+asserted on the deployed resources. The one correction made to moto (it keeps
+`AWS::NoValue` list items as null where CloudFormation drops them) is in conftest.
 
 The replication stack is deployed with 1, 3 and 6 targets.
 """
