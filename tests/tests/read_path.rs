@@ -1,0 +1,335 @@
+//! The read path against the local S3 server, each "region" behind its own fault-injecting
+//! proxy (the replica's `endpoint` option).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{BucketLocationConstraint, CreateBucketConfiguration};
+use aws_sdk_s3::Client;
+use fault_proxy::{FaultProxy, Rule};
+use s3fanout_read::{parse_replicas, ByteRange, MissingPolicy, ReadConfig, ReadErrorKind, Reader};
+use serde_json::Value;
+
+const REGIONS: [&str; 3] = ["us-west-2", "eu-west-1", "ap-southeast-2"];
+
+/// Three replica buckets holding the same objects, each region behind its own proxy.
+struct Replicas {
+    buckets: Vec<String>,
+    proxies: Vec<FaultProxy>,
+}
+
+fn endpoint() -> String {
+    std::env::var("AWS_ENDPOINT_URL_S3")
+        .or_else(|_| std::env::var("AWS_ENDPOINT_URL"))
+        .expect("AWS_ENDPOINT_URL is not set: run through tests/with-local-s3.sh")
+}
+
+async fn client(region: &str) -> Client {
+    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new(region.to_string()))
+        .load()
+        .await;
+    Client::from_conf(
+        aws_sdk_s3::config::Builder::from(&config)
+            .force_path_style(true)
+            .build(),
+    )
+}
+
+fn unique(prefix: &str) -> String {
+    static COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!("{prefix}-{}-{n}-{nanos}", std::process::id())
+}
+
+impl Replicas {
+    async fn new() -> Self {
+        let mut buckets = Vec::new();
+        let mut proxies = Vec::new();
+        for region in REGIONS {
+            let bucket = unique("read");
+            client(region)
+                .await
+                .create_bucket()
+                .bucket(&bucket)
+                .create_bucket_configuration(
+                    CreateBucketConfiguration::builder()
+                        .location_constraint(BucketLocationConstraint::from(region))
+                        .build(),
+                )
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("create {bucket}: {e:?}"));
+            buckets.push(bucket);
+            proxies.push(FaultProxy::start(&endpoint()).await.unwrap());
+        }
+        Replicas { buckets, proxies }
+    }
+
+    /// Puts `body` under `key` in the replicas listed.
+    async fn put(&self, key: &str, body: &[u8], which: &[usize]) {
+        for &i in which {
+            client(REGIONS[i])
+                .await
+                .put_object()
+                .bucket(&self.buckets[i])
+                .key(key)
+                .body(ByteStream::from(body.to_vec()))
+                .send()
+                .await
+                .unwrap();
+        }
+    }
+
+    fn list(&self) -> String {
+        self.buckets
+            .iter()
+            .zip(REGIONS)
+            .zip(&self.proxies)
+            .map(|((bucket, region), proxy)| {
+                let endpoint: String = percent_encoding::utf8_percent_encode(
+                    &proxy.endpoint(),
+                    percent_encoding::NON_ALPHANUMERIC,
+                )
+                .collect();
+                format!("{bucket}@{region}?endpoint={endpoint}")
+            })
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    async fn reader(&self, config: ReadConfig) -> Reader {
+        let config = ReadConfig {
+            host: Some("test-host".into()),
+            ..config
+        };
+        Reader::new(parse_replicas(&self.list()).unwrap(), config)
+            .await
+            .unwrap()
+    }
+
+    fn down(&self, i: usize) {
+        self.proxies[i].set_default_rule(Rule {
+            down: true,
+            ..Rule::default()
+        });
+    }
+
+    /// GET requests each proxy saw since the last call.
+    fn gets(&self) -> Vec<usize> {
+        self.proxies
+            .iter()
+            .map(|p| p.take_seen().iter().filter(|s| s.method == "GET").count())
+            .collect()
+    }
+}
+
+async fn body(reader: &Reader, key: &str) -> Vec<u8> {
+    let served = reader
+        .get(key, None)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    served
+        .output
+        .body
+        .collect()
+        .await
+        .unwrap()
+        .into_bytes()
+        .to_vec()
+}
+
+/// The EMF lines a reader emits now, parsed.
+fn emitted(reader: &Reader) -> Vec<Value> {
+    let lines = Arc::new(Mutex::new(Vec::new()));
+    let sink = lines.clone();
+    reader.emit_metrics(std::time::Duration::from_secs(60), &move |line: &str| {
+        sink.lock()
+            .unwrap()
+            .push(serde_json::from_str::<Value>(line).unwrap())
+    });
+    let lines = lines.lock().unwrap().clone();
+    lines
+}
+
+fn region_gauges(docs: &[Value]) -> HashMap<String, u64> {
+    docs.iter()
+        .filter(|d| d.get("ReadRegionFailing").is_some())
+        .map(|d| {
+            assert_eq!(d["Host"], "test-host");
+            (
+                d["Region"].as_str().unwrap().to_string(),
+                d["ReadRegionFailing"].as_u64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+fn all_failed(docs: &[Value]) -> u64 {
+    docs.iter()
+        .find_map(|d| d.get("ReadAllRegionsFailed"))
+        .and_then(Value::as_u64)
+        .unwrap()
+}
+
+#[tokio::test]
+#[ignore = "needs the local S3 server (make test)"]
+async fn healthy_reads_start_at_every_replica() {
+    let replicas = Replicas::new().await;
+    replicas.put("spread.txt", b"spread", &[0, 1, 2]).await;
+    let reader = replicas.reader(ReadConfig::default()).await;
+    for _ in 0..300 {
+        assert_eq!(body(&reader, "spread.txt").await, b"spread");
+    }
+    let gets = replicas.gets();
+    // Healthy: one request per read, so every request is a first attempt.
+    assert_eq!(gets.iter().sum::<usize>(), 300, "{gets:?}");
+    for (region, n) in REGIONS.iter().zip(&gets) {
+        let share = *n as f64 / 300.0;
+        println!(
+            "{region}: {n} of 300 first attempts ({:.1}%)",
+            share * 100.0
+        );
+        assert!((0.25..=0.42).contains(&share), "{region}: {gets:?}");
+    }
+    assert_eq!(region_gauges(&emitted(&reader)).values().sum::<u64>(), 0);
+}
+
+#[tokio::test]
+#[ignore = "needs the local S3 server (make test)"]
+async fn one_region_down_every_read_succeeds_and_its_gauge_is_set() {
+    let replicas = Replicas::new().await;
+    replicas
+        .put("one-down.txt", b"still here", &[0, 1, 2])
+        .await;
+    let reader = replicas.reader(ReadConfig::default()).await;
+    replicas.down(1);
+    for _ in 0..60 {
+        let served = reader.get("one-down.txt", None).await.unwrap();
+        assert_ne!(served.region, REGIONS[1]);
+        let bytes = served.output.body.collect().await.unwrap().into_bytes();
+        assert_eq!(&bytes[..], b"still here");
+    }
+    let gets = replicas.gets();
+    println!("requests per region with {} down: {gets:?}", REGIONS[1]);
+    assert!(gets[1] >= 1, "the down region was tried: {gets:?}");
+    let gauges = reader.gauges();
+    assert_eq!(gauges.all_failed, 0);
+    let docs = emitted(&reader);
+    let expected: HashMap<String, u64> = REGIONS
+        .iter()
+        .enumerate()
+        .map(|(i, r)| (r.to_string(), u64::from(i == 1)))
+        .collect();
+    assert_eq!(region_gauges(&docs), expected);
+    assert_eq!(all_failed(&docs), 0);
+}
+
+#[tokio::test]
+#[ignore = "needs the local S3 server (make test)"]
+async fn all_down_tries_each_replica_once_plus_retries_and_names_them() {
+    let replicas = Replicas::new().await;
+    replicas.put("all-down.txt", b"gone", &[0, 1, 2]).await;
+    for (retries, expected_per_replica) in [(0, 1), (1, 2)] {
+        let reader = replicas
+            .reader(ReadConfig {
+                retries_per_replica: retries,
+                ..ReadConfig::default()
+            })
+            .await;
+        for i in 0..3 {
+            replicas.down(i);
+        }
+        replicas.gets();
+        let err = reader.get("all-down.txt", None).await.unwrap_err();
+        println!("{err}");
+        assert_eq!(err.kind, ReadErrorKind::AllFailed);
+        assert_eq!(
+            replicas.gets(),
+            [expected_per_replica; 3],
+            "retries {retries}"
+        );
+        let text = err.to_string();
+        for bucket in &replicas.buckets {
+            assert!(text.contains(bucket), "{text}");
+        }
+        assert!(text.contains("503 ServiceUnavailable"), "{text}");
+        assert_eq!(reader.gauges().all_failed, 1);
+        let docs = emitted(&reader);
+        assert_eq!(all_failed(&docs), 1);
+        assert!(region_gauges(&docs).values().all(|v| *v == 1));
+        // The counter covers one period: the next emission starts from zero.
+        assert_eq!(all_failed(&emitted(&reader)), 0);
+    }
+}
+
+#[tokio::test]
+#[ignore = "needs the local S3 server (make test)"]
+async fn a_lagging_replica_404_fails_over_unless_told_not_to() {
+    let replicas = Replicas::new().await;
+    replicas.put("lagging.txt", b"new", &[2]).await;
+    let reader = replicas.reader(ReadConfig::default()).await;
+    for _ in 0..6 {
+        assert_eq!(body(&reader, "lagging.txt").await, b"new");
+    }
+    let strict = replicas
+        .reader(ReadConfig {
+            missing: MissingPolicy::Fail,
+            ..ReadConfig::default()
+        })
+        .await;
+    // Round-robin: the first read starts at replica 0, which does not have the key yet.
+    let err = strict.get("lagging.txt", None).await.unwrap_err();
+    assert_eq!((err.kind, err.attempts.len()), (ReadErrorKind::NotFound, 1));
+    let err = reader.get("nobody-has-this", None).await.unwrap_err();
+    assert_eq!((err.kind, err.attempts.len()), (ReadErrorKind::NotFound, 3));
+    assert_eq!(
+        reader.gauges().all_failed,
+        0,
+        "a missing key is not an outage"
+    );
+    assert!(!reader.gauges().regions.values().any(|f| *f));
+}
+
+#[tokio::test]
+#[ignore = "needs the local S3 server (make test)"]
+async fn head_and_ranges() {
+    let replicas = Replicas::new().await;
+    let data: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+    replicas
+        .put("dir/ranged object.bin", &data, &[0, 1, 2])
+        .await;
+    let reader = replicas.reader(ReadConfig::default()).await;
+    replicas.down(0);
+    for _ in 0..3 {
+        let head = reader.head("dir/ranged object.bin").await.unwrap();
+        assert_eq!(head.output.content_length(), Some(100_000));
+    }
+    let ranged = reader
+        .get(
+            "dir/ranged object.bin",
+            Some(ByteRange::Inclusive {
+                first: 10,
+                last: 19,
+            }),
+        )
+        .await
+        .unwrap();
+    let bytes = ranged.output.body.collect().await.unwrap().into_bytes();
+    assert_eq!(&bytes[..], &data[10..20]);
+    let tail = reader
+        .get("dir/ranged object.bin", Some(ByteRange::Suffix(5)))
+        .await
+        .unwrap();
+    assert_eq!(
+        &tail.output.body.collect().await.unwrap().into_bytes()[..],
+        &data[99_995..]
+    );
+    let err = reader.head("missing").await.unwrap_err();
+    assert_eq!(err.kind, ReadErrorKind::NotFound);
+}
