@@ -17,6 +17,10 @@ import ast
 import json
 import os
 import re
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
 from urllib.parse import unquote
 
 import moto
@@ -431,6 +435,55 @@ def test_code_is_what_make_package_builds():
         assert f"--bin {binary}" in infra_mk
         crate = ROOT / "crates" / binary / "Cargo.toml"
         assert re.search(rf'^name = "{binary}"', crate.read_text(), re.M), crate
+
+
+def test_packaged_template_deploys(aws, moto_endpoint, tmp_path):
+    """The documented path: `aws cloudformation package` uploads the zips the
+    template names, and the packaged template deploys."""
+    (tmp_path / "infra").mkdir()
+    (tmp_path / "infra" / "replication.yaml").write_text((INFRA / "replication.yaml").read_text())
+    for binary in ("replicate", "backfill"):
+        zip_dir = tmp_path / "target" / "lambda" / binary
+        zip_dir.mkdir(parents=True)
+        with zipfile.ZipFile(zip_dir / "bootstrap.zip", "w") as zf:
+            zf.writestr("bootstrap", f"#!/bin/sh\necho {binary}\n")
+    aws("s3").create_bucket(Bucket="fanout-packaging")
+    cli = Path(sys.executable).parent / "aws"
+    if not cli.exists():
+        pytest.skip(f"no AWS CLI next to {sys.executable}")
+    packaged = tmp_path / "packaged.yaml"
+    env = {**os.environ, "AWS_ENDPOINT_URL": moto_endpoint, "AWS_DEFAULT_REGION": REGION}
+    subprocess.run(
+        [
+            str(cli), "cloudformation", "package",
+            "--template-file", str(tmp_path / "infra" / "replication.yaml"),
+            "--s3-bucket", "fanout-packaging",
+            "--output-template-file", str(packaged),
+        ],
+        check=True,
+        env=env,
+        capture_output=True,
+    )
+    template = yaml_parse(packaged.read_text())
+    uris = {
+        logical_id: template["Resources"][logical_id]["Properties"]["CodeUri"]
+        for logical_id in ("ReplicateFunction", "BackfillFunction")
+    }
+    assert all(uri.startswith("s3://fanout-packaging/") for uri in uris.values()), uris
+    assert uris["ReplicateFunction"] != uris["BackfillFunction"]
+    stack = deploy(
+        aws,
+        "fanout-packaged",
+        transform(template, {}, _NoManagedPolicies()),
+        {
+            "SourceBucketName": SOURCE,
+            "ReplicaTargets": f"{TARGET_EU}@eu-west-1",
+            "TargetBuckets": TARGET_EU,
+        },
+    )
+    code = aws("lambda").get_function(FunctionName="fanout-packaged-replicate")["Code"]
+    assert stack["outputs"]["ReplicateFunctionName"] == "fanout-packaged-replicate"
+    assert code["RepositoryType"] == "S3"
 
 
 def environment(lam, function_name: str) -> dict[str, str]:
