@@ -35,6 +35,10 @@ pub enum Command {
     Backfill(BackfillArgs),
     /// Compare the targets with the source and report drift; change nothing.
     Verify(VerifyArgs),
+    /// Read an object from the replicas (READ_REPLICAS), failing over between them.
+    Get(crate::read::GetArgs),
+    /// Show an object's size, ETag and headers, from the first replica that answers.
+    Head(crate::read::HeadArgs),
 }
 
 /// Arguments of `replicate`.

@@ -4,6 +4,7 @@
 mod args;
 mod backfill;
 mod progress;
+mod read;
 mod replicate;
 mod table;
 
@@ -38,6 +39,8 @@ fn main() -> ExitCode {
             Command::Replicate(a) => replicate::run(a).await,
             Command::Backfill(a) => backfill::run_backfill(a, &matches).await,
             Command::Verify(a) => backfill::run_verify(a, &matches).await,
+            Command::Get(a) => read::run_get(a).await,
+            Command::Head(a) => read::run_head(a).await,
         }
     });
     match result {

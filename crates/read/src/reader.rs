@@ -151,9 +151,9 @@ impl Reader {
         lock(&self.inner.health).latencies()
     }
 
-    /// Renders the gauges as EMF lines now (the all-regions counter covers the requests since
-    /// the previous emission) and hands each line to `sink`.
-    pub fn emit_metrics(&self, interval: Duration, sink: &dyn Fn(&str)) {
+    /// The gauges as EMF lines now, stamped with the start of the current `interval`; the
+    /// all-regions counter covers the requests since the previous call.
+    pub fn take_metrics_lines(&self, interval: Duration) -> Vec<String> {
         let gauges = {
             let mut health = lock(&self.inner.health);
             Gauges {
@@ -161,8 +161,12 @@ impl Reader {
                 all_failed: health.take_all_failed(),
             }
         };
-        for line in metrics::emf_lines(&self.inner.host, metrics::aligned_now_ms(interval), &gauges)
-        {
+        metrics::emf_lines(&self.inner.host, metrics::aligned_now_ms(interval), &gauges)
+    }
+
+    /// Hands the lines of `take_metrics_lines` to `sink`, one at a time.
+    pub fn emit_metrics(&self, interval: Duration, sink: &dyn Fn(&str)) {
+        for line in self.take_metrics_lines(interval) {
             sink(&line);
         }
     }

@@ -67,9 +67,11 @@ impl Replica {
                 // Replication options are accepted so that REPLICA_TARGETS can be reused as is;
                 // they do not change how an object is read.
                 "storage_class" | "kms_key_id" => {}
-                other => return Err(invalid(&format!(
+                other => {
+                    return Err(invalid(&format!(
                     "unknown option {other:?} (known: prefix, endpoint, storage_class, kms_key_id)"
-                ))),
+                )))
+                }
             }
         }
         Ok(replica)

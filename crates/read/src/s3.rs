@@ -83,6 +83,8 @@ where
 
 /// An HTTP status and S3 code as an answer.
 pub fn from_status(status: u16, code: Option<String>, message: Option<String>) -> Answer {
+    // HEAD answers carry no body, hence no S3 code: the reason phrase still says what happened.
+    let code = code.or_else(|| reason(status).map(str::to_string));
     match status {
         404 => Answer::Missing { code },
         408 | 429 | 503 => Answer::Throttled { status, code },
@@ -94,6 +96,23 @@ pub fn from_status(status: u16, code: Option<String>, message: Option<String>) -
             message,
         },
     }
+}
+
+fn reason(status: u16) -> Option<&'static str> {
+    Some(match status {
+        301 => "Moved Permanently",
+        307 => "Temporary Redirect",
+        400 => "Bad Request",
+        403 => "Forbidden",
+        404 => "Not Found",
+        408 => "Request Timeout",
+        429 => "Too Many Requests",
+        500 => "Internal Server Error",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        504 => "Gateway Timeout",
+        _ => return None,
+    })
 }
 
 /// The deepest cause of an error, which is where the useful words are
@@ -117,7 +136,16 @@ mod tests {
 
     #[test]
     fn statuses_map_to_failover_or_return() {
-        assert_eq!(from_status(404, None, None), Answer::Missing { code: None });
+        assert_eq!(
+            from_status(404, None, None),
+            Answer::Missing {
+                code: Some("Not Found".into())
+            }
+        );
+        assert_eq!(
+            from_status(503, None, None).to_string(),
+            "503 Service Unavailable"
+        );
         assert!(matches!(
             from_status(503, None, None),
             Answer::Throttled { status: 503, .. }
