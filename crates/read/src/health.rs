@@ -149,6 +149,11 @@ impl Health {
         self.all_failed_total
     }
 
+    /// Average time to first byte of one replica.
+    pub fn latency(&self, replica: usize) -> Option<Duration> {
+        self.replicas[replica].latency.get()
+    }
+
     /// Average time to first byte per replica.
     pub fn latencies(&self) -> Vec<Option<Duration>> {
         self.replicas.iter().map(|r| r.latency.get()).collect()
