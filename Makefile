@@ -1,6 +1,8 @@
 # s3fanout: replicate S3 buckets to N replicas.
 #   make demo      run the replicate function locally on real notifications, print the replicas
-#   make test      formatting, lints, unit + integration + end-to-end + template tests
+#   make unit      formatting, lints and every test that needs no server (the simulation too)
+#   make test      all of it: unit, simulation, integration against a local S3 server,
+#                  end-to-end through the Lambda runtime API, template tests
 #   make bench     figures: fan-out latency, memory, copy method
 #   make package   build the Lambda zips (arm64)
 
@@ -8,7 +10,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 LOCAL_S3 := tests/with-local-s3.sh
 
-.PHONY: setup demo test check test-rust test-e2e bench
+.PHONY: setup demo unit test check test-rust test-e2e bench
 
 setup: $(VENV)/.installed
 
@@ -27,8 +29,13 @@ check:
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
 
+# Server-free: the decision table, the engine over the simulated store, the simulation.
+unit: check
+	cargo test --workspace
+
+# Tests that need the local S3 server are marked ignored; here the server runs, so they run too.
 test-rust: setup
-	$(LOCAL_S3) cargo test --workspace
+	$(LOCAL_S3) cargo test --workspace -- --include-ignored
 
 test-e2e: setup
 	$(LOCAL_S3) $(PY) tests/e2e/replicate_e2e.py

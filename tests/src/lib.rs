@@ -324,6 +324,7 @@ pub fn created(bucket: &str, key: &str, etag: Option<&str>) -> s3fanout::Change 
         size: None,
         sequencer: None,
         version_id: None,
+        alternate_key: None,
     }
 }
 

@@ -1,6 +1,8 @@
 //! Backfill, verify and Batch Operations against the local S3 server.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use fault_proxy::{FaultProxy, Rule};
 use integration::*;
@@ -64,6 +66,7 @@ async fn listing(setup: &Setup, target: &Target) -> Vec<(String, String)> {
 }
 
 #[tokio::test]
+#[ignore = "needs the local S3 server (make test)"]
 async fn sync_copies_what_is_missing_or_different_and_deletes_only_when_asked() {
     let mut setup = Setup::new(2).await;
     setup.targets[1].prefix = "mirror/".into();
@@ -123,6 +126,7 @@ async fn sync_copies_what_is_missing_or_different_and_deletes_only_when_asked() 
 }
 
 #[tokio::test]
+#[ignore = "needs the local S3 server (make test)"]
 async fn a_second_run_over_synced_buckets_issues_only_list_requests() {
     let setup = Setup::new(3).await;
     let keys = keys(30);
@@ -155,6 +159,7 @@ async fn a_second_run_over_synced_buckets_issues_only_list_requests() {
 }
 
 #[tokio::test]
+#[ignore = "needs the local S3 server (make test)"]
 async fn dry_run_changes_nothing_and_reports_what_it_would_do() {
     let setup = Setup::new(2).await;
     let keys = keys(10);
@@ -183,6 +188,7 @@ async fn dry_run_changes_nothing_and_reports_what_it_would_do() {
 }
 
 #[tokio::test]
+#[ignore = "needs the local S3 server (make test)"]
 async fn include_and_exclude_follow_aws_s3_sync_rules() {
     let setup = Setup::new(1).await;
     let src = setup.source_client();
@@ -215,6 +221,7 @@ async fn include_and_exclude_follow_aws_s3_sync_rules() {
 }
 
 #[tokio::test]
+#[ignore = "needs the local S3 server (make test)"]
 async fn a_deadline_forces_continuations_that_converge_without_double_counting() {
     let setup = Setup::new(2).await;
     let keys = keys(40);
@@ -274,6 +281,7 @@ async fn a_deadline_forces_continuations_that_converge_without_double_counting()
 }
 
 #[tokio::test]
+#[ignore = "needs the local S3 server (make test)"]
 async fn verify_reports_each_kind_of_drift_and_changes_nothing() {
     let setup = Setup::new(2).await;
     let keys = keys(10);
@@ -341,6 +349,7 @@ async fn verify_reports_each_kind_of_drift_and_changes_nothing() {
 }
 
 #[tokio::test]
+#[ignore = "needs the local S3 server (make test)"]
 async fn overlapping_backfills_and_live_replication_do_not_corrupt_anything() {
     let setup = Setup::new(2).await;
     let keys = keys(40);
@@ -382,6 +391,7 @@ async fn overlapping_backfills_and_live_replication_do_not_corrupt_anything() {
 }
 
 #[tokio::test]
+#[ignore = "needs the local S3 server (make test)"]
 async fn bad_requests_are_refused_with_a_clear_message() {
     let setup = Setup::new(1).await;
     let replicator = setup.replicator(setup.config()).await;
@@ -418,13 +428,18 @@ async fn bad_requests_are_refused_with_a_clear_message() {
             .contains("\"other\" is not a configured target"),
         "{err}"
     );
-    let err = backfill::handle_invocation(&replicator, &json!({"prefx": "typo"}), &none)
-        .await
-        .unwrap_err();
+    let err = s3fanout::lambda::backfill::handle_invocation(
+        &replicator,
+        &json!({"prefx": "typo"}),
+        &none,
+    )
+    .await
+    .unwrap_err();
     assert!(err.to_string().contains("unknown field `prefx`"), "{err}");
 }
 
 #[tokio::test]
+#[ignore = "needs the local S3 server (make test)"]
 async fn batch_operations_tasks_of_both_schemas_are_answered_per_task() {
     let setup = Setup::new(2).await;
     let src = setup.source_client();
@@ -442,9 +457,10 @@ async fn batch_operations_tasks_of_both_schemas_are_answered_per_task() {
             { "taskId": "t2", "s3Key": encode("does not exist"), "s3VersionId": null, "s3BucketArn": format!("arn:aws:s3:::{}", setup.source) }
         ]
     });
-    let (response, next) = backfill::handle_invocation(&replicator, &v1, &Deadline::none())
-        .await
-        .unwrap();
+    let (response, next) =
+        s3fanout::lambda::backfill::handle_invocation(&replicator, &v1, &Deadline::none())
+            .await
+            .unwrap();
     assert!(next.is_none());
     assert_eq!(response["invocationSchemaVersion"], "1.0");
     assert_eq!(response["invocationId"], "inv-1");
@@ -470,9 +486,10 @@ async fn batch_operations_tasks_of_both_schemas_are_answered_per_task() {
         "job": { "id": "job-2", "userArguments": { "targets": only } },
         "tasks": [ { "taskId": "t3", "s3Bucket": setup.source, "s3Key": encode("café/ü.txt"), "s3VersionId": null } ]
     });
-    let (response, _) = backfill::handle_invocation(&replicator, &v2, &Deadline::none())
-        .await
-        .unwrap();
+    let (response, _) =
+        s3fanout::lambda::backfill::handle_invocation(&replicator, &v2, &Deadline::none())
+            .await
+            .unwrap();
     assert_eq!(response["invocationSchemaVersion"], "2.0");
     assert_eq!(
         response["results"][0]["resultCode"], "Succeeded",
@@ -497,7 +514,7 @@ async fn batch_operations_tasks_of_both_schemas_are_answered_per_task() {
         },
     );
     let flaky = Replicator::new(setup.config(), clients_via(&proxy.endpoint(), 2).await);
-    let (response, _) = backfill::handle_invocation(
+    let (response, _) = s3fanout::lambda::backfill::handle_invocation(
         &flaky,
         &v2.clone().tap_targets(&t0.bucket),
         &Deadline::none(),

@@ -83,6 +83,7 @@ async fn put_many(setup: &Setup, keys: &[String]) -> Vec<Value> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the local S3 server (make test)"]
 async fn ten_percent_random_faults_over_1000_objects_converge_with_redelivery() {
     let setup = Setup::new(3).await;
     let keys: Vec<String> = (0..1000)
@@ -125,6 +126,7 @@ async fn ten_percent_random_faults_over_1000_objects_converge_with_redelivery() 
 }
 
 #[tokio::test]
+#[ignore = "needs the local S3 server (make test)"]
 async fn one_target_down_does_not_hold_back_the_others() {
     let setup = Setup::new(3).await;
     let down = setup.targets[2].bucket.clone();
@@ -154,10 +156,9 @@ async fn one_target_down_does_not_hold_back_the_others() {
         assert_eq!(report.targets[0].outcome, Outcome::Copied);
         assert_eq!(report.targets[1].outcome, Outcome::Copied);
         match &report.targets[2].outcome {
-            Outcome::Failed {
-                retryable: true,
-                error,
-            } => assert!(error.contains("HTTP 503"), "{error}"),
+            Outcome::Failed(failure) if failure.kind == s3fanout::FailureKind::Retryable => {
+                assert!(failure.message.contains("HTTP 503"), "{failure:?}")
+            }
             other => panic!("{other:?}"),
         }
     }
@@ -209,6 +210,7 @@ async fn replica_version(setup: &Setup, target: &s3fanout::Target, key: &str) ->
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the local S3 server (make test)"]
 async fn a_key_overwritten_100_times_with_shuffled_duplicated_events_ends_current_and_never_rolls_back(
 ) {
     let setup = Setup::new(3).await;

@@ -29,6 +29,7 @@ fn awkward_keys() -> Vec<String> {
 }
 
 #[tokio::test]
+#[ignore = "needs the local S3 server (make test)"]
 async fn replicates_awkward_keys_with_headers_metadata_and_tags() {
     let setup = Setup::new(3).await;
     let src = setup.source_client();
@@ -74,10 +75,11 @@ async fn replicates_awkward_keys_with_headers_metadata_and_tags() {
 }
 
 #[tokio::test]
+#[ignore = "needs the local S3 server (make test)"]
 async fn target_options_prefix_storage_class_and_kms_apply() {
     let mut setup = Setup::new(2).await;
     setup.targets[0].prefix = "mirror/".into();
-    setup.targets[0].storage_class = Some(aws_sdk_s3::types::StorageClass::StandardIa);
+    setup.targets[0].storage_class = Some("STANDARD_IA".into());
     setup.targets[1].kms_key_id = Some("arn:aws:kms:eu-west-1:123456789012:key/test-key".into());
     let src = setup.source_client();
     let etag = put_rich(&src, &setup.source, "doc one.txt", b"hello").await;
@@ -122,6 +124,7 @@ async fn target_options_prefix_storage_class_and_kms_apply() {
 }
 
 #[tokio::test]
+#[ignore = "needs the local S3 server (make test)"]
 async fn a_prefix_that_makes_the_key_too_long_fails_that_target_only() {
     let mut setup = Setup::new(2).await;
     setup.targets[1].prefix = "p/".into();
@@ -149,6 +152,7 @@ async fn a_prefix_that_makes_the_key_too_long_fails_that_target_only() {
 }
 
 #[tokio::test]
+#[ignore = "needs the local S3 server (make test)"]
 async fn stale_missing_and_replica_events_are_finished_not_copied() {
     let setup = Setup::new(1).await;
     let src = setup.source_client();
@@ -199,6 +203,7 @@ fn changes(setup: &Setup, key: &str, etag: Option<&str>) -> Vec<s3fanout::Change
 }
 
 #[tokio::test]
+#[ignore = "needs the local S3 server (make test)"]
 async fn unknown_buckets_fail_clearly_and_others_still_complete() {
     let mut setup = Setup::new(2).await;
     setup.targets.push(target(&unique("missing"), "eu-west-1"));
@@ -208,10 +213,9 @@ async fn unknown_buckets_fail_clearly_and_others_still_complete() {
     assert_eq!(report[0].targets[0].outcome, Outcome::Copied);
     assert_eq!(report[0].targets[1].outcome, Outcome::Copied);
     match &report[0].targets[2].outcome {
-        Outcome::Failed {
-            retryable: false,
-            error,
-        } => assert!(error.contains("NoSuchBucket"), "{error}"),
+        Outcome::Failed(failure) if failure.kind == s3fanout::FailureKind::Permanent => {
+            assert!(failure.message.contains("NoSuchBucket"), "{failure:?}")
+        }
         other => panic!("{other:?}"),
     }
 
@@ -232,6 +236,7 @@ async fn unknown_buckets_fail_clearly_and_others_still_complete() {
 }
 
 #[tokio::test]
+#[ignore = "needs the local S3 server (make test)"]
 async fn events_from_buckets_that_are_not_sources_are_rejected() {
     let setup = Setup::new(1).await;
     let other = unique("other");
@@ -257,6 +262,7 @@ async fn events_from_buckets_that_are_not_sources_are_rejected() {
 }
 
 #[tokio::test]
+#[ignore = "needs the local S3 server (make test)"]
 async fn deletes_propagate_only_when_configured_and_only_when_the_source_is_gone() {
     let setup = Setup::new(2).await;
     let src = setup.source_client();
@@ -291,7 +297,9 @@ async fn deletes_propagate_only_when_configured_and_only_when_the_source_is_gone
     let out = handle(&disabled, &deletes, &Deadline::none())
         .await
         .unwrap();
-    assert_eq!(out["outcomes"], json!({ "ignored": 4 }));
+    // A delete whose source has the object again brings the replicas to it, whether deletes
+    // propagate or not; here they already hold it.
+    assert_eq!(out["outcomes"], json!({ "ignored": 2, "source_exists": 2 }));
     let present = |t: &Target, key: &'static str| {
         let client = setup.target_client(t);
         let bucket = t.bucket.clone();
@@ -311,6 +319,7 @@ async fn deletes_propagate_only_when_configured_and_only_when_the_source_is_gone
 }
 
 #[tokio::test]
+#[ignore = "needs the local S3 server (make test)"]
 async fn sqs_batch_reports_exactly_the_failed_messages() {
     let setup = Setup::new(2).await;
     let src = setup.source_client();

@@ -3,7 +3,8 @@
 mod continuation;
 
 use lambda_runtime::{run, service_fn, Diagnostic, Error, LambdaEvent};
-use s3fanout::{backfill, Deadline, Replicator};
+use s3fanout::lambda::backfill;
+use s3fanout::{Deadline, Replicator};
 use serde_json::Value;
 
 #[tokio::main]

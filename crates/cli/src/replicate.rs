@@ -1,6 +1,6 @@
 //! `s3fanout replicate BUCKET KEY`: one object to every target, as an event would.
 
-use s3fanout::{Change, ChangeKind, ChangeReport, Outcome};
+use s3fanout::{Change, ChangeReport, Outcome};
 
 use crate::args::ReplicateArgs;
 use crate::table::{Align, Table};
@@ -20,16 +20,7 @@ pub async fn run(args: &ReplicateArgs) -> Result<Verdict, Fatal> {
             configured.join(",")
         )));
     }
-    let change = Change {
-        kind: ChangeKind::Created,
-        bucket: args.bucket.clone(),
-        key: args.key.clone(),
-        region: None,
-        etag: None,
-        size: None,
-        sequencer: None,
-        version_id: None,
-    };
+    let change = Change::created(&args.bucket, &args.key);
     let reports = replicator.apply(std::slice::from_ref(&change)).await;
     let Some(report) = reports.into_iter().next() else {
         return Err(Fatal("the engine returned no report".into()));
@@ -57,8 +48,8 @@ fn table(report: &ChangeReport) -> Table {
     ]);
     for target in &report.targets {
         let detail = match &target.outcome {
-            Outcome::Failed { error, .. } => error.clone(),
-            Outcome::Ignored { reason } => reason.clone(),
+            Outcome::Failed(failure) => failure.message.clone(),
+            Outcome::Ignored { reason } => reason.describe().to_string(),
             _ => String::new(),
         };
         table.row(vec![

@@ -84,6 +84,7 @@ fn counts<'a>(summary: &'a Value, bucket: &str) -> &'a Value {
 }
 
 #[tokio::test]
+#[ignore = "needs the local S3 server (make test)"]
 async fn replicate_copies_an_awkward_key_to_every_target() {
     let setup = Setup::new(2).await;
     let key = "dir/a b+c ünïcødé €.txt";
@@ -117,6 +118,7 @@ async fn replicate_copies_an_awkward_key_to_every_target() {
 }
 
 #[tokio::test]
+#[ignore = "needs the local S3 server (make test)"]
 async fn replicate_of_a_missing_object_is_not_a_failure_but_a_foreign_bucket_is_refused() {
     let setup = Setup::new(1).await;
     let out = s3fanout(
@@ -134,6 +136,7 @@ async fn replicate_of_a_missing_object_is_not_a_failure_but_a_foreign_bucket_is_
 }
 
 #[tokio::test]
+#[ignore = "needs the local S3 server (make test)"]
 async fn backfill_dry_run_reports_what_it_would_copy_and_writes_nothing() {
     let setup = Setup::new(2).await;
     put_many(&setup, "dry", 7).await;
@@ -156,6 +159,7 @@ async fn backfill_dry_run_reports_what_it_would_copy_and_writes_nothing() {
 }
 
 #[tokio::test]
+#[ignore = "needs the local S3 server (make test)"]
 async fn backfill_copies_everything_then_verify_finds_no_drift() {
     let setup = Setup::new(2).await;
     let written = put_many(&setup, "bulk", 20).await;
@@ -213,6 +217,7 @@ async fn backfill_copies_everything_then_verify_finds_no_drift() {
 }
 
 #[tokio::test]
+#[ignore = "needs the local S3 server (make test)"]
 async fn verify_reports_missing_different_and_extraneous_replicas() {
     let setup = Setup::new(2).await;
     let written = put_many(&setup, "drift", 5).await;
@@ -293,6 +298,7 @@ async fn head_size(client: &Client, bucket: &str, key: &str) -> usize {
 }
 
 #[tokio::test]
+#[ignore = "needs the local S3 server (make test)"]
 async fn filters_apply_in_command_line_order() {
     let setup = Setup::new(1).await;
     let src = setup.source_client();
@@ -319,6 +325,7 @@ async fn filters_apply_in_command_line_order() {
 }
 
 #[tokio::test]
+#[ignore = "needs the local S3 server (make test)"]
 async fn configuration_and_argument_errors_exit_2_with_one_line() {
     let setup = Setup::new(1).await;
     let out = run_with_env(

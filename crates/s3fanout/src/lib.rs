@@ -1,25 +1,22 @@
 //! Keeps N full copies of S3 buckets in other buckets and regions, without versioning.
 //!
-//! [`Replicator`] applies object changes (created, removed) to every configured target
-//! concurrently, by server-side copy; [`invocation::handle`] adapts it to Lambda payloads.
+//! Layers: [`core`] (configuration, changes, the decision of what happens to a replica,
+//! outcomes; no I/O), [`store`] (the narrow storage port and its aws-sdk-s3 implementation),
+//! [`engine`] (settles replicas for events and backfills within a deadline), [`lambda`]
+//! (Lambda payload shapes and responses around the engine).
 
-pub mod backfill;
-pub mod client;
-pub mod config;
-pub mod copy;
-pub mod deadline;
-pub mod event;
-pub mod invocation;
-pub mod keys;
-pub mod metrics;
-pub mod outcome;
-pub mod provenance;
-pub mod replicator;
-pub mod s3_error;
+pub mod core;
+pub mod engine;
+pub mod lambda;
+pub mod store;
 
-pub use client::Clients;
-pub use config::{Config, ConfigError, Target};
-pub use deadline::Deadline;
-pub use event::{Change, ChangeKind};
-pub use outcome::{ChangeReport, Outcome, TargetReport};
-pub use replicator::Replicator;
+pub use crate::core::change::{Change, ChangeKind};
+pub use crate::core::config::{Config, ConfigError, Target};
+pub use crate::core::outcome::{ChangeReport, Failure, FailureKind, Outcome, TargetReport};
+pub use crate::core::{keys, provenance};
+pub use engine::backfill;
+pub use engine::deadline::Deadline;
+pub use engine::replicator::Replicator;
+pub use lambda::{event, invocation};
+pub use store::clients::Clients;
+pub use store::Store;

@@ -7,7 +7,9 @@ use aws_smithy_mocks::{mock, mock_client, Rule, RuleMode};
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use aws_smithy_runtime_api::http::StatusCode;
 use aws_smithy_types::body::SdkBody;
-use s3fanout::{Change, ChangeKind, Clients, Config, Deadline, Outcome, Replicator, Target};
+use s3fanout::{
+    Change, ChangeKind, Clients, Config, Deadline, FailureKind, Outcome, Replicator, Target,
+};
 
 fn s3_error(status: u16, code: &str) -> HttpResponse {
     let body = format!("<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>{code}</Code><Message>{code} from test</Message></Error>");
@@ -34,6 +36,7 @@ fn created(bucket: &str, key: &str) -> Change {
         size: Some(3),
         sequencer: None,
         version_id: None,
+        alternate_key: None,
     }
 }
 
@@ -105,13 +108,13 @@ async fn each_target_gets_its_own_outcome_and_retry_decision() {
 
     assert_eq!(outcomes[0], ("good", &Outcome::Copied));
     match outcomes[1].1 {
-        Outcome::Failed {
-            retryable: false,
-            error,
-        } => {
+        Outcome::Failed(failure) if failure.kind == FailureKind::Permanent => {
+            assert_eq!(failure.code.as_deref(), Some("AccessDenied"));
             assert!(
-                error.contains("CopyObject s3://denied/a b+c?: AccessDenied (HTTP 403)"),
-                "{error}"
+                failure
+                    .message
+                    .contains("CopyObject s3://denied/a b+c?: AccessDenied (HTTP 403)"),
+                "{failure:?}"
             )
         }
         other => panic!("denied: {other:?}"),
@@ -119,10 +122,8 @@ async fn each_target_gets_its_own_outcome_and_retry_decision() {
     assert!(
         matches!(
             outcomes[2].1,
-            Outcome::Failed {
-                retryable: true,
-                ..
-            }
+            Outcome::Failed(failure) if failure.kind == FailureKind::Retryable
+                && failure.code.as_deref() == Some("SlowDown")
         ),
         "{:?}",
         outcomes[2]
@@ -143,10 +144,10 @@ async fn source_errors_fail_every_target() {
     assert_eq!(report.targets.len(), 2);
     for t in &report.targets {
         match &t.outcome {
-            Outcome::Failed {
-                retryable: true,
-                error,
-            } => assert!(error.contains("HeadObject s3://src/k"), "{error}"),
+            Outcome::Failed(failure) if failure.kind == FailureKind::Retryable => assert!(
+                failure.message.contains("HeadObject s3://src/k"),
+                "{failure:?}"
+            ),
             other => panic!("{other:?}"),
         }
     }

@@ -138,7 +138,7 @@ async fn memory() {
             );
         }
         samples.sort();
-        let method = if size > s3fanout::config::DEFAULT_MULTIPART_THRESHOLD {
+        let method = if size > s3fanout::core::config::DEFAULT_MULTIPART_THRESHOLD {
             "multipart"
         } else {
             "CopyObject"

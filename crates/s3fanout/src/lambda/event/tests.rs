@@ -26,6 +26,7 @@ fn direct_s3_notification_in_documented_shape() {
             size: Some(1024),
             sequencer: Some("0055AED6DCD90281E5".into()),
             version_id: Some("096fKKXTRTtl3on89fVO.nfljtsv6qko".into()),
+            alternate_key: None,
         }]
     );
 }
@@ -106,6 +107,20 @@ fn eventbridge_object_created() {
         Some("IYV3p45BT0ac8hjHg1houSdS1a.Mro8e")
     );
     assert_eq!(changes[0].region.as_deref(), Some("ca-central-1"));
+}
+
+/// EventBridge's `detail.object.key` is the key as written (guidance-for-medialake-on-aws PR #21
+/// after real uploads of `%2B%20%%%.png` and `test+b.png`; moto sends it raw too), unlike
+/// notification records; the decoded spelling is kept for the case it is not.
+#[test]
+fn eventbridge_keys_are_used_as_delivered() {
+    let mut eb = fixture("eventbridge-created.json");
+    eb["detail"]["object"]["key"] = "a+b %2B.txt".into();
+    let changes = direct(&eb);
+    assert_eq!(changes[0].key, "a+b %2B.txt");
+    assert_eq!(changes[0].alternate_key.as_deref(), Some("a b +.txt"));
+    eb["detail"]["object"]["key"] = "plain/key.txt".into();
+    assert_eq!(direct(&eb)[0].alternate_key, None);
 }
 
 #[test]

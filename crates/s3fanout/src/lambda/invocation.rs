@@ -11,11 +11,12 @@ use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse};
 use futures::future::join_all;
 use serde_json::{json, Value};
 
-use crate::deadline::Deadline;
-use crate::event::{parse_invocation, EventError, Invocation};
-use crate::metrics;
-use crate::outcome::ChangeReport;
-use crate::replicator::Replicator;
+use super::event::{parse_invocation, EventError, Invocation};
+use super::metrics;
+use crate::core::outcome::{ChangeReport, Outcome};
+use crate::engine::deadline::Deadline;
+use crate::engine::replicator::Replicator;
+use crate::store::Store;
 
 /// Why an invocation (as a whole) failed.
 #[derive(Debug, thiserror::Error)]
@@ -39,8 +40,8 @@ impl InvocationError {
 }
 
 /// Handles one invocation payload.
-pub async fn handle(
-    replicator: &Replicator,
+pub async fn handle<S: Store>(
+    replicator: &Replicator<S>,
     payload: &Value,
     deadline: &Deadline,
 ) -> Result<Value, InvocationError> {
@@ -82,8 +83,8 @@ pub async fn handle(
                 .iter()
                 .flat_map(|r| r.targets.iter())
                 .filter_map(|t| match &t.outcome {
-                    crate::Outcome::Failed { error, .. } => {
-                        Some(format!("s3://{}/{}: {error}", t.bucket, t.key))
+                    Outcome::Failed(failure) => {
+                        Some(format!("s3://{}/{}: {}", t.bucket, t.key, failure.message))
                     }
                     _ => None,
                 })

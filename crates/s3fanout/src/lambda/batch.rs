@@ -6,12 +6,14 @@ use futures::future::join_all;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::config::Target;
-use crate::deadline::Deadline;
-use crate::event::{Change, ChangeKind, EventError};
-use crate::keys::decode_event_key;
-use crate::outcome::Outcome;
-use crate::replicator::Replicator;
+use super::event::EventError;
+use crate::core::change::Change;
+use crate::core::config::Target;
+use crate::core::keys::decode_event_key;
+use crate::core::outcome::{FailureKind, Outcome};
+use crate::engine::deadline::Deadline;
+use crate::engine::replicator::Replicator;
+use crate::store::Store;
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -49,8 +51,8 @@ pub fn is_batch_event(payload: &Value) -> bool {
 }
 
 /// Handles a Batch Operations invocation and returns its response document.
-pub async fn handle(
-    replicator: &Replicator,
+pub async fn handle<S: Store>(
+    replicator: &Replicator<S>,
     payload: &Value,
     deadline: &Deadline,
 ) -> Result<Value, EventError> {
@@ -98,8 +100,8 @@ fn result(task_id: &str, code: &str, text: &str) -> Value {
 }
 
 /// Targets named by `userArguments.targets` (comma-separated), or all of them.
-fn selected_targets<'a>(
-    replicator: &'a Replicator,
+fn selected_targets<'a, S: Store>(
+    replicator: &'a Replicator<S>,
     arguments: Option<&Value>,
 ) -> Result<Vec<&'a Target>, String> {
     let config = replicator.config();
@@ -121,8 +123,8 @@ fn selected_targets<'a>(
         .collect()
 }
 
-async fn run_task(
-    replicator: &Replicator,
+async fn run_task<S: Store>(
+    replicator: &Replicator<S>,
     task: &Task,
     targets: &[&Target],
     deadline: &Deadline,
@@ -143,18 +145,8 @@ async fn run_task(
         Ok(key) => key,
         Err(e) => return result(&task.task_id, "PermanentFailure", &e.to_string()),
     };
-    let change = Change {
-        kind: ChangeKind::Created,
-        bucket,
-        key,
-        region: None,
-        etag: None,
-        size: None,
-        sequencer: None,
-        version_id: None,
-    };
-    let plan: Vec<(&Target, bool)> = targets.iter().map(|t| (*t, true)).collect();
-    let report = replicator.copy_to_targets(&change, &plan, deadline).await;
+    let change = Change::created(bucket, key);
+    let report = replicator.apply_to(&change, targets, deadline).await;
 
     let mut done = Vec::new();
     let mut temporary = Vec::new();
@@ -163,14 +155,12 @@ async fn run_task(
         let line = format!("{}: {}", target.bucket, target.outcome.name());
         match &target.outcome {
             Outcome::Copied | Outcome::UpToDate => done.push(line),
-            Outcome::Failed {
-                retryable: true,
-                error,
-            } => temporary.push(format!("{}: {error}", target.bucket)),
-            Outcome::Failed {
-                retryable: false,
-                error,
-            } => permanent.push(format!("{}: {error}", target.bucket)),
+            Outcome::Failed(failure) if failure.kind == FailureKind::Permanent => {
+                permanent.push(format!("{}: {}", target.bucket, failure.message))
+            }
+            Outcome::Failed(failure) => {
+                temporary.push(format!("{}: {}", target.bucket, failure.message))
+            }
             Outcome::SourceChanged => temporary.push(format!("{line} (copy again)")),
             Outcome::SourceGone => {
                 permanent.push(format!("{line}: the source object does not exist"))

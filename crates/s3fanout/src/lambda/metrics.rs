@@ -1,12 +1,14 @@
 //! Per-target metrics as CloudWatch Embedded Metric Format log lines, which Lambda turns into
-//! metrics without any API call: `ReplicatedObjects` and `FailedCopies` by `TargetBucket`.
+//! metrics without any API call: `ReplicatedObjects`, `FailedCopies` and `DeferredCopies` (work
+//! the invocation's deadline stopped, delivered again: not a failure), by `TargetBucket` and in
+//! aggregate (no dimension).
 
 use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::json;
 
-use crate::outcome::{ChangeReport, Outcome};
+use crate::core::outcome::{ChangeReport, FailureKind, Outcome};
 
 /// Namespace of the metrics.
 pub const NAMESPACE: &str = "S3Fanout";
@@ -19,12 +21,13 @@ pub fn emit(reports: &[ChangeReport]) {
 }
 
 fn lines(reports: &[ChangeReport]) -> Vec<String> {
-    let mut counts: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
+    let mut counts: BTreeMap<&str, (u64, u64, u64)> = BTreeMap::new();
     for target in reports.iter().flat_map(|r| r.targets.iter()) {
         let entry = counts.entry(target.bucket.as_str()).or_default();
-        match target.outcome {
+        match &target.outcome {
             Outcome::Copied | Outcome::Deleted => entry.0 += 1,
-            Outcome::Failed { .. } => entry.1 += 1,
+            Outcome::Failed(f) if f.kind == FailureKind::Deferred => entry.2 += 1,
+            Outcome::Failed(_) => entry.1 += 1,
             _ => {}
         }
     }
@@ -34,22 +37,24 @@ fn lines(reports: &[ChangeReport]) -> Vec<String> {
         .unwrap_or_default();
     counts
         .into_iter()
-        .map(|(bucket, (replicated, failed))| {
+        .map(|(bucket, (replicated, failed, deferred))| {
             json!({
                 "_aws": {
                     "Timestamp": timestamp,
                     "CloudWatchMetrics": [{
                         "Namespace": NAMESPACE,
-                        "Dimensions": [["TargetBucket"]],
+                        "Dimensions": [["TargetBucket"], []],
                         "Metrics": [
                             {"Name": "ReplicatedObjects", "Unit": "Count"},
-                            {"Name": "FailedCopies", "Unit": "Count"}
+                            {"Name": "FailedCopies", "Unit": "Count"},
+                            {"Name": "DeferredCopies", "Unit": "Count"}
                         ]
                     }]
                 },
                 "TargetBucket": bucket,
                 "ReplicatedObjects": replicated,
                 "FailedCopies": failed,
+                "DeferredCopies": deferred,
             })
             .to_string()
         })
@@ -59,38 +64,28 @@ fn lines(reports: &[ChangeReport]) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::{Change, ChangeKind};
-    use crate::outcome::TargetReport;
+    use crate::core::change::Change;
+    use crate::core::outcome::{Failure, TargetReport};
     use std::time::Duration;
 
     #[test]
     fn counts_per_target() {
-        let change = Change {
-            kind: ChangeKind::Created,
-            bucket: "src".into(),
-            key: "k".into(),
-            region: None,
-            etag: None,
-            size: None,
-            sequencer: None,
-            version_id: None,
-        };
+        let change = Change::created("src", "k");
         let target = |bucket: &str, outcome| TargetReport {
             bucket: bucket.into(),
             key: "k".into(),
             outcome,
             duration: Duration::ZERO,
         };
-        let failed = Outcome::Failed {
-            retryable: true,
-            error: "x".into(),
-        };
+        let failed = Outcome::Failed(Failure::new(FailureKind::Retryable, "x"));
+        let deferred = Outcome::Failed(Failure::new(FailureKind::Deferred, "later"));
         let reports = vec![ChangeReport {
             change,
             targets: vec![
                 target("a", Outcome::Copied),
                 target("b", failed),
                 target("a", Outcome::UpToDate),
+                target("b", deferred),
             ],
         }];
         let lines: Vec<serde_json::Value> = lines(&reports)
@@ -113,6 +108,8 @@ mod tests {
             ),
             (Some(0), Some(1))
         );
+        assert_eq!(lines[1]["DeferredCopies"].as_u64(), Some(1));
+        assert_eq!(lines[0]["DeferredCopies"].as_u64(), Some(0));
         assert_eq!(
             lines[1]["_aws"]["CloudWatchMetrics"][0]["Namespace"],
             NAMESPACE

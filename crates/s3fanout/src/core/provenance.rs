@@ -4,7 +4,7 @@
 //! depend on part sizes, so the replica's own ETag cannot tell), and it marks replicas so that
 //! an event about a replica is never copied onward.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 
 /// User-metadata key holding the source object's ETag (without quotes).
 pub const SOURCE_ETAG: &str = "fanout-source-etag";
@@ -17,24 +17,22 @@ pub fn bare_etag(etag: &str) -> &str {
 }
 
 /// Whether user metadata marks an object as a replica written by this tool.
-pub fn is_replica(metadata: Option<&HashMap<String, String>>) -> bool {
-    metadata.is_some_and(|m| m.contains_key(SOURCE_ETAG))
+pub fn is_replica(metadata: &BTreeMap<String, String>) -> bool {
+    metadata.contains_key(SOURCE_ETAG)
 }
 
 /// The source ETag a replica was made from, if it carries provenance.
-pub fn recorded_etag(metadata: Option<&HashMap<String, String>>) -> Option<&str> {
-    metadata
-        .and_then(|m| m.get(SOURCE_ETAG))
-        .map(String::as_str)
+pub fn recorded_etag(metadata: &BTreeMap<String, String>) -> Option<&str> {
+    metadata.get(SOURCE_ETAG).map(String::as_str)
 }
 
 /// The source's user metadata plus provenance, as written on the replica.
 pub fn replica_metadata(
-    source: Option<&HashMap<String, String>>,
+    source: &BTreeMap<String, String>,
     source_bucket: &str,
     source_etag: &str,
-) -> HashMap<String, String> {
-    let mut metadata = source.cloned().unwrap_or_default();
+) -> BTreeMap<String, String> {
+    let mut metadata = source.clone();
     metadata.insert(SOURCE_ETAG.to_string(), bare_etag(source_etag).to_string());
     metadata.insert(SOURCE_BUCKET.to_string(), source_bucket.to_string());
     metadata

@@ -3,7 +3,6 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use aws_sdk_s3::types::StorageClass;
 use percent_encoding::percent_decode_str;
 
 /// Default number of copy operations in flight at once.
@@ -14,6 +13,21 @@ pub const DEFAULT_MULTIPART_THRESHOLD: u64 = 64 * MIB;
 pub const DEFAULT_PART_SIZE: u64 = 64 * MIB;
 /// Default time before the invocation deadline at which no new request starts.
 pub const DEFAULT_DEADLINE_MARGIN: Duration = Duration::from_secs(10);
+
+/// Storage classes a replica may be written in (S3's `x-amz-storage-class` values).
+pub const STORAGE_CLASSES: &[&str] = &[
+    "STANDARD",
+    "REDUCED_REDUNDANCY",
+    "STANDARD_IA",
+    "ONEZONE_IA",
+    "INTELLIGENT_TIERING",
+    "GLACIER",
+    "DEEP_ARCHIVE",
+    "GLACIER_IR",
+    "OUTPOSTS",
+    "SNOW",
+    "EXPRESS_ONEZONE",
+];
 
 const MIB: u64 = 1024 * 1024;
 const GIB: u64 = 1024 * MIB;
@@ -28,7 +42,7 @@ pub struct Target {
     /// Prepended to every key written to this bucket.
     pub prefix: String,
     /// Storage class applied to replicas; `None` keeps the bucket's default.
-    pub storage_class: Option<StorageClass>,
+    pub storage_class: Option<String>,
     /// SSE-KMS key applied to replicas; `None` keeps the bucket's default encryption.
     pub kms_key_id: Option<String>,
 }
@@ -285,10 +299,13 @@ fn parse_target(entry: &str) -> Result<Target, ConfigError> {
         match name {
             "prefix" => target.prefix = value,
             "storage_class" => {
-                if !StorageClass::values().contains(&value.as_str()) {
-                    return Err(err(format!("unknown storage class {value:?}")));
+                if !STORAGE_CLASSES.contains(&value.as_str()) {
+                    return Err(err(format!(
+                        "unknown storage class {value:?} (known: {})",
+                        STORAGE_CLASSES.join(", ")
+                    )));
                 }
-                target.storage_class = Some(StorageClass::from(value.as_str()));
+                target.storage_class = Some(value);
             }
             "kms_key_id" if !value.is_empty() => target.kms_key_id = Some(value),
             "kms_key_id" => {}
@@ -370,7 +387,7 @@ mod tests {
         assert_eq!(c.targets[0].prefix, "");
         let t = &c.targets[1];
         assert_eq!(t.prefix, "mirror/");
-        assert_eq!(t.storage_class, Some(StorageClass::StandardIa));
+        assert_eq!(t.storage_class.as_deref(), Some("STANDARD_IA"));
         assert_eq!(
             t.kms_key_id.as_deref(),
             Some("arn:aws:kms:eu-west-1:1:key/k")

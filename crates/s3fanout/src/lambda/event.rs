@@ -8,38 +8,8 @@
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::keys::decode_event_key;
-
-/// What happened to an object.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ChangeKind {
-    /// The object was created or overwritten.
-    Created,
-    /// The object was deleted (or expired).
-    Removed,
-}
-
-/// One object event, normalised.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct Change {
-    /// Created or removed.
-    pub kind: ChangeKind,
-    /// Source bucket.
-    pub bucket: String,
-    /// Decoded object key.
-    pub key: String,
-    /// Region of the source bucket, when the event says.
-    pub region: Option<String>,
-    /// ETag the event announced (without quotes), when it carries one.
-    pub etag: Option<String>,
-    /// Size the event announced.
-    pub size: Option<i64>,
-    /// The event's sequencer, which orders events for one key.
-    pub sequencer: Option<String>,
-    /// Version id, for versioned source buckets.
-    pub version_id: Option<String>,
-}
+use crate::core::change::{Change, ChangeKind};
+use crate::core::keys::decode_event_key;
 
 /// An event that cannot be turned into changes.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
@@ -201,6 +171,7 @@ fn parse_s3_record(record: &Value) -> Result<Option<Change>, String> {
         size: object.size,
         sequencer: non_empty(object.sequencer),
         version_id: non_empty(object.version_id),
+        alternate_key: None,
     }))
 }
 
@@ -260,9 +231,12 @@ fn parse_eventbridge(value: &Value) -> Result<Option<Change>, EventError> {
     Ok(Some(Change {
         kind,
         bucket: event.detail.bucket.name,
-        // EventBridge keys are encoded like notification keys.
-        key: decode_event_key(&object.key)
-            .map_err(|e| EventError(format!("EventBridge event: {e}")))?,
+        // EventBridge delivers the key itself (AWS's own samples stopped decoding it after
+        // testing real uploads); its form-decoded spelling is kept in case it is not.
+        alternate_key: decode_event_key(&object.key)
+            .ok()
+            .filter(|decoded| *decoded != object.key),
+        key: object.key,
         region: non_empty(event.region),
         etag: non_empty(object.etag).map(|t| t.trim_matches('"').to_string()),
         size: object.size,

@@ -2,14 +2,15 @@
 //! still in flight near the end is stopped (multipart uploads aborted) and reported failed so it
 //! is retried, rather than the function being killed mid-way by the timeout.
 
-use std::time::{Duration, Instant};
+use std::future::Future;
+use std::time::Duration;
 
-use crate::outcome::Outcome;
+use tokio::time::Instant;
 
-const NOT_STARTED: &str = "not started:";
-const STOPPED_IN_FLIGHT: &str = "stopped in flight at the invocation deadline";
+use crate::core::outcome::{Failure, FailureKind};
 
-/// When to stop starting and when to stop waiting.
+/// When to stop starting and when to stop waiting. Times are tokio's, so that a simulation
+/// with a paused clock runs deadlines exactly and without sleeping.
 #[derive(Debug, Clone, Copy)]
 pub struct Deadline {
     soft: Option<Instant>,
@@ -37,6 +38,11 @@ impl Deadline {
         }
     }
 
+    /// A deadline `remaining` from now.
+    pub fn after(remaining: Duration, margin: Duration) -> Self {
+        Self::at(Instant::now() + remaining, margin.min(remaining / 4))
+    }
+
     /// A deadline given as Lambda gives it: milliseconds since the Unix epoch. The margin is at
     /// most a quarter of the time left, so that a function with a short timeout still works.
     /// A value that cannot be a point in time (local emulators send a duration) means no
@@ -54,41 +60,50 @@ impl Deadline {
             );
             return Self::none();
         }
-        let remaining = Duration::from_millis(deadline_ms.saturating_sub(now_ms));
-        Self::at(Instant::now() + remaining, margin.min(remaining / 4))
-    }
-
-    /// When in-flight work is stopped; far in the future without a deadline.
-    pub fn hard(&self) -> Instant {
-        self.hard
-            .unwrap_or_else(|| Instant::now() + Duration::from_secs(100 * 365 * 24 * 3600))
+        Self::after(
+            Duration::from_millis(deadline_ms.saturating_sub(now_ms)),
+            margin,
+        )
     }
 
     /// `Some(failure)` when no new request may start.
-    pub fn refuse_new_work(&self) -> Option<Outcome> {
+    pub fn refuse_new_work(&self) -> Option<Failure> {
         match self.soft {
-            Some(soft) if Instant::now() >= soft => Some(Outcome::Failed {
-                retryable: true,
-                error: format!(
-                    "{NOT_STARTED} less than {} ms left before the invocation deadline",
+            Some(soft) if Instant::now() >= soft => Some(Failure::new(
+                FailureKind::Deferred,
+                format!(
+                    "not started: less than {} ms left before the invocation deadline",
                     self.margin.as_millis()
                 ),
-            }),
+            )),
             _ => None,
         }
     }
 
-    /// Whether an outcome is this module's refusal or stop (work for the next invocation).
-    pub fn stopped(outcome: &Outcome) -> bool {
-        matches!(outcome, Outcome::Failed { retryable: true, error }
-            if error.starts_with(NOT_STARTED) || error == STOPPED_IN_FLIGHT)
+    /// Whether no new request may start.
+    pub fn passed_soft(&self) -> bool {
+        self.refuse_new_work().is_some()
     }
 
     /// The failure reported for work stopped in flight at the deadline.
-    pub fn stopped_in_flight(&self) -> Outcome {
-        Outcome::Failed {
-            retryable: true,
-            error: STOPPED_IN_FLIGHT.into(),
+    pub fn stopped_in_flight(&self) -> Failure {
+        Failure::new(
+            FailureKind::Deferred,
+            "stopped in flight at the invocation deadline",
+        )
+    }
+
+    /// Runs `work` until the hard stop; work still running then is dropped and reported deferred.
+    pub async fn bound<T>(
+        &self,
+        work: impl Future<Output = Result<T, Failure>>,
+    ) -> Result<T, Failure> {
+        match self.hard {
+            None => work.await,
+            Some(hard) => match tokio::time::timeout_at(hard, work).await {
+                Ok(result) => result,
+                Err(_) => Err(self.stopped_in_flight()),
+            },
         }
     }
 }
@@ -139,13 +154,9 @@ mod tests {
             Instant::now() + Duration::from_millis(5),
             Duration::from_millis(10),
         );
-        match deadline.refuse_new_work() {
-            Some(Outcome::Failed {
-                retryable: true,
-                error,
-            }) => assert!(error.contains("deadline")),
-            other => panic!("{other:?}"),
-        }
+        let refused = deadline.refuse_new_work().expect("past the soft deadline");
+        assert_eq!(refused.kind, FailureKind::Deferred);
+        assert!(refused.message.contains("deadline"));
         assert!(Deadline::none().refuse_new_work().is_none());
     }
 }

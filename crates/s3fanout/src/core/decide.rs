@@ -1,0 +1,711 @@
+//! The one place that decides what happens to a replica.
+//!
+//! [`decide`] is a pure function of what is known of the source and of the replica (from an
+//! event, a listing or a HEAD) and of why the engine is looking (an event, a sync, a check). It
+//! answers with the next step: read more first, copy (by one request or by parts), delete, or
+//! stop with a settled result. The engine runs it in a loop, reading what it asks for, until it
+//! settles; replicate, backfill, verify, dry runs, Batch Operations and the command-line tool
+//! all go through it.
+
+use super::change::ChangeKind;
+use super::config::Target;
+use super::keys::MAX_KEY_BYTES;
+use super::object::{parts_in_etag, Layout, ObjectHead};
+
+/// S3's smallest part (but the last).
+pub const MIN_PART_BYTES: u64 = 5 * 1024 * 1024;
+/// S3's largest part, and the largest single `CopyObject`.
+pub const MAX_PART_BYTES: u64 = 5 * 1024 * 1024 * 1024;
+/// S3's largest part count.
+pub const MAX_PARTS: u64 = 10_000;
+
+/// What is known of the source object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SourceSeen {
+    /// Nothing yet.
+    Unknown,
+    /// A listing showed it: ETag and size, no headers.
+    Listed {
+        /// ETag without quotes.
+        etag: String,
+        /// Size in bytes.
+        size: u64,
+    },
+    /// A listing did not show it; only a HEAD can confirm that it is gone.
+    NotListed,
+    /// A HEAD found no object.
+    Absent,
+    /// A HEAD read its headers.
+    Headed(Box<ObjectHead>),
+}
+
+/// What is known of the replica.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReplicaSeen {
+    /// Nothing yet.
+    Unknown,
+    /// A listing or a HEAD found no object.
+    Absent,
+    /// A listing showed it.
+    Listed {
+        /// ETag without quotes.
+        etag: String,
+        /// Size in bytes.
+        size: u64,
+    },
+    /// A HEAD read its headers, provenance included.
+    Headed(Box<ObjectHead>),
+}
+
+/// Why the engine looks at this replica.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    /// An event announced a change: bring the replica to the source's current state.
+    Replicate(ChangeKind),
+    /// Backfill: bring the replica to the source's state; with `delete`, remove replicas of
+    /// objects the source does not have.
+    Sync {
+        /// Whether replicas the source lacks are deleted.
+        delete: bool,
+    },
+    /// Verify or dry run: find what a sync would do, write nothing.
+    Check,
+}
+
+/// The configuration the decision depends on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rules {
+    /// Whether delete events remove replicas.
+    pub replicate_deletes: bool,
+    /// Single-part sources above this size are copied by parts.
+    pub multipart_threshold: u64,
+    /// Part size of those copies.
+    pub part_size: u64,
+}
+
+/// Everything known when deciding.
+#[derive(Debug, Clone, Copy)]
+pub struct Facts<'a> {
+    /// The source object.
+    pub source: &'a SourceSeen,
+    /// The part layout of a multipart source, once read.
+    pub layout: Option<Layout>,
+    /// The replica.
+    pub replica: &'a ReplicaSeen,
+    /// The source ETag the change was announced with (by an event or a listing); a source that
+    /// no longer has it changed since, and its own announcement covers it.
+    pub announced: Option<&'a str>,
+}
+
+/// Something to read before deciding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Need {
+    /// The source's headers (`HeadObject`).
+    SourceHead,
+    /// The part size of a multipart source (`HeadObject` with `partNumber=1`).
+    SourceLayout,
+    /// The replica's headers and provenance (`HeadObject`).
+    ReplicaHead,
+}
+
+/// How to copy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    /// One `CopyObject`.
+    Single,
+    /// A multipart upload with `UploadPartCopy` parts of this size (the last may be smaller).
+    Parts {
+        /// Bytes per part.
+        part_size: u64,
+    },
+}
+
+/// A decision that needs no further step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settled {
+    /// The replica holds the source's current content.
+    UpToDate,
+    /// The source object is gone; its delete event (or the next sync) covers it.
+    SourceGone,
+    /// The source no longer has the announced content; the newer content's announcement covers it.
+    SourceChanged,
+    /// The source object is itself a replica written by this tool.
+    IsReplica,
+    /// A delete event while deletes are not propagated.
+    DeletesOff,
+    /// Neither the source nor the replica has the object.
+    BothAbsent,
+    /// The replica has an object the source lacks, and it is kept (sync without delete).
+    Kept,
+    /// Check: the replica lacks the object.
+    Missing,
+    /// Check: the replica differs from the source.
+    Different,
+    /// Check: the replica has an object the source lacks.
+    Extraneous,
+}
+
+/// Why a replica cannot be written at all.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// The target's prefix makes the key longer than S3 allows.
+    KeyTooLong {
+        /// Bytes in the replica key.
+        bytes: usize,
+        /// The target's prefix.
+        prefix: String,
+    },
+}
+
+impl Refusal {
+    /// For people.
+    pub fn describe(&self) -> String {
+        match self {
+            Refusal::KeyTooLong { bytes, prefix } => format!(
+                "replica key is {bytes} bytes with prefix {prefix:?}: above S3's {MAX_KEY_BYTES}-byte limit"
+            ),
+        }
+    }
+}
+
+/// The next step for one replica.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Read this first, then decide again.
+    Read(Need),
+    /// Copy the source to the replica.
+    Copy(Method),
+    /// Delete the replica.
+    Delete,
+    /// Nothing (more) to do.
+    Done(Settled),
+    /// The replica cannot be written; someone must change the configuration.
+    Refuse(Refusal),
+}
+
+/// Decides the next step for the replica of `key` in `target`.
+pub fn decide(
+    purpose: Purpose,
+    facts: &Facts,
+    target: &Target,
+    key: &str,
+    rules: &Rules,
+) -> Action {
+    let (etag, size) = match facts.source {
+        SourceSeen::Unknown => return Action::Read(Need::SourceHead),
+        SourceSeen::NotListed => return source_not_listed(purpose),
+        SourceSeen::Absent => return source_absent(purpose, facts, rules),
+        SourceSeen::Listed { etag, size } => (etag.as_str(), *size),
+        SourceSeen::Headed(head) => {
+            if facts.announced.is_some_and(|a| a != head.etag) {
+                return Action::Done(Settled::SourceChanged);
+            }
+            if head.is_replica() && purpose != Purpose::Check {
+                return Action::Done(Settled::IsReplica);
+            }
+            (head.etag.as_str(), head.size)
+        }
+    };
+    let drift = match facts.replica {
+        ReplicaSeen::Unknown => return Action::Read(Need::ReplicaHead),
+        ReplicaSeen::Absent => Settled::Missing,
+        ReplicaSeen::Listed { size: r_size, .. } if *r_size != size => Settled::Different,
+        ReplicaSeen::Listed { etag: r_etag, .. } if r_etag == etag => {
+            return Action::Done(Settled::UpToDate)
+        }
+        // Equal sizes but different ETags: only the replica's provenance can tell (SSE-KMS, or
+        // a copy by parts of a single-part source).
+        ReplicaSeen::Listed { .. } => return Action::Read(Need::ReplicaHead),
+        ReplicaSeen::Headed(replica) => {
+            let recorded = replica.recorded_etag() == Some(etag);
+            let same = replica.etag == etag && replica.size == size;
+            if recorded || same {
+                return Action::Done(Settled::UpToDate);
+            }
+            Settled::Different
+        }
+    };
+    if purpose == Purpose::Check {
+        return Action::Done(drift);
+    }
+    let replica_key_bytes = target.prefix.len() + key.len();
+    if replica_key_bytes > MAX_KEY_BYTES {
+        return Action::Refuse(Refusal::KeyTooLong {
+            bytes: replica_key_bytes,
+            prefix: target.prefix.clone(),
+        });
+    }
+    let SourceSeen::Headed(head) = facts.source else {
+        // A copy needs the source's headers (content headers, metadata, storage class).
+        return Action::Read(Need::SourceHead);
+    };
+    match copy_method(head, facts.layout, rules) {
+        Some(method) => Action::Copy(method),
+        None => Action::Read(Need::SourceLayout),
+    }
+}
+
+fn source_not_listed(purpose: Purpose) -> Action {
+    match purpose {
+        // Deleting needs the source's own word that the object is gone.
+        Purpose::Sync { delete: true } | Purpose::Replicate(_) => Action::Read(Need::SourceHead),
+        Purpose::Sync { delete: false } => Action::Done(Settled::Kept),
+        Purpose::Check => Action::Done(Settled::Extraneous),
+    }
+}
+
+fn source_absent(purpose: Purpose, facts: &Facts, rules: &Rules) -> Action {
+    let delete = match purpose {
+        // Announced content that is gone was deleted since; its own delete covers the replica.
+        _ if facts.announced.is_some() => return Action::Done(Settled::SourceGone),
+        Purpose::Replicate(ChangeKind::Created) => return Action::Done(Settled::SourceGone),
+        Purpose::Replicate(ChangeKind::Removed) => rules.replicate_deletes,
+        Purpose::Sync { delete } => delete,
+        Purpose::Check => return Action::Done(Settled::Extraneous),
+    };
+    match (delete, facts.replica) {
+        (_, ReplicaSeen::Absent) => Action::Done(Settled::BothAbsent),
+        (true, _) => Action::Delete,
+        (false, _) if matches!(purpose, Purpose::Replicate(_)) => Action::Done(Settled::DeletesOff),
+        (false, _) => Action::Done(Settled::Kept),
+    }
+}
+
+/// How to copy this source, or `None` when its part layout must be read first.
+fn copy_method(head: &ObjectHead, layout: Option<Layout>, rules: &Rules) -> Option<Method> {
+    if parts_in_etag(&head.etag).is_some() {
+        match layout? {
+            // Same parts, same ETag: a listing alone then shows the replica is current.
+            Layout::Uniform(part_size) => return Some(Method::Parts { part_size }),
+            Layout::Irregular => {}
+        }
+    }
+    Some(if head.size > rules.multipart_threshold {
+        Method::Parts {
+            part_size: part_size(head.size, rules.part_size),
+        }
+    } else {
+        Method::Single
+    })
+}
+
+/// Part size for an object: the configured size, grown so the object fits in 10,000 parts.
+pub fn part_size(object_size: u64, configured: u64) -> u64 {
+    const MIB: u64 = 1024 * 1024;
+    let needed = object_size.div_ceil(MAX_PARTS).div_ceil(MIB) * MIB;
+    configured.max(needed).clamp(MIN_PART_BYTES, MAX_PART_BYTES)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::provenance::SOURCE_ETAG;
+
+    const MIB: u64 = 1024 * 1024;
+    const RULES: Rules = Rules {
+        replicate_deletes: true,
+        multipart_threshold: 64 * MIB,
+        part_size: 64 * MIB,
+    };
+    const CREATED: Purpose = Purpose::Replicate(ChangeKind::Created);
+    const REMOVED: Purpose = Purpose::Replicate(ChangeKind::Removed);
+    const SYNC: Purpose = Purpose::Sync { delete: false };
+    const SYNC_DELETE: Purpose = Purpose::Sync { delete: true };
+
+    fn target() -> Target {
+        Target {
+            bucket: "rep".into(),
+            region: "eu-west-1".into(),
+            prefix: String::new(),
+            storage_class: None,
+            kms_key_id: None,
+        }
+    }
+
+    fn head(etag: &str, size: u64) -> ObjectHead {
+        ObjectHead {
+            etag: etag.into(),
+            size,
+            ..Default::default()
+        }
+    }
+
+    fn replica_of(etag: &str, size: u64, replica_etag: &str) -> ReplicaSeen {
+        let mut h = head(replica_etag, size);
+        h.metadata.insert(SOURCE_ETAG.into(), etag.into());
+        ReplicaSeen::Headed(Box::new(h))
+    }
+
+    fn listed(etag: &str, size: u64) -> SourceSeen {
+        SourceSeen::Listed {
+            etag: etag.into(),
+            size,
+        }
+    }
+
+    fn run(
+        purpose: Purpose,
+        source: SourceSeen,
+        replica: ReplicaSeen,
+        announced: Option<&str>,
+    ) -> Action {
+        run_with(purpose, source, None, replica, announced, &RULES)
+    }
+
+    fn run_with(
+        purpose: Purpose,
+        source: SourceSeen,
+        layout: Option<Layout>,
+        replica: ReplicaSeen,
+        announced: Option<&str>,
+        rules: &Rules,
+    ) -> Action {
+        let facts = Facts {
+            source: &source,
+            layout,
+            replica: &replica,
+            announced,
+        };
+        decide(purpose, &facts, &target(), "k", rules)
+    }
+
+    use Action::*;
+    use ReplicaSeen as R;
+    use SourceSeen as S;
+
+    #[test]
+    fn an_event_reads_the_source_then_the_replica_then_copies() {
+        assert_eq!(
+            run(CREATED, S::Unknown, R::Unknown, Some("e")),
+            Read(Need::SourceHead)
+        );
+        assert_eq!(
+            run(
+                CREATED,
+                S::Headed(Box::new(head("e", 10))),
+                R::Unknown,
+                Some("e")
+            ),
+            Read(Need::ReplicaHead)
+        );
+        assert_eq!(
+            run(
+                CREATED,
+                S::Headed(Box::new(head("e", 10))),
+                R::Absent,
+                Some("e")
+            ),
+            Copy(Method::Single)
+        );
+        assert_eq!(
+            run(
+                CREATED,
+                S::Headed(Box::new(head("e", 10))),
+                replica_of("old", 10, "x"),
+                None
+            ),
+            Copy(Method::Single)
+        );
+    }
+
+    #[test]
+    fn a_replica_recording_the_source_etag_is_current() {
+        assert_eq!(
+            run(
+                CREATED,
+                S::Headed(Box::new(head("e", 10))),
+                replica_of("e", 10, "x"),
+                Some("e")
+            ),
+            Done(Settled::UpToDate)
+        );
+        // Same content without provenance (written by another sync tool) is current too.
+        assert_eq!(
+            run(
+                CREATED,
+                S::Headed(Box::new(head("e", 10))),
+                R::Headed(Box::new(head("e", 10))),
+                None
+            ),
+            Done(Settled::UpToDate)
+        );
+    }
+
+    #[test]
+    fn announced_content_that_changed_or_went_is_left_to_its_own_event() {
+        assert_eq!(
+            run(
+                CREATED,
+                S::Headed(Box::new(head("new", 10))),
+                R::Unknown,
+                Some("old")
+            ),
+            Done(Settled::SourceChanged)
+        );
+        assert_eq!(
+            run(CREATED, S::Absent, R::Unknown, Some("old")),
+            Done(Settled::SourceGone)
+        );
+        assert_eq!(
+            run(CREATED, S::Absent, R::Unknown, None),
+            Done(Settled::SourceGone)
+        );
+    }
+
+    #[test]
+    fn replicas_are_never_copied_onward() {
+        let mut h = head("e", 10);
+        h.metadata.insert(SOURCE_ETAG.into(), "e0".into());
+        assert_eq!(
+            run(CREATED, S::Headed(Box::new(h.clone())), R::Unknown, None),
+            Done(Settled::IsReplica)
+        );
+        assert_eq!(
+            run(SYNC, S::Headed(Box::new(h)), R::Absent, Some("e")),
+            Done(Settled::IsReplica)
+        );
+    }
+
+    #[test]
+    fn deletes_follow_the_configuration_and_the_source() {
+        assert_eq!(
+            run(REMOVED, S::Unknown, R::Unknown, None),
+            Read(Need::SourceHead)
+        );
+        assert_eq!(run(REMOVED, S::Absent, R::Unknown, None), Delete);
+        assert_eq!(
+            run(REMOVED, S::Absent, R::Absent, None),
+            Done(Settled::BothAbsent)
+        );
+        let off = Rules {
+            replicate_deletes: false,
+            ..RULES
+        };
+        assert_eq!(
+            run_with(REMOVED, S::Absent, None, R::Unknown, None, &off),
+            Done(Settled::DeletesOff)
+        );
+        // The source has an object again: the replica is brought to it, not deleted.
+        assert_eq!(
+            run(
+                REMOVED,
+                S::Headed(Box::new(head("e", 10))),
+                replica_of("e", 10, "x"),
+                None
+            ),
+            Done(Settled::UpToDate)
+        );
+        assert_eq!(
+            run(
+                REMOVED,
+                S::Headed(Box::new(head("e", 10))),
+                replica_of("old", 10, "x"),
+                None
+            ),
+            Copy(Method::Single)
+        );
+    }
+
+    #[test]
+    fn listings_decide_without_reads_where_they_can() {
+        assert_eq!(
+            run(
+                SYNC,
+                listed("e", 10),
+                R::Listed {
+                    etag: "e".into(),
+                    size: 10
+                },
+                Some("e")
+            ),
+            Done(Settled::UpToDate)
+        );
+        assert_eq!(
+            run(
+                SYNC,
+                listed("e", 10),
+                R::Listed {
+                    etag: "x".into(),
+                    size: 10
+                },
+                Some("e")
+            ),
+            Read(Need::ReplicaHead)
+        );
+        assert_eq!(
+            run(
+                SYNC,
+                listed("e", 10),
+                R::Listed {
+                    etag: "x".into(),
+                    size: 9
+                },
+                Some("e")
+            ),
+            Read(Need::SourceHead)
+        );
+        assert_eq!(
+            run(SYNC, listed("e", 10), R::Absent, Some("e")),
+            Read(Need::SourceHead)
+        );
+        assert_eq!(
+            run(
+                SYNC,
+                S::Headed(Box::new(head("e", 10))),
+                R::Absent,
+                Some("e")
+            ),
+            Copy(Method::Single)
+        );
+    }
+
+    #[test]
+    fn checks_report_drift_without_writing() {
+        assert_eq!(
+            run(Purpose::Check, listed("e", 10), R::Absent, Some("e")),
+            Done(Settled::Missing)
+        );
+        assert_eq!(
+            run(
+                Purpose::Check,
+                listed("e", 10),
+                R::Listed {
+                    etag: "x".into(),
+                    size: 9
+                },
+                Some("e")
+            ),
+            Done(Settled::Different)
+        );
+        assert_eq!(
+            run(
+                Purpose::Check,
+                listed("e", 10),
+                replica_of("e", 10, "x"),
+                Some("e")
+            ),
+            Done(Settled::UpToDate)
+        );
+        assert_eq!(
+            run(
+                Purpose::Check,
+                S::NotListed,
+                R::Listed {
+                    etag: "x".into(),
+                    size: 1
+                },
+                None
+            ),
+            Done(Settled::Extraneous)
+        );
+    }
+
+    #[test]
+    fn replica_only_keys_are_deleted_only_when_asked_and_confirmed() {
+        let replica = R::Listed {
+            etag: "x".into(),
+            size: 1,
+        };
+        assert_eq!(
+            run(SYNC, S::NotListed, replica.clone(), None),
+            Done(Settled::Kept)
+        );
+        assert_eq!(
+            run(SYNC_DELETE, S::NotListed, replica.clone(), None),
+            Read(Need::SourceHead)
+        );
+        assert_eq!(run(SYNC_DELETE, S::Absent, replica.clone(), None), Delete);
+        assert_eq!(
+            run(SYNC, S::Absent, replica.clone(), None),
+            Done(Settled::Kept)
+        );
+        // Written meanwhile: copied if it differs, never deleted.
+        assert_eq!(
+            run(
+                SYNC_DELETE,
+                S::Headed(Box::new(head("e", 10))),
+                replica,
+                None
+            ),
+            Copy(Method::Single)
+        );
+    }
+
+    #[test]
+    fn copy_method_follows_size_and_source_layout() {
+        let big = 100 * MIB;
+        assert_eq!(
+            run(
+                CREATED,
+                S::Headed(Box::new(head("e", big))),
+                R::Absent,
+                None
+            ),
+            Copy(Method::Parts {
+                part_size: 64 * MIB
+            })
+        );
+        assert_eq!(
+            run(
+                CREATED,
+                S::Headed(Box::new(head("e-2", 10 * MIB))),
+                R::Absent,
+                None
+            ),
+            Read(Need::SourceLayout)
+        );
+        assert_eq!(
+            run_with(
+                CREATED,
+                S::Headed(Box::new(head("e-2", 10 * MIB))),
+                Some(Layout::Uniform(8 * MIB)),
+                R::Absent,
+                None,
+                &RULES
+            ),
+            Copy(Method::Parts { part_size: 8 * MIB })
+        );
+        assert_eq!(
+            run_with(
+                CREATED,
+                S::Headed(Box::new(head("e-2", 10 * MIB))),
+                Some(Layout::Irregular),
+                R::Absent,
+                None,
+                &RULES
+            ),
+            Copy(Method::Single)
+        );
+    }
+
+    #[test]
+    fn keys_too_long_for_the_target_are_refused() {
+        let facts_source = S::Headed(Box::new(head("e", 1)));
+        let replica = R::Absent;
+        let facts = Facts {
+            source: &facts_source,
+            layout: None,
+            replica: &replica,
+            announced: None,
+        };
+        let mut long = target();
+        long.prefix = "p/".repeat(10);
+        let key = "k".repeat(MAX_KEY_BYTES - 5);
+        assert!(matches!(
+            decide(CREATED, &facts, &long, &key, &RULES),
+            Refuse(Refusal::KeyTooLong { bytes, .. }) if bytes == MAX_KEY_BYTES + 15
+        ));
+    }
+
+    #[test]
+    fn part_sizes_stay_within_s3_limits() {
+        assert_eq!(part_size(100 * MIB, 64 * MIB), 64 * MIB);
+        assert_eq!(part_size(100 * MIB, MIB), MIN_PART_BYTES);
+        // 5 TiB in 10,000 parts needs parts of at least 525 MiB (rounded up to whole MiB).
+        let five_tib = 5 * 1024 * 1024 * MIB;
+        let part = part_size(five_tib, 64 * MIB);
+        assert!(five_tib.div_ceil(part) <= MAX_PARTS);
+        assert_eq!(part, 525 * MIB);
+        assert_eq!(part_size(10 * MIB, 8 * 1024 * 1024 * MIB), MAX_PART_BYTES);
+    }
+}

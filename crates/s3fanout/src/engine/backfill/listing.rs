@@ -1,0 +1,100 @@
+//! A paginated listing as a cursor: one page buffered at a time, so memory is bounded by the
+//! page size, not by the bucket.
+
+use std::collections::VecDeque;
+
+use crate::core::object::Listed;
+use crate::core::outcome::Failure;
+use crate::store::{ListFrom, Store};
+
+/// Keys per List request (S3's maximum).
+pub const PAGE_SIZE: u32 = 1000;
+
+/// One bucket's listing in key order.
+#[derive(Debug)]
+pub(crate) struct Cursor {
+    bucket: String,
+    region: Option<String>,
+    /// Stripped from every key (a target's key prefix).
+    strip: String,
+    /// Listing prefix: `strip` plus the requested prefix.
+    prefix: String,
+    start_after: Option<String>,
+    token: Option<String>,
+    exhausted: bool,
+    buffer: VecDeque<Listed>,
+    page_size: u32,
+    /// Pages requested so far.
+    pub requests: u64,
+}
+
+impl Cursor {
+    /// Lists `bucket` under `strip + prefix`, after `start_after` (relative to `strip`).
+    pub fn new(
+        bucket: &str,
+        region: Option<&str>,
+        strip: &str,
+        prefix: &str,
+        start_after: Option<&str>,
+        page_size: u32,
+    ) -> Self {
+        Cursor {
+            bucket: bucket.to_string(),
+            region: region.map(str::to_string),
+            strip: strip.to_string(),
+            prefix: format!("{strip}{prefix}"),
+            start_after: start_after.map(|k| format!("{strip}{k}")),
+            token: None,
+            exhausted: false,
+            buffer: VecDeque::new(),
+            page_size,
+            requests: 0,
+        }
+    }
+
+    /// The next entry, without taking it; reads a page when none is buffered.
+    pub async fn peek<S: Store>(&mut self, store: &S) -> Result<Option<&Listed>, Failure> {
+        while self.buffer.is_empty() && !self.exhausted {
+            self.fetch(store).await?;
+        }
+        Ok(self.buffer.front())
+    }
+
+    /// The key of the buffered front entry, without reading.
+    pub fn front_key(&self) -> Option<&str> {
+        self.buffer.front().map(|l| l.key.as_str())
+    }
+
+    /// Takes the entry [`Cursor::peek`] showed.
+    pub fn pop(&mut self) -> Option<Listed> {
+        self.buffer.pop_front()
+    }
+
+    async fn fetch<S: Store>(&mut self, store: &S) -> Result<(), Failure> {
+        let from = match &self.token {
+            Some(token) => ListFrom::Token(token),
+            None => ListFrom::StartAfter(self.start_after.as_deref()),
+        };
+        self.requests += 1;
+        let page = store
+            .list_page(
+                &self.bucket,
+                self.region.as_deref(),
+                &self.prefix,
+                from,
+                self.page_size,
+            )
+            .await?;
+        for object in page.objects {
+            if let Some(relative) = object.key.strip_prefix(&self.strip) {
+                self.buffer.push_back(Listed {
+                    key: relative.to_string(),
+                    ..object
+                });
+            }
+        }
+        self.exhausted = page.next.is_none();
+        self.token = page.next;
+        Ok(())
+    }
+}

@@ -1,0 +1,534 @@
+//! Backfill: brings every target up to date with objects that existed before replication
+//! started, with `aws s3 sync` semantics (dry run, delete, include/exclude), resumable across
+//! invocations; and verify, the same comparison without writing anything.
+//!
+//! The source is listed once and every target alongside it; the sorted listings are merged a
+//! page at a time, so memory is bounded by the page size. Each key at each target is then settled
+//! by the same decision function as live replication: a listing showing equal size and ETag is
+//! current (a second run over synced buckets issues nothing but List requests); equal sizes with
+//! different ETags (SSE-KMS, a copy by parts of a single-part source) read the replica's
+//! recorded provenance.
+
+pub mod filter;
+mod listing;
+mod merge;
+
+use std::collections::BTreeMap;
+
+use futures::future::join_all;
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
+
+use super::deadline::Deadline;
+use super::replicator::{Job, Replicator};
+use crate::core::config::Target;
+use crate::core::decide::{Purpose, ReplicaSeen, SourceSeen};
+use crate::core::outcome::{FailureKind, Outcome};
+use crate::store::Store;
+use filter::{passes, Filter};
+use listing::{Cursor, PAGE_SIZE};
+use merge::{Merge, Merged};
+
+/// What a run does.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Copy what is missing or different (and delete extraneous objects when asked).
+    #[default]
+    Sync,
+    /// Compare only; change nothing.
+    Verify,
+}
+
+/// The backfill payload (also the command-line tool's options).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BackfillRequest {
+    /// `sync` (default) or `verify`.
+    pub mode: Mode,
+    /// Source bucket; may be left out when exactly one source is configured.
+    pub source_bucket: Option<String>,
+    /// Only keys under this prefix.
+    pub prefix: String,
+    /// Only these target buckets (default: all configured targets).
+    pub targets: Option<Vec<String>>,
+    /// Patterns to include (applied after `exclude`).
+    pub include: Vec<String>,
+    /// Patterns to exclude.
+    pub exclude: Vec<String>,
+    /// Ordered filters, applied after `exclude` and `include`, for full `aws s3 sync` ordering.
+    pub filters: Vec<Filter>,
+    /// Report what would be done without doing it.
+    pub dry_run: bool,
+    /// Delete replica objects that no longer exist at the source.
+    pub delete: bool,
+    /// Objects worked on at once (default: `COPY_CONCURRENCY`).
+    pub concurrency: Option<usize>,
+    /// When the invocation's time runs out, continue in a new invocation until done.
+    pub auto_continue: bool,
+    /// Set by a previous run that stopped before its end.
+    pub continuation: Option<Continuation>,
+}
+
+/// Where a stopped run resumes, and what it counted so far.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Continuation {
+    /// The last key before which everything was processed.
+    pub start_after: String,
+    /// Keys after `start_after` already processed and counted, with the targets they were
+    /// counted for (at most about a page): they are neither redone nor counted twice.
+    #[serde(default)]
+    pub done_after: BTreeMap<String, Vec<String>>,
+    /// Counters up to that key.
+    pub so_far: Summary,
+}
+
+/// Counters for one target.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TargetCounts {
+    /// Source objects (passing the filters) compared with this target.
+    pub listed: u64,
+    /// Copied (or, in a dry run, to be copied).
+    pub copied: u64,
+    /// Already current.
+    pub up_to_date: u64,
+    /// Deleted as extraneous (or, in a dry run, to be deleted).
+    pub deleted: u64,
+    /// Left alone because the source changed meanwhile (live replication covers it).
+    pub skipped: u64,
+    /// Failed; see `examples`.
+    pub failed: u64,
+    /// Bytes copied (or to be copied).
+    pub bytes: u64,
+    /// Verify: objects the replica lacks.
+    pub missing: u64,
+    /// Verify: objects whose replica differs.
+    pub different: u64,
+    /// Replica objects the source does not have (deleted only with `delete`).
+    pub extraneous: u64,
+}
+
+/// One noteworthy object.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Example {
+    /// Target bucket.
+    pub target: String,
+    /// Key relative to the target's prefix.
+    pub key: String,
+    /// What about it: `failed: …`, `missing`, `different`, `extraneous`.
+    pub what: String,
+}
+
+/// The result of a run (or of all runs so far, for a continued one).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Summary {
+    /// `sync` or `verify`.
+    pub mode: Mode,
+    /// Whether nothing was written because of `dry_run`.
+    pub dry_run: bool,
+    /// Source bucket.
+    pub source_bucket: String,
+    /// Prefix.
+    pub prefix: String,
+    /// Whether the whole listing was processed.
+    pub done: bool,
+    /// Source objects listed (passing the filters).
+    pub source_objects: u64,
+    /// Per target bucket.
+    pub targets: BTreeMap<String, TargetCounts>,
+    /// Up to 20 failures (or, for verify, drifted objects), with what happened.
+    pub examples: Vec<Example>,
+    /// List requests issued.
+    pub list_requests: u64,
+    /// Invocations the run took.
+    pub invocations: u32,
+    /// Wall time across invocations.
+    pub duration_ms: u64,
+    /// Where to resume, when not done.
+    pub continuation: Option<Box<Continuation>>,
+}
+
+impl Summary {
+    /// Whether something failed, or (verify) drifted.
+    pub fn has_problems(&self) -> bool {
+        let verify = self.mode == Mode::Verify;
+        self.targets.values().any(|c| {
+            c.failed > 0 || c.missing > 0 || c.different > 0 || (verify && c.extraneous > 0)
+        })
+    }
+
+    fn note(&mut self, target: &str, key: &str, what: String) {
+        if self.examples.len() < 20 {
+            self.examples.push(Example {
+                target: target.to_string(),
+                key: key.to_string(),
+                what,
+            });
+        }
+    }
+}
+
+/// A run that could not start or could not list.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("backfill: {0}")]
+pub struct BackfillError(pub String);
+
+/// Keys worked on per round: the listings are read ahead by at most this many keys.
+const BATCH: usize = PAGE_SIZE as usize;
+
+/// Runs a backfill or verify until done or until `deadline` nears; `progress` sees the summary
+/// after every round.
+pub async fn run<S: Store>(
+    replicator: &Replicator<S>,
+    request: &BackfillRequest,
+    deadline: &Deadline,
+    progress: &(dyn Fn(&Summary) + Sync),
+) -> Result<Summary, BackfillError> {
+    run_paged(replicator, request, deadline, progress, PAGE_SIZE).await
+}
+
+/// [`run`] with listings of `page_size` keys per request.
+pub async fn run_paged<S: Store>(
+    replicator: &Replicator<S>,
+    request: &BackfillRequest,
+    deadline: &Deadline,
+    progress: &(dyn Fn(&Summary) + Sync),
+    page_size: u32,
+) -> Result<Summary, BackfillError> {
+    let started = Instant::now();
+    let config = replicator.config();
+    let source_bucket = source_bucket(replicator, request)?;
+    let targets: Vec<&Target> = match &request.targets {
+        None => config.targets.iter().collect(),
+        Some(names) => names
+            .iter()
+            .map(|name| {
+                config.target(name).ok_or_else(|| {
+                    BackfillError(format!(
+                        "{name:?} is not a configured target (REPLICA_TARGETS)"
+                    ))
+                })
+            })
+            .collect::<Result<_, _>>()?,
+    };
+    let filters: Vec<Filter> = request
+        .exclude
+        .iter()
+        .map(|p| Filter::Exclude(p.clone()))
+        .chain(request.include.iter().map(|p| Filter::Include(p.clone())))
+        .chain(request.filters.iter().cloned())
+        .collect();
+    let purpose = match request.mode {
+        Mode::Sync if !request.dry_run => Purpose::Sync {
+            delete: request.delete,
+        },
+        _ => Purpose::Check,
+    };
+
+    let (mut summary, mut resume, mut done_after) = match &request.continuation {
+        Some(c) => (
+            c.so_far.clone(),
+            Some(c.start_after.clone()),
+            c.done_after.clone(),
+        ),
+        None => (Summary::default(), None, BTreeMap::new()),
+    };
+    summary.mode = request.mode;
+    summary.dry_run = request.dry_run;
+    summary.source_bucket = source_bucket.clone();
+    summary.prefix = request.prefix.clone();
+    summary.invocations += 1;
+    summary.continuation = None;
+    for target in &targets {
+        summary.targets.entry(target.bucket.clone()).or_default();
+    }
+
+    let source_region = replicator.source_region(&source_bucket);
+    let source = Cursor::new(
+        &source_bucket,
+        source_region,
+        "",
+        &request.prefix,
+        resume.as_deref(),
+        page_size,
+    );
+    let replicas = targets
+        .iter()
+        .map(|t| {
+            Cursor::new(
+                &t.bucket,
+                Some(&t.region),
+                &t.prefix,
+                &request.prefix,
+                resume.as_deref(),
+                page_size,
+            )
+        })
+        .collect();
+    let mut merge = Merge::new(source, replicas);
+    let concurrency = request.concurrency.unwrap_or(config.concurrency).max(1);
+    let context = Context {
+        replicator,
+        source_bucket: &source_bucket,
+        source_region,
+        targets: &targets,
+        purpose,
+    };
+    let store = replicator.store();
+
+    loop {
+        if deadline.passed_soft() {
+            break;
+        }
+        // Listing gives up at the deadline's hard stop too; the next invocation lists again.
+        let listed = deadline
+            .bound(async {
+                let mut items = Vec::new();
+                let mut scanned = None;
+                while items.len() < BATCH {
+                    let Some(merged) = merge.next(store).await? else {
+                        break;
+                    };
+                    scanned = Some(merged.key.clone());
+                    let relative = merged
+                        .key
+                        .strip_prefix(request.prefix.as_str())
+                        .unwrap_or(&merged.key);
+                    if passes(&filters, relative) {
+                        items.push(merged);
+                    }
+                }
+                Ok((items, scanned))
+            })
+            .await;
+        let (items, scanned) = match listed {
+            Ok(listed) => listed,
+            Err(failure) if failure.kind == FailureKind::Deferred => break,
+            Err(failure) => return Err(BackfillError(failure.message)),
+        };
+        let Some(scanned) = scanned else {
+            summary.done = true;
+            break;
+        };
+        // Items finish in any order, so that one slow object never holds the others' slots.
+        let (context, counted) = (&context, &done_after);
+        let mut results: Vec<(usize, Vec<(usize, Outcome)>)> =
+            futures::stream::iter(items.iter().enumerate())
+                .map(|(index, item)| {
+                    let skip = counted.get(&item.key);
+                    async move { (index, context.act(item, skip, deadline).await) }
+                })
+                .buffer_unordered(concurrency)
+                .collect()
+                .await;
+        results.sort_by_key(|(index, _)| *index);
+
+        // Resume after the last key before the first item the deadline stopped. What finished
+        // after it is counted now and remembered per key and target, so that it is neither
+        // redone nor counted twice.
+        let mut stopped = false;
+        for (item, (_, done)) in items.iter().zip(&results) {
+            let finished: Vec<&(usize, Outcome)> =
+                done.iter().filter(|(_, o)| !is_deferred(o)).collect();
+            let first_time = !done_after.contains_key(&item.key);
+            tally(&mut summary, &targets, item, &finished, first_time, request);
+            stopped |= finished.len() < done.len();
+            if stopped {
+                done_after
+                    .entry(item.key.clone())
+                    .or_default()
+                    .extend(finished.iter().map(|(t, _)| targets[*t].bucket.clone()));
+            } else {
+                resume = Some(item.key.clone());
+            }
+        }
+        progress(&summary);
+        if stopped {
+            break;
+        }
+        resume = Some(scanned);
+        let passed = resume.clone().unwrap_or_default();
+        done_after.retain(|key, _| *key > passed);
+    }
+
+    summary.list_requests += merge.requests();
+    summary.duration_ms += started.elapsed().as_millis() as u64;
+    if !summary.done {
+        let so_far = summary.clone();
+        summary.continuation = Some(Box::new(Continuation {
+            start_after: resume.unwrap_or_default(),
+            done_after,
+            so_far,
+        }));
+    }
+    Ok(summary)
+}
+
+fn source_bucket<S: Store>(
+    replicator: &Replicator<S>,
+    request: &BackfillRequest,
+) -> Result<String, BackfillError> {
+    let sources = &replicator.config().source_buckets;
+    let bucket = match &request.source_bucket {
+        Some(bucket) => bucket.clone(),
+        None if sources.len() == 1 => sources.iter().next().cloned().unwrap_or_default(),
+        None => {
+            return Err(BackfillError(format!(
+                "source_bucket is required: several sources are configured ({})",
+                sources.iter().cloned().collect::<Vec<_>>().join(",")
+            )))
+        }
+    };
+    if !sources.contains(&bucket) {
+        return Err(BackfillError(format!(
+            "bucket {bucket:?} is not a configured source (SOURCE_BUCKETS)"
+        )));
+    }
+    Ok(bucket)
+}
+
+fn is_deferred(outcome: &Outcome) -> bool {
+    outcome
+        .failure()
+        .is_some_and(|f| f.kind == FailureKind::Deferred)
+}
+
+/// What a run needs to act on an item.
+struct Context<'a, S> {
+    replicator: &'a Replicator<S>,
+    source_bucket: &'a str,
+    source_region: Option<&'a str>,
+    targets: &'a [&'a Target],
+    purpose: Purpose,
+}
+
+impl<S: Store> Context<'_, S> {
+    /// Settles one key at every target that lists it or should (those in `skip` were done by
+    /// an earlier invocation).
+    async fn act(
+        &self,
+        item: &Merged,
+        skip: Option<&Vec<String>>,
+        deadline: &Deadline,
+    ) -> Vec<(usize, Outcome)> {
+        let (seen, announced) = match &item.source {
+            Some(listed) => (
+                SourceSeen::Listed {
+                    etag: listed.etag.clone(),
+                    size: listed.size,
+                },
+                Some(listed.etag.as_str()),
+            ),
+            None => (SourceSeen::NotListed, None),
+        };
+        let job = Job::new(
+            self.purpose,
+            self.source_bucket,
+            self.source_region,
+            &item.key,
+            announced,
+            seen,
+        );
+        let work = item
+            .replicas
+            .iter()
+            .enumerate()
+            .filter(|(t, replica)| {
+                (item.source.is_some() || replica.is_some())
+                    && !skip.is_some_and(|done| done.contains(&self.targets[*t].bucket))
+            })
+            .map(|(t, replica)| {
+                let seen = match replica {
+                    Some(listed) => ReplicaSeen::Listed {
+                        etag: listed.etag.clone(),
+                        size: listed.size,
+                    },
+                    None => ReplicaSeen::Absent,
+                };
+                let job = &job;
+                async move {
+                    let outcome = self
+                        .replicator
+                        .settle(job, self.targets[t], seen, deadline)
+                        .await;
+                    (t, outcome)
+                }
+            });
+        join_all(work).await
+    }
+}
+
+fn tally(
+    summary: &mut Summary,
+    targets: &[&Target],
+    item: &Merged,
+    done: &[&(usize, Outcome)],
+    first_time: bool,
+    request: &BackfillRequest,
+) {
+    if item.source.is_some() && first_time {
+        summary.source_objects += 1;
+    }
+    let size = item.source.as_ref().map(|s| s.size).unwrap_or_default();
+    let verify = request.mode == Mode::Verify;
+    for (t, outcome) in done {
+        let bucket = &targets[*t].bucket;
+        let counts = summary.targets.entry(bucket.clone()).or_default();
+        if item.source.is_some() {
+            counts.listed += 1;
+        }
+        let note = match outcome {
+            Outcome::UpToDate => {
+                counts.up_to_date += 1;
+                None
+            }
+            // A dry run reports what a sync would copy as copied.
+            Outcome::Copied | Outcome::Missing | Outcome::Different if !verify => {
+                counts.copied += 1;
+                counts.bytes += size;
+                None
+            }
+            Outcome::Copied => {
+                counts.copied += 1;
+                counts.bytes += size;
+                None
+            }
+            Outcome::Deleted => {
+                counts.deleted += 1;
+                None
+            }
+            Outcome::Extraneous if request.dry_run && request.delete => {
+                counts.deleted += 1;
+                None
+            }
+            Outcome::Extraneous => {
+                counts.extraneous += 1;
+                verify.then(|| "extraneous".to_string())
+            }
+            Outcome::Missing => {
+                counts.missing += 1;
+                Some("missing".to_string())
+            }
+            Outcome::Different => {
+                counts.different += 1;
+                Some("different".to_string())
+            }
+            Outcome::SourceChanged
+            | Outcome::SourceGone
+            | Outcome::SourceExists
+            | Outcome::IsReplica
+            | Outcome::Ignored { .. } => {
+                counts.skipped += 1;
+                None
+            }
+            Outcome::Failed(failure) => {
+                counts.failed += 1;
+                Some(format!("failed: {}", failure.message))
+            }
+        };
+        if let Some(what) = note {
+            summary.note(bucket, &item.key, what);
+        }
+    }
+}

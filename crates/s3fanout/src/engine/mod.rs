@@ -1,0 +1,7 @@
+//! The engine: settles replicas through the storage port, for events and for backfills, within
+//! an invocation's deadline.
+
+pub mod backfill;
+mod copy;
+pub mod deadline;
+pub mod replicator;

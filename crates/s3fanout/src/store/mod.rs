@@ -1,0 +1,216 @@
+//! The storage port: exactly the S3 operations the engine uses, with the conditional headers
+//! they carry. [`s3::S3Store`] implements it over aws-sdk-s3 (the only module that depends on
+//! the SDK); an in-memory simulator implements it for tests.
+
+pub mod clients;
+pub mod s3;
+mod s3_error;
+
+use std::collections::BTreeMap;
+use std::future::Future;
+
+use crate::core::object::{ContentHeaders, Listed, ObjectHead, Tag};
+use crate::core::outcome::Failure;
+
+/// An object in a bucket; `region` is the bucket's, when known (otherwise the store's default).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ObjectAt<'a> {
+    /// Bucket name.
+    pub bucket: &'a str,
+    /// Region of the bucket.
+    pub region: Option<&'a str>,
+    /// Object key.
+    pub key: &'a str,
+}
+
+/// A condition on the object a write replaces (`If-Match` / `If-None-Match: *`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WriteCondition {
+    /// Unconditional.
+    Any,
+    /// Only if no object exists under the key.
+    Absent,
+    /// Only if the object has this ETag (without quotes).
+    Matches(String),
+}
+
+/// What a replica is written with, besides its content.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplicaAttributes {
+    /// Content headers, from the source.
+    pub headers: ContentHeaders,
+    /// User metadata: the source's plus provenance.
+    pub metadata: BTreeMap<String, String>,
+    /// Storage class to write in; `None` keeps the bucket's default.
+    pub storage_class: Option<String>,
+    /// SSE-KMS key; `None` keeps the bucket's default encryption.
+    pub kms_key_id: Option<String>,
+}
+
+/// One `CopyObject`: the source pinned to an ETag, the replica written with its attributes and
+/// the source's tags.
+#[derive(Debug, Clone)]
+pub struct CopyRequest<'a> {
+    /// The source object.
+    pub source: ObjectAt<'a>,
+    /// `x-amz-copy-source-if-match`.
+    pub source_etag: &'a str,
+    /// The replica.
+    pub destination: ObjectAt<'a>,
+    /// Its attributes.
+    pub attributes: &'a ReplicaAttributes,
+    /// Condition on what the replica replaces.
+    pub condition: WriteCondition,
+}
+
+/// One `UploadPartCopy`.
+#[derive(Debug, Clone)]
+pub struct PartCopyRequest<'a> {
+    /// The source object.
+    pub source: ObjectAt<'a>,
+    /// `x-amz-copy-source-if-match`.
+    pub source_etag: &'a str,
+    /// The replica being uploaded.
+    pub destination: ObjectAt<'a>,
+    /// The upload.
+    pub upload_id: &'a str,
+    /// 1-based part number.
+    pub part_number: u32,
+    /// First byte (inclusive).
+    pub first: u64,
+    /// Last byte (inclusive).
+    pub last: u64,
+}
+
+/// A part of a multipart upload, as listed or as copied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Part {
+    /// 1-based part number.
+    pub number: u32,
+    /// Part ETag.
+    pub etag: String,
+    /// Bytes.
+    pub size: u64,
+}
+
+/// A multipart upload in progress.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upload {
+    /// Key it will create.
+    pub key: String,
+    /// Upload id.
+    pub upload_id: String,
+}
+
+/// One page of a listing.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ListPage {
+    /// Objects in key order (UTF-8 binary order, as S3 lists).
+    pub objects: Vec<Listed>,
+    /// Token for the next page; `None` at the end.
+    pub next: Option<String>,
+}
+
+/// Where a listing continues.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ListFrom<'a> {
+    /// After this key (or from the start).
+    StartAfter(Option<&'a str>),
+    /// With the token of the previous page.
+    Token(&'a str),
+}
+
+/// The S3 operations the engine needs. Every method answers S3's own error (status and code)
+/// as a [`Failure`]; a HEAD of a missing key is `Ok(None)`.
+pub trait Store: Send + Sync {
+    /// `HeadObject`, or of one part with `part`. S3 answers a bare 404 for a missing bucket too,
+    /// so `Ok(None)` may mean either: [`Store::bucket_exists`] tells them apart.
+    fn head(
+        &self,
+        at: ObjectAt<'_>,
+        part: Option<u32>,
+    ) -> impl Future<Output = Result<Option<ObjectHead>, Failure>> + Send;
+
+    /// `HeadBucket`: whether the bucket exists.
+    fn bucket_exists(
+        &self,
+        bucket: &str,
+        region: Option<&str>,
+    ) -> impl Future<Output = Result<bool, Failure>> + Send;
+
+    /// One page of `ListObjectsV2` under `prefix`.
+    fn list_page(
+        &self,
+        bucket: &str,
+        region: Option<&str>,
+        prefix: &str,
+        from: ListFrom<'_>,
+        max_keys: u32,
+    ) -> impl Future<Output = Result<ListPage, Failure>> + Send;
+
+    /// `CopyObject` with metadata replaced, tags copied.
+    fn copy_object(
+        &self,
+        request: &CopyRequest<'_>,
+    ) -> impl Future<Output = Result<(), Failure>> + Send;
+
+    /// `CreateMultipartUpload` with the replica's attributes and tags; answers the upload id.
+    fn create_upload(
+        &self,
+        at: ObjectAt<'_>,
+        attributes: &ReplicaAttributes,
+        tags: &[Tag],
+    ) -> impl Future<Output = Result<String, Failure>> + Send;
+
+    /// `UploadPartCopy`; answers the part's ETag.
+    fn copy_part(
+        &self,
+        request: &PartCopyRequest<'_>,
+    ) -> impl Future<Output = Result<String, Failure>> + Send;
+
+    /// `CompleteMultipartUpload`.
+    fn complete_upload(
+        &self,
+        at: ObjectAt<'_>,
+        upload_id: &str,
+        parts: &[Part],
+        condition: &WriteCondition,
+    ) -> impl Future<Output = Result<(), Failure>> + Send;
+
+    /// `AbortMultipartUpload`.
+    fn abort_upload(
+        &self,
+        at: ObjectAt<'_>,
+        upload_id: &str,
+    ) -> impl Future<Output = Result<(), Failure>> + Send;
+
+    /// `ListParts` (all pages).
+    fn list_parts(
+        &self,
+        at: ObjectAt<'_>,
+        upload_id: &str,
+    ) -> impl Future<Output = Result<Vec<Part>, Failure>> + Send;
+
+    /// `ListMultipartUploads` for exactly this key.
+    fn list_uploads(
+        &self,
+        at: ObjectAt<'_>,
+    ) -> impl Future<Output = Result<Vec<Upload>, Failure>> + Send;
+
+    /// `DeleteObject`, with `If-Match` when `condition` is [`WriteCondition::Matches`].
+    fn delete(
+        &self,
+        at: ObjectAt<'_>,
+        condition: &WriteCondition,
+    ) -> impl Future<Output = Result<(), Failure>> + Send;
+
+    /// `GetObjectTagging`.
+    fn get_tags(&self, at: ObjectAt<'_>) -> impl Future<Output = Result<Vec<Tag>, Failure>> + Send;
+
+    /// `PutObjectTagging`.
+    fn put_tags(
+        &self,
+        at: ObjectAt<'_>,
+        tags: &[Tag],
+    ) -> impl Future<Output = Result<(), Failure>> + Send;
+}

@@ -1,0 +1,470 @@
+//! The storage port over aws-sdk-s3.
+
+use std::collections::BTreeMap;
+
+use aws_sdk_s3::operation::head_object::HeadObjectOutput;
+use aws_sdk_s3::types::{
+    CompletedMultipartUpload, CompletedPart, MetadataDirective, ServerSideEncryption, StorageClass,
+    Tagging, TaggingDirective,
+};
+use aws_sdk_s3::Client;
+
+use super::clients::Clients;
+use super::s3_error::failure;
+use super::{
+    CopyRequest, ListFrom, ListPage, ObjectAt, Part, PartCopyRequest, ReplicaAttributes, Store,
+    Upload, WriteCondition,
+};
+use crate::core::keys::copy_source;
+use crate::core::object::{ContentHeaders, Listed, ObjectHead, Tag};
+use crate::core::outcome::Failure;
+use crate::core::provenance::bare_etag;
+
+/// S3 through aws-sdk-s3, one client per region.
+#[derive(Debug)]
+pub struct S3Store {
+    clients: Clients,
+}
+
+impl S3Store {
+    /// A store over these clients.
+    pub fn new(clients: Clients) -> Self {
+        S3Store { clients }
+    }
+
+    /// The clients, for callers that need S3 beyond the port (tests, tools).
+    pub fn clients(&self) -> &Clients {
+        &self.clients
+    }
+
+    fn client(&self, region: Option<&str>) -> Client {
+        match region {
+            Some(region) => self.clients.for_region(region),
+            None => self.clients.for_region(&self.clients.default_region()),
+        }
+    }
+}
+
+fn location(at: ObjectAt<'_>) -> String {
+    format!("s3://{}/{}", at.bucket, at.key)
+}
+
+fn quoted(etag: &str) -> String {
+    format!("\"{}\"", bare_etag(etag))
+}
+
+/// Sets on a CopyObject or CreateMultipartUpload request what a replica takes from its source
+/// and its target: content headers, metadata, storage class and encryption. Expires is kept as
+/// the raw header, because S3 stores any string there, not only valid dates.
+macro_rules! with_attributes {
+    ($request:expr, $attributes:expr) => {{
+        let a: &ReplicaAttributes = $attributes;
+        let h = &a.headers;
+        let expires = h.expires.clone();
+        let (sse, kms_key) = match &a.kms_key_id {
+            Some(key) => (Some(ServerSideEncryption::AwsKms), Some(key.clone())),
+            None => (None, None),
+        };
+        $request
+            .set_content_type(h.content_type.clone())
+            .set_cache_control(h.cache_control.clone())
+            .set_content_encoding(h.content_encoding.clone())
+            .set_content_disposition(h.content_disposition.clone())
+            .set_content_language(h.content_language.clone())
+            .set_website_redirect_location(h.website_redirect.clone())
+            .set_metadata(Some(a.metadata.clone().into_iter().collect()))
+            .set_storage_class(a.storage_class.as_deref().map(StorageClass::from))
+            .set_server_side_encryption(sse)
+            .set_ssekms_key_id(kms_key)
+            .customize()
+            .mutate_request(move |req| {
+                if let Some(value) = &expires {
+                    req.headers_mut().insert("Expires", value.clone());
+                }
+            })
+    }};
+}
+
+/// Applies a write condition to any request builder with `if_match` / `if_none_match`.
+macro_rules! with_condition {
+    ($request:expr, $condition:expr) => {{
+        match $condition {
+            WriteCondition::Any => $request,
+            WriteCondition::Absent => $request.if_none_match("*"),
+            WriteCondition::Matches(etag) => $request.if_match(quoted(etag)),
+        }
+    }};
+}
+
+fn object_head(out: &HeadObjectOutput) -> ObjectHead {
+    let metadata: BTreeMap<String, String> = out
+        .metadata()
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
+                .collect()
+        })
+        .unwrap_or_default();
+    ObjectHead {
+        etag: bare_etag(out.e_tag().unwrap_or_default()).to_string(),
+        size: out.content_length().unwrap_or_default().max(0) as u64,
+        headers: ContentHeaders {
+            content_type: out.content_type().map(str::to_string),
+            cache_control: out.cache_control().map(str::to_string),
+            content_encoding: out.content_encoding().map(str::to_string),
+            content_disposition: out.content_disposition().map(str::to_string),
+            content_language: out.content_language().map(str::to_string),
+            expires: out.expires_string().map(str::to_string),
+            website_redirect: out.website_redirect_location().map(str::to_string),
+        },
+        metadata,
+        storage_class: out.storage_class().map(|c| c.as_str().to_string()),
+        parts_count: out.parts_count().and_then(|n| u32::try_from(n).ok()),
+    }
+}
+
+impl Store for S3Store {
+    async fn head(
+        &self,
+        at: ObjectAt<'_>,
+        part: Option<u32>,
+    ) -> Result<Option<ObjectHead>, Failure> {
+        let result = self
+            .client(at.region)
+            .head_object()
+            .bucket(at.bucket)
+            .key(at.key)
+            .set_part_number(part.map(|p| p as i32))
+            .send()
+            .await;
+        match result {
+            Ok(out) => Ok(Some(object_head(&out))),
+            Err(err) => {
+                let failure = failure(&err, "HeadObject", &location(at));
+                if failure.is_missing_object() {
+                    Ok(None)
+                } else {
+                    Err(failure)
+                }
+            }
+        }
+    }
+
+    async fn bucket_exists(&self, bucket: &str, region: Option<&str>) -> Result<bool, Failure> {
+        match self
+            .client(region)
+            .head_bucket()
+            .bucket(bucket)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(err) => {
+                let failure = failure(&err, "HeadBucket", bucket);
+                if failure.status == Some(404) {
+                    Ok(false)
+                } else {
+                    Err(failure)
+                }
+            }
+        }
+    }
+
+    async fn list_page(
+        &self,
+        bucket: &str,
+        region: Option<&str>,
+        prefix: &str,
+        from: ListFrom<'_>,
+        max_keys: u32,
+    ) -> Result<ListPage, Failure> {
+        let mut request = self
+            .client(region)
+            .list_objects_v2()
+            .bucket(bucket)
+            .prefix(prefix)
+            .max_keys(max_keys as i32);
+        request = match from {
+            ListFrom::Token(token) => request.continuation_token(token),
+            ListFrom::StartAfter(after) => request.set_start_after(after.map(str::to_string)),
+        };
+        let page = request.send().await.map_err(|err| {
+            let mut f = failure(&err, "ListObjectsV2", &format!("s3://{bucket}/{prefix}"));
+            if f.code.as_deref() == Some("NoSuchBucket") {
+                f.message = format!("bucket {bucket:?} does not exist");
+            }
+            f
+        })?;
+        let objects = page
+            .contents()
+            .iter()
+            .map(|o| Listed {
+                key: o.key().unwrap_or_default().to_string(),
+                etag: bare_etag(o.e_tag().unwrap_or_default()).to_string(),
+                size: o.size().unwrap_or_default().max(0) as u64,
+            })
+            .collect();
+        let next = match page.is_truncated() {
+            Some(true) => page.next_continuation_token().map(str::to_string),
+            _ => None,
+        };
+        Ok(ListPage { objects, next })
+    }
+
+    async fn copy_object(&self, request: &CopyRequest<'_>) -> Result<(), Failure> {
+        let at = request.destination;
+        let builder = self
+            .client(at.region)
+            .copy_object()
+            .bucket(at.bucket)
+            .key(at.key)
+            .copy_source(copy_source(request.source.bucket, request.source.key, None))
+            .copy_source_if_match(quoted(request.source_etag))
+            .metadata_directive(MetadataDirective::Replace)
+            .tagging_directive(TaggingDirective::Copy);
+        let builder = with_condition!(builder, &request.condition);
+        with_attributes!(builder, request.attributes)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|err| failure(&err, "CopyObject", &location(at)))
+    }
+
+    async fn create_upload(
+        &self,
+        at: ObjectAt<'_>,
+        attributes: &ReplicaAttributes,
+        tags: &[Tag],
+    ) -> Result<String, Failure> {
+        let tagging = encode_tags(tags);
+        let builder = self
+            .client(at.region)
+            .create_multipart_upload()
+            .bucket(at.bucket)
+            .key(at.key)
+            .set_tagging((!tagging.is_empty()).then_some(tagging));
+        let out = with_attributes!(builder, attributes)
+            .send()
+            .await
+            .map_err(|err| failure(&err, "CreateMultipartUpload", &location(at)))?;
+        out.upload_id().map(str::to_string).ok_or_else(|| {
+            Failure::new(
+                crate::core::outcome::FailureKind::Retryable,
+                format!(
+                    "CreateMultipartUpload {}: no upload id in the answer",
+                    location(at)
+                ),
+            )
+        })
+    }
+
+    async fn copy_part(&self, request: &PartCopyRequest<'_>) -> Result<String, Failure> {
+        let at = request.destination;
+        let out = self
+            .client(at.region)
+            .upload_part_copy()
+            .bucket(at.bucket)
+            .key(at.key)
+            .upload_id(request.upload_id)
+            .part_number(request.part_number as i32)
+            .copy_source(copy_source(request.source.bucket, request.source.key, None))
+            .copy_source_if_match(quoted(request.source_etag))
+            .copy_source_range(format!("bytes={}-{}", request.first, request.last))
+            .send()
+            .await
+            .map_err(|err| failure(&err, "UploadPartCopy", &location(at)))?;
+        Ok(out
+            .copy_part_result()
+            .and_then(|r| r.e_tag())
+            .unwrap_or_default()
+            .to_string())
+    }
+
+    async fn complete_upload(
+        &self,
+        at: ObjectAt<'_>,
+        upload_id: &str,
+        parts: &[Part],
+        condition: &WriteCondition,
+    ) -> Result<(), Failure> {
+        let completed: Vec<CompletedPart> = parts
+            .iter()
+            .map(|p| {
+                CompletedPart::builder()
+                    .part_number(p.number as i32)
+                    .e_tag(&p.etag)
+                    .build()
+            })
+            .collect();
+        let builder = self
+            .client(at.region)
+            .complete_multipart_upload()
+            .bucket(at.bucket)
+            .key(at.key)
+            .upload_id(upload_id)
+            .multipart_upload(
+                CompletedMultipartUpload::builder()
+                    .set_parts(Some(completed))
+                    .build(),
+            );
+        with_condition!(builder, condition)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|err| failure(&err, "CompleteMultipartUpload", &location(at)))
+    }
+
+    async fn abort_upload(&self, at: ObjectAt<'_>, upload_id: &str) -> Result<(), Failure> {
+        self.client(at.region)
+            .abort_multipart_upload()
+            .bucket(at.bucket)
+            .key(at.key)
+            .upload_id(upload_id)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|err| failure(&err, "AbortMultipartUpload", &location(at)))
+    }
+
+    async fn list_parts(&self, at: ObjectAt<'_>, upload_id: &str) -> Result<Vec<Part>, Failure> {
+        let client = self.client(at.region);
+        let mut parts = Vec::new();
+        let mut marker: Option<String> = None;
+        loop {
+            let out = client
+                .list_parts()
+                .bucket(at.bucket)
+                .key(at.key)
+                .upload_id(upload_id)
+                .set_part_number_marker(marker.clone())
+                .send()
+                .await
+                .map_err(|err| failure(&err, "ListParts", &location(at)))?;
+            parts.extend(out.parts().iter().map(|p| Part {
+                number: p.part_number().unwrap_or_default().max(0) as u32,
+                etag: p.e_tag().unwrap_or_default().to_string(),
+                size: p.size().unwrap_or_default().max(0) as u64,
+            }));
+            match (out.is_truncated(), out.next_part_number_marker()) {
+                (Some(true), Some(next)) => marker = Some(next.to_string()),
+                _ => return Ok(parts),
+            }
+        }
+    }
+
+    async fn list_uploads(&self, at: ObjectAt<'_>) -> Result<Vec<Upload>, Failure> {
+        let out = self
+            .client(at.region)
+            .list_multipart_uploads()
+            .bucket(at.bucket)
+            .prefix(at.key)
+            .send()
+            .await
+            .map_err(|err| failure(&err, "ListMultipartUploads", &location(at)))?;
+        Ok(out
+            .uploads()
+            .iter()
+            .filter(|u| u.key() == Some(at.key))
+            .map(|u| Upload {
+                key: at.key.to_string(),
+                upload_id: u.upload_id().unwrap_or_default().to_string(),
+            })
+            .collect())
+    }
+
+    async fn delete(&self, at: ObjectAt<'_>, condition: &WriteCondition) -> Result<(), Failure> {
+        let builder = self
+            .client(at.region)
+            .delete_object()
+            .bucket(at.bucket)
+            .key(at.key);
+        let builder = match condition {
+            WriteCondition::Matches(etag) => builder.if_match(quoted(etag)),
+            WriteCondition::Any | WriteCondition::Absent => builder,
+        };
+        builder
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|err| failure(&err, "DeleteObject", &location(at)))
+    }
+
+    async fn get_tags(&self, at: ObjectAt<'_>) -> Result<Vec<Tag>, Failure> {
+        let out = self
+            .client(at.region)
+            .get_object_tagging()
+            .bucket(at.bucket)
+            .key(at.key)
+            .send()
+            .await
+            .map_err(|err| failure(&err, "GetObjectTagging", &location(at)))?;
+        Ok(out
+            .tag_set()
+            .iter()
+            .map(|t| Tag {
+                key: t.key().to_string(),
+                value: t.value().to_string(),
+            })
+            .collect())
+    }
+
+    async fn put_tags(&self, at: ObjectAt<'_>, tags: &[Tag]) -> Result<(), Failure> {
+        let set = tags
+            .iter()
+            .map(|t| {
+                aws_sdk_s3::types::Tag::builder()
+                    .key(&t.key)
+                    .value(&t.value)
+                    .build()
+                    .map_err(|e| Failure::permanent(format!("tag {:?}: {e}", t.key)))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let tagging = Tagging::builder()
+            .set_tag_set(Some(set))
+            .build()
+            .map_err(|e| Failure::permanent(format!("tagging: {e}")))?;
+        self.client(at.region)
+            .put_object_tagging()
+            .bucket(at.bucket)
+            .key(at.key)
+            .tagging(tagging)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|err| failure(&err, "PutObjectTagging", &location(at)))
+    }
+}
+
+/// Tags as the `x-amz-tagging` header carries them: form-URL-encoded pairs.
+fn encode_tags(tags: &[Tag]) -> String {
+    let mut out = form_urlencoded::Serializer::new(String::new());
+    for tag in tags {
+        out.append_pair(&tag.key, &tag.value);
+    }
+    out.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tags_are_form_encoded_for_the_header() {
+        let tags = [
+            Tag {
+                key: "team name".into(),
+                value: "a+b c".into(),
+            },
+            Tag {
+                key: "k".into(),
+                value: "x=y&z".into(),
+            },
+        ];
+        let encoded = encode_tags(&tags);
+        assert_eq!(encoded, "team+name=a%2Bb+c&k=x%3Dy%26z");
+        let back: Vec<(String, String)> = form_urlencoded::parse(encoded.as_bytes())
+            .into_owned()
+            .collect();
+        assert_eq!(back[0], ("team name".into(), "a+b c".into()));
+    }
+}

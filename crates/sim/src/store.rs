@@ -1,0 +1,1062 @@
+//! The simulated S3: buckets, objects, uploads, faults and another writer.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use s3fanout::core::decide::{MAX_PARTS, MAX_PART_BYTES, MIN_PART_BYTES};
+use s3fanout::core::keys::MAX_KEY_BYTES;
+use s3fanout::core::object::{ContentHeaders, Listed, ObjectHead, Tag};
+use s3fanout::store::{
+    CopyRequest, ListFrom, ListPage, ObjectAt, Part, PartCopyRequest, ReplicaAttributes, Upload,
+    WriteCondition,
+};
+use s3fanout::{Failure, FailureKind, Store};
+
+use crate::content::{digest_of, Content};
+use crate::rng::Rng;
+
+/// S3's limit on user metadata: keys and values, in bytes.
+const MAX_METADATA_BYTES: usize = 2048;
+/// S3's limit on tags per object.
+const MAX_TAGS: usize = 10;
+/// Lines of trace kept for a failing run.
+const TRACE_LINES: usize = 400;
+
+/// What goes wrong, and how often.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Faults {
+    /// Share of requests that fail (throttling, 500, reset, timeout).
+    pub error_rate: f64,
+    /// Each request waits up to this long before and after it takes effect.
+    pub max_latency: Duration,
+    /// Share of requests before which another client writes or deletes a source object.
+    pub other_writer_rate: f64,
+    /// Share of requests that are slow (S3's tail latency): up to 50 times `max_latency`.
+    pub slow_rate: f64,
+}
+
+impl Faults {
+    /// No faults, no latency, no other writer.
+    pub const NONE: Faults = Faults {
+        error_rate: 0.0,
+        max_latency: Duration::ZERO,
+        other_writer_rate: 0.0,
+        slow_rate: 0.0,
+    };
+}
+
+/// Created or removed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoticeKind {
+    /// `ObjectCreated:*`.
+    Created,
+    /// `ObjectRemoved:*`.
+    Removed,
+}
+
+/// An event notification a write to a notifying bucket produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Notice {
+    /// Created or removed.
+    pub kind: NoticeKind,
+    /// Bucket.
+    pub bucket: String,
+    /// Key.
+    pub key: String,
+    /// ETag of the new object (created only).
+    pub etag: Option<String>,
+    /// Size of the new object.
+    pub size: u64,
+    /// Order of the writes.
+    pub sequencer: u64,
+}
+
+/// An object a client writes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NewObject {
+    /// Bytes.
+    pub size: u64,
+    /// Part size, for an object uploaded by parts (as SDKs upload large files).
+    pub parts: Option<u64>,
+    /// Content headers.
+    pub headers: ContentHeaders,
+    /// User metadata.
+    pub metadata: BTreeMap<String, String>,
+    /// Tags.
+    pub tags: Vec<Tag>,
+    /// Storage class.
+    pub storage_class: Option<String>,
+}
+
+/// An object as the simulator holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SimObject {
+    /// Its bytes.
+    pub content: Content,
+    /// ETag without quotes.
+    pub etag: String,
+    /// Content headers.
+    pub headers: ContentHeaders,
+    /// User metadata.
+    pub metadata: BTreeMap<String, String>,
+    /// Tags.
+    pub tags: Vec<Tag>,
+    /// Storage class (`None`: STANDARD).
+    pub storage_class: Option<String>,
+    /// Part sizes, for objects made by a multipart upload.
+    pub parts: Option<Vec<u64>>,
+}
+
+#[derive(Debug, Default)]
+struct Bucket {
+    objects: BTreeMap<String, SimObject>,
+    uploads: BTreeMap<String, SimUpload>,
+    notify: bool,
+}
+
+#[derive(Debug, Clone)]
+struct SimUpload {
+    key: String,
+    headers: ContentHeaders,
+    metadata: BTreeMap<String, String>,
+    tags: Vec<Tag>,
+    storage_class: Option<String>,
+    parts: BTreeMap<u32, (Content, String)>,
+}
+
+#[derive(Debug)]
+struct OtherWriter {
+    bucket: String,
+    keys: Vec<String>,
+    budget: u32,
+}
+
+#[derive(Debug)]
+struct State {
+    rng: Rng,
+    faults: Faults,
+    buckets: BTreeMap<String, Bucket>,
+    notices: Vec<Notice>,
+    trace: VecDeque<String>,
+    next_id: u64,
+    sequencer: u64,
+    other: Option<OtherWriter>,
+    requests: BTreeMap<&'static str, u64>,
+    next_upload: u64,
+}
+
+/// The simulated S3.
+#[derive(Debug)]
+pub struct SimStore {
+    state: Mutex<State>,
+}
+
+enum Fault {
+    None,
+    Before(Failure),
+    After(Failure),
+}
+
+fn error(status: u16, code: &str, message: String) -> Failure {
+    Failure::from_response(Some(status), Some(code), message)
+}
+
+fn metadata_bytes(metadata: &BTreeMap<String, String>) -> usize {
+    metadata.iter().map(|(k, v)| k.len() + v.len()).sum()
+}
+
+impl State {
+    fn log(&mut self, line: String) {
+        if self.trace.len() == TRACE_LINES {
+            self.trace.pop_front();
+        }
+        self.trace.push_back(line);
+    }
+
+    fn bucket(&mut self, name: &str, op: &str) -> Result<&mut Bucket, Failure> {
+        self.buckets.get_mut(name).ok_or_else(|| {
+            error(
+                404,
+                "NoSuchBucket",
+                format!("{op} s3://{name}: NoSuchBucket (HTTP 404): The specified bucket does not exist"),
+            )
+        })
+    }
+
+    fn fault(&mut self, op: &str, place: &str) -> Fault {
+        if !self.rng.chance(self.faults.error_rate) {
+            return Fault::None;
+        }
+        let which = self.rng.below(0..4);
+        let failure = match which {
+            0 => error(
+                503,
+                "SlowDown",
+                format!("{op} {place}: SlowDown (HTTP 503): Please reduce your request rate."),
+            ),
+            1 => error(
+                500,
+                "InternalError",
+                format!(
+                    "{op} {place}: InternalError (HTTP 500): We encountered an internal error."
+                ),
+            ),
+            2 => Failure::new(
+                FailureKind::Retryable,
+                format!("{op} {place}: connection reset by peer"),
+            ),
+            _ => Failure::new(
+                FailureKind::Retryable,
+                format!("{op} {place}: timed out waiting for the response"),
+            ),
+        };
+        // A reset or a timeout may come after S3 did the work: the response is what was lost.
+        if which >= 2 && self.rng.chance(0.5) {
+            Fault::After(failure)
+        } else {
+            Fault::Before(failure)
+        }
+    }
+
+    fn put_object(&mut self, bucket: &str, key: &str, object: SimObject) {
+        let notice = Notice {
+            kind: NoticeKind::Created,
+            bucket: bucket.to_string(),
+            key: key.to_string(),
+            etag: Some(object.etag.clone()),
+            size: object.content.len(),
+            sequencer: self.next_sequencer(),
+        };
+        let Some(b) = self.buckets.get_mut(bucket) else {
+            return;
+        };
+        let notify = b.notify;
+        b.objects.insert(key.to_string(), object);
+        if notify {
+            self.notices.push(notice);
+        }
+    }
+
+    fn remove_object(&mut self, bucket: &str, key: &str) -> bool {
+        let sequencer = self.next_sequencer();
+        let Some(b) = self.buckets.get_mut(bucket) else {
+            return false;
+        };
+        let existed = b.objects.remove(key).is_some();
+        if b.notify {
+            self.notices.push(Notice {
+                kind: NoticeKind::Removed,
+                bucket: bucket.to_string(),
+                key: key.to_string(),
+                etag: None,
+                size: 0,
+                sequencer,
+            });
+        }
+        existed
+    }
+
+    fn next_sequencer(&mut self) -> u64 {
+        self.sequencer += 1;
+        self.sequencer
+    }
+
+    fn fresh_id(&mut self) -> u64 {
+        self.next_id += 1;
+        self.next_id
+    }
+
+    /// Another client writes or deletes a source object, between two of the engine's steps.
+    fn maybe_other_write(&mut self) {
+        if !self.rng.chance(self.faults.other_writer_rate) {
+            return;
+        }
+        let Some(other) = &mut self.other else {
+            return;
+        };
+        if other.budget == 0 || other.keys.is_empty() {
+            return;
+        }
+        other.budget -= 1;
+        let bucket = other.bucket.clone();
+        let key = other.keys[self.rng.below(0..other.keys.len() as u64) as usize].clone();
+        if self.rng.chance(0.3) {
+            self.log(format!("other client: delete s3://{bucket}/{key}"));
+            self.remove_object(&bucket, &key);
+        } else {
+            // Small objects copy in one request; larger ones by parts, over many requests.
+            let size = if self.rng.chance(0.5) {
+                self.rng.below(1..3 * 1024 * 1024)
+            } else {
+                self.rng.below(6 * 1024 * 1024..12 * 1024 * 1024)
+            };
+            let id = self.fresh_id();
+            let content = Content::fresh(id, size);
+            let object = SimObject {
+                etag: content.digest(),
+                content,
+                headers: ContentHeaders {
+                    content_type: Some(format!("text/v{id}")),
+                    ..Default::default()
+                },
+                metadata: BTreeMap::from([("writer".to_string(), format!("other-{id}"))]),
+                tags: vec![],
+                storage_class: None,
+                parts: None,
+            };
+            self.log(format!(
+                "other client: put s3://{bucket}/{key} ({size} B, etag {})",
+                object.etag
+            ));
+            self.put_object(&bucket, &key, object);
+        }
+    }
+
+    fn head_of(&self, object: &SimObject) -> ObjectHead {
+        ObjectHead {
+            etag: object.etag.clone(),
+            size: object.content.len(),
+            headers: object.headers.clone(),
+            metadata: object.metadata.clone(),
+            storage_class: object.storage_class.clone(),
+            parts_count: None,
+        }
+    }
+
+    /// The object a write replaces must satisfy the write's condition.
+    fn check_condition(
+        &self,
+        bucket: &str,
+        key: &str,
+        condition: &WriteCondition,
+        op: &str,
+    ) -> Result<(), Failure> {
+        let current = self.buckets.get(bucket).and_then(|b| b.objects.get(key));
+        let place = format!("s3://{bucket}/{key}");
+        match (condition, current) {
+            (WriteCondition::Any, _) => Ok(()),
+            (WriteCondition::Absent, None) => Ok(()),
+            (WriteCondition::Absent, Some(_)) => Err(error(
+                412,
+                "PreconditionFailed",
+                format!("{op} {place}: PreconditionFailed (HTTP 412): If-None-Match: * and the key exists"),
+            )),
+            (WriteCondition::Matches(_), None) => Err(error(
+                404,
+                "NoSuchKey",
+                format!("{op} {place}: NoSuchKey (HTTP 404): If-Match on a missing key"),
+            )),
+            (WriteCondition::Matches(etag), Some(object)) if object.etag == *etag => Ok(()),
+            (WriteCondition::Matches(_), Some(_)) => Err(error(
+                412,
+                "PreconditionFailed",
+                format!("{op} {place}: PreconditionFailed (HTTP 412): If-Match does not match"),
+            )),
+        }
+    }
+
+    /// The source of a copy, pinned to an ETag.
+    fn copy_source(
+        &mut self,
+        source: ObjectAt<'_>,
+        etag: &str,
+        op: &str,
+    ) -> Result<SimObject, Failure> {
+        let place = format!("s3://{}/{}", source.bucket, source.key);
+        let bucket = self.bucket(source.bucket, op)?;
+        let object = bucket.objects.get(source.key).cloned().ok_or_else(|| {
+            error(
+                404,
+                "NoSuchKey",
+                format!("{op} {place}: NoSuchKey (HTTP 404): The specified key does not exist."),
+            )
+        })?;
+        if object.etag != etag {
+            return Err(error(
+                412,
+                "PreconditionFailed",
+                format!("{op} {place}: PreconditionFailed (HTTP 412): x-amz-copy-source-if-match"),
+            ));
+        }
+        Ok(object)
+    }
+}
+
+fn check_key(key: &str, op: &str) -> Result<(), Failure> {
+    if key.len() > MAX_KEY_BYTES {
+        return Err(error(
+            400,
+            "KeyTooLongError",
+            format!(
+                "{op}: KeyTooLongError (HTTP 400): key of {} bytes",
+                key.len()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn check_metadata(metadata: &BTreeMap<String, String>, op: &str) -> Result<(), Failure> {
+    let bytes = metadata_bytes(metadata);
+    if bytes > MAX_METADATA_BYTES {
+        return Err(error(
+            400,
+            "MetadataTooLarge",
+            format!(
+                "{op}: MetadataTooLarge (HTTP 400): {bytes} bytes of user metadata, above 2 KB"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn check_tags(tags: &[Tag], op: &str) -> Result<(), Failure> {
+    if tags.len() > MAX_TAGS {
+        return Err(error(
+            400,
+            "BadRequest",
+            format!("{op}: BadRequest (HTTP 400): {} tags, above 10", tags.len()),
+        ));
+    }
+    for tag in tags {
+        let allowed = |c: char| c.is_alphanumeric() || c.is_whitespace() || "_.:/=+-@".contains(c);
+        if tag.key.len() > 128 || tag.value.len() > 256 || !tag.value.chars().all(allowed) {
+            return Err(error(
+                400,
+                "InvalidTag",
+                format!("{op}: InvalidTag (HTTP 400): {:?}={:?}", tag.key, tag.value),
+            ));
+        }
+    }
+    Ok(())
+}
+
+impl SimStore {
+    /// A store whose randomness all comes from `seed`.
+    pub fn new(seed: u64, faults: Faults) -> Self {
+        SimStore {
+            state: Mutex::new(State {
+                rng: Rng::new(seed),
+                faults,
+                buckets: BTreeMap::new(),
+                notices: Vec::new(),
+                trace: VecDeque::new(),
+                next_id: 0,
+                sequencer: 0,
+                other: None,
+                requests: BTreeMap::new(),
+                next_upload: 0,
+            }),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Creates a bucket; writes to a notifying bucket produce [`Notice`]s.
+    pub fn create_bucket(&self, name: &str, notify: bool) {
+        self.lock().buckets.insert(
+            name.to_string(),
+            Bucket {
+                notify,
+                ..Bucket::default()
+            },
+        );
+    }
+
+    /// Changes the faults from now on.
+    pub fn set_faults(&self, faults: Faults) {
+        self.lock().faults = faults;
+    }
+
+    /// Lets another client write or delete these keys of `bucket`, at most `budget` times.
+    pub fn set_other_writer(&self, bucket: &str, keys: Vec<String>, budget: u32) {
+        self.lock().other = Some(OtherWriter {
+            bucket: bucket.to_string(),
+            keys,
+            budget,
+        });
+    }
+
+    /// A fresh content id.
+    pub fn fresh_id(&self) -> u64 {
+        self.lock().fresh_id()
+    }
+
+    /// Writes an object as a client would (no faults).
+    pub fn put(&self, bucket: &str, key: &str, new: NewObject) -> String {
+        let NewObject {
+            size,
+            parts,
+            headers,
+            metadata,
+            tags,
+            storage_class,
+        } = new;
+        let mut state = self.lock();
+        let id = state.fresh_id();
+        let content = Content::fresh(id, size);
+        let (etag, parts) = match parts {
+            Some(part) if part > 0 => {
+                let count = size.div_ceil(part).max(1);
+                let sizes: Vec<u64> = (0..count)
+                    .map(|i| part.min(size - i * part.min(size)))
+                    .collect();
+                let mut etags = String::new();
+                let mut at = 0;
+                for s in &sizes {
+                    etags.push_str(&content.range(at, at + s - 1).digest());
+                    at += s;
+                }
+                (format!("{}-{count}", digest_of(&etags)), Some(sizes))
+            }
+            _ => (content.digest(), None),
+        };
+        let object = SimObject {
+            content,
+            etag: etag.clone(),
+            headers,
+            metadata,
+            tags,
+            storage_class,
+            parts,
+        };
+        state.log(format!(
+            "client: put s3://{bucket}/{key} ({size} B, etag {etag})"
+        ));
+        state.put_object(bucket, key, object);
+        etag
+    }
+
+    /// Deletes an object as a client would; whether it existed.
+    pub fn remove(&self, bucket: &str, key: &str) -> bool {
+        let mut state = self.lock();
+        state.log(format!("client: delete s3://{bucket}/{key}"));
+        state.remove_object(bucket, key)
+    }
+
+    /// Sets an object's tags as a client would (no notice).
+    pub fn set_tags(&self, bucket: &str, key: &str, tags: Vec<Tag>) {
+        let mut state = self.lock();
+        if let Some(object) = state
+            .buckets
+            .get_mut(bucket)
+            .and_then(|b| b.objects.get_mut(key))
+        {
+            object.tags = tags;
+        }
+    }
+
+    /// An object, as it is now.
+    pub fn object(&self, bucket: &str, key: &str) -> Option<SimObject> {
+        self.lock()
+            .buckets
+            .get(bucket)
+            .and_then(|b| b.objects.get(key).cloned())
+    }
+
+    /// Every key of a bucket.
+    pub fn keys(&self, bucket: &str) -> Vec<String> {
+        self.lock()
+            .buckets
+            .get(bucket)
+            .map(|b| b.objects.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Multipart uploads in progress in a bucket, as `(key, parts uploaded)`.
+    pub fn uploads(&self, bucket: &str) -> Vec<(String, usize)> {
+        self.lock()
+            .buckets
+            .get(bucket)
+            .map(|b| {
+                b.uploads
+                    .values()
+                    .map(|u| (u.key.clone(), u.parts.len()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Notices produced since the last call.
+    pub fn take_notices(&self) -> Vec<Notice> {
+        std::mem::take(&mut self.lock().notices)
+    }
+
+    /// The last steps, for a failing run's report.
+    pub fn trace(&self) -> Vec<String> {
+        self.lock().trace.iter().cloned().collect()
+    }
+
+    /// Adds a line to the trace.
+    pub fn note(&self, line: String) {
+        self.lock().log(line);
+    }
+
+    /// Requests served so far, per operation.
+    pub fn requests(&self) -> BTreeMap<&'static str, u64> {
+        self.lock().requests.clone()
+    }
+
+    async fn latency(&self) {
+        let max = self.lock().faults.max_latency;
+        if max.is_zero() {
+            tokio::task::yield_now().await;
+            return;
+        }
+        let ms = {
+            let mut state = self.lock();
+            let max_ms = max.as_millis() as u64;
+            let slow_rate = state.faults.slow_rate;
+            if state.rng.chance(slow_rate) {
+                state.rng.below(max_ms * 10..max_ms * 50 + 1)
+            } else {
+                state.rng.below(0..max_ms + 1)
+            }
+        };
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+
+    /// One request: latency, maybe another client's write, maybe a fault, the effect, latency.
+    async fn request<T: std::fmt::Debug>(
+        &self,
+        op: &'static str,
+        place: String,
+        effect: impl FnOnce(&mut State) -> Result<T, Failure>,
+    ) -> Result<T, Failure> {
+        self.latency().await;
+        let result = {
+            let mut state = self.lock();
+            *state.requests.entry(op).or_default() += 1;
+            state.maybe_other_write();
+            let fault = state.fault(op, &place);
+            let result = match fault {
+                Fault::Before(failure) => Err(failure),
+                Fault::None => effect(&mut state),
+                Fault::After(failure) => effect(&mut state).and(Err(failure)),
+            };
+            let now = tokio::time::Instant::now();
+            let shown = match &result {
+                Ok(value) => {
+                    let mut shown = format!("ok {value:?}");
+                    shown.truncate(100);
+                    shown
+                }
+                Err(failure) => format!("err {}", failure.message),
+            };
+            state.log(format!("{now:?} {op} {place}: {shown}"));
+            result
+        };
+        self.latency().await;
+        result
+    }
+}
+
+fn place(at: ObjectAt<'_>) -> String {
+    format!("s3://{}/{}", at.bucket, at.key)
+}
+
+impl Store for SimStore {
+    async fn head(
+        &self,
+        at: ObjectAt<'_>,
+        part: Option<u32>,
+    ) -> Result<Option<ObjectHead>, Failure> {
+        self.request("HeadObject", place(at), |state| {
+            // S3 answers a missing bucket with a bare 404, like a missing key.
+            let Some(bucket) = state.buckets.get(at.bucket) else {
+                return Ok(None);
+            };
+            let Some(object) = bucket.objects.get(at.key).cloned() else {
+                return Ok(None);
+            };
+            let mut head = state.head_of(&object);
+            if let Some(number) = part {
+                match &object.parts {
+                    Some(sizes) => {
+                        let size = sizes.get(number as usize - 1).copied().ok_or_else(|| {
+                            error(
+                                416,
+                                "InvalidPartNumber",
+                                format!(
+                                    "HeadObject {}: part {number} of {}",
+                                    place(at),
+                                    sizes.len()
+                                ),
+                            )
+                        })?;
+                        head.size = size;
+                        head.parts_count = Some(sizes.len() as u32);
+                    }
+                    None if number == 1 => {}
+                    None => {
+                        return Err(error(
+                            416,
+                            "InvalidPartNumber",
+                            format!(
+                                "HeadObject {}: part {number} of a single-part object",
+                                place(at)
+                            ),
+                        ))
+                    }
+                }
+            }
+            Ok(Some(head))
+        })
+        .await
+    }
+
+    async fn bucket_exists(&self, bucket: &str, _region: Option<&str>) -> Result<bool, Failure> {
+        self.request("HeadBucket", format!("s3://{bucket}"), |state| {
+            Ok(state.buckets.contains_key(bucket))
+        })
+        .await
+    }
+
+    async fn list_page(
+        &self,
+        bucket: &str,
+        _region: Option<&str>,
+        prefix: &str,
+        from: ListFrom<'_>,
+        max_keys: u32,
+    ) -> Result<ListPage, Failure> {
+        let after = match from {
+            ListFrom::StartAfter(after) => after.map(str::to_string),
+            ListFrom::Token(token) => Some(token.to_string()),
+        };
+        self.request(
+            "ListObjectsV2",
+            format!("s3://{bucket}/{prefix}"),
+            |state| {
+                let b = state.bucket(bucket, "ListObjectsV2")?;
+                let mut objects = Vec::new();
+                let mut more = false;
+                for (key, object) in &b.objects {
+                    if !key.starts_with(prefix) || after.as_ref().is_some_and(|a| key <= a) {
+                        continue;
+                    }
+                    if objects.len() == max_keys as usize {
+                        more = true;
+                        break;
+                    }
+                    objects.push(Listed {
+                        key: key.clone(),
+                        etag: object.etag.clone(),
+                        size: object.content.len(),
+                    });
+                }
+                let next = more
+                    .then(|| objects.last().map(|l: &Listed| l.key.clone()))
+                    .flatten();
+                Ok(ListPage { objects, next })
+            },
+        )
+        .await
+    }
+
+    async fn copy_object(&self, request: &CopyRequest<'_>) -> Result<(), Failure> {
+        let at = request.destination;
+        self.request("CopyObject", place(at), |state| {
+            check_key(at.key, "CopyObject")?;
+            let source = state.copy_source(request.source, request.source_etag, "CopyObject")?;
+            if source.content.len() > MAX_PART_BYTES {
+                return Err(error(400, "InvalidRequest", format!(
+                    "CopyObject {}: InvalidRequest (HTTP 400): The specified copy source is larger than the maximum allowable size for a copy source: {MAX_PART_BYTES}",
+                    place(at)
+                )));
+            }
+            check_metadata(&request.attributes.metadata, "CopyObject")?;
+            state.bucket(at.bucket, "CopyObject")?;
+            state.check_condition(at.bucket, at.key, &request.condition, "CopyObject")?;
+            let object = SimObject {
+                etag: source.content.digest(),
+                content: source.content,
+                headers: request.attributes.headers.clone(),
+                metadata: request.attributes.metadata.clone(),
+                tags: source.tags,
+                storage_class: request.attributes.storage_class.clone(),
+                parts: None,
+            };
+            state.put_object(at.bucket, at.key, object);
+            Ok(())
+        })
+        .await
+    }
+
+    async fn create_upload(
+        &self,
+        at: ObjectAt<'_>,
+        attributes: &ReplicaAttributes,
+        tags: &[Tag],
+    ) -> Result<String, Failure> {
+        self.request("CreateMultipartUpload", place(at), |state| {
+            check_key(at.key, "CreateMultipartUpload")?;
+            check_metadata(&attributes.metadata, "CreateMultipartUpload")?;
+            check_tags(tags, "CreateMultipartUpload")?;
+            state.next_upload += 1;
+            let id = format!("upload-{}", state.next_upload);
+            let bucket = state.bucket(at.bucket, "CreateMultipartUpload")?;
+            bucket.uploads.insert(
+                id.clone(),
+                SimUpload {
+                    key: at.key.to_string(),
+                    headers: attributes.headers.clone(),
+                    metadata: attributes.metadata.clone(),
+                    tags: tags.to_vec(),
+                    storage_class: attributes.storage_class.clone(),
+                    parts: BTreeMap::new(),
+                },
+            );
+            Ok(id)
+        })
+        .await
+    }
+
+    async fn copy_part(&self, request: &PartCopyRequest<'_>) -> Result<String, Failure> {
+        let at = request.destination;
+        self.request(
+            "UploadPartCopy",
+            format!("{} part {}", place(at), request.part_number),
+            |state| {
+                if !(1..=MAX_PARTS as u32).contains(&request.part_number) {
+                    return Err(error(
+                        400,
+                        "InvalidArgument",
+                        format!(
+                            "UploadPartCopy: part number {} outside 1..=10000",
+                            request.part_number
+                        ),
+                    ));
+                }
+                let source =
+                    state.copy_source(request.source, request.source_etag, "UploadPartCopy")?;
+                let len = request.last + 1 - request.first;
+                if request.last >= source.content.len() || request.first > request.last {
+                    return Err(error(
+                        400,
+                        "InvalidRange",
+                        format!(
+                            "UploadPartCopy: bytes={}-{} of {} bytes",
+                            request.first,
+                            request.last,
+                            source.content.len()
+                        ),
+                    ));
+                }
+                if len > MAX_PART_BYTES {
+                    return Err(error(
+                        400,
+                        "InvalidRequest",
+                        format!("UploadPartCopy: a part of {len} bytes is above 5 GiB"),
+                    ));
+                }
+                let content = source.content.range(request.first, request.last);
+                let etag = content.digest();
+                let bucket = state.bucket(at.bucket, "UploadPartCopy")?;
+                let upload = bucket.uploads.get_mut(request.upload_id).ok_or_else(|| {
+                    error(
+                        404,
+                        "NoSuchUpload",
+                        format!("UploadPartCopy {}: NoSuchUpload (HTTP 404)", place(at)),
+                    )
+                })?;
+                upload
+                    .parts
+                    .insert(request.part_number, (content, etag.clone()));
+                Ok(etag)
+            },
+        )
+        .await
+    }
+
+    async fn complete_upload(
+        &self,
+        at: ObjectAt<'_>,
+        upload_id: &str,
+        parts: &[Part],
+        condition: &WriteCondition,
+    ) -> Result<(), Failure> {
+        self.request("CompleteMultipartUpload", place(at), |state| {
+            let op = "CompleteMultipartUpload";
+            let upload = state
+                .bucket(at.bucket, op)?
+                .uploads
+                .get(upload_id)
+                .cloned()
+                .ok_or_else(|| {
+                    error(
+                        404,
+                        "NoSuchUpload",
+                        format!("{op} {}: NoSuchUpload (HTTP 404)", place(at)),
+                    )
+                })?;
+            if parts.is_empty() || parts.windows(2).any(|w| w[0].number >= w[1].number) {
+                return Err(error(
+                    400,
+                    "InvalidPartOrder",
+                    format!("{op}: parts must be ascending and non-empty"),
+                ));
+            }
+            let mut content = Content::default();
+            let mut sizes = Vec::new();
+            let mut etags = String::new();
+            for (i, part) in parts.iter().enumerate() {
+                let (bytes, etag) = upload.parts.get(&part.number).ok_or_else(|| {
+                    error(
+                        400,
+                        "InvalidPart",
+                        format!("{op}: part {} was not uploaded", part.number),
+                    )
+                })?;
+                if *etag != part.etag {
+                    return Err(error(
+                        400,
+                        "InvalidPart",
+                        format!("{op}: part {} ETag differs", part.number),
+                    ));
+                }
+                if i + 1 < parts.len() && bytes.len() < MIN_PART_BYTES {
+                    return Err(error(
+                        400,
+                        "EntityTooSmall",
+                        format!(
+                            "{op}: EntityTooSmall (HTTP 400): part {} has {} bytes, below 5 MiB",
+                            part.number,
+                            bytes.len()
+                        ),
+                    ));
+                }
+                content.append(bytes);
+                sizes.push(bytes.len());
+                etags.push_str(etag);
+            }
+            state.check_condition(at.bucket, at.key, condition, op)?;
+            let object = SimObject {
+                etag: format!("{}-{}", digest_of(&etags), parts.len()),
+                content,
+                headers: upload.headers,
+                metadata: upload.metadata,
+                tags: upload.tags,
+                storage_class: upload.storage_class,
+                parts: Some(sizes),
+            };
+            state.bucket(at.bucket, op)?.uploads.remove(upload_id);
+            state.put_object(at.bucket, at.key, object);
+            Ok(())
+        })
+        .await
+    }
+
+    async fn abort_upload(&self, at: ObjectAt<'_>, upload_id: &str) -> Result<(), Failure> {
+        self.request("AbortMultipartUpload", place(at), |state| {
+            state
+                .bucket(at.bucket, "AbortMultipartUpload")?
+                .uploads
+                .remove(upload_id)
+                .map(|_| ())
+                .ok_or_else(|| {
+                    error(
+                        404,
+                        "NoSuchUpload",
+                        format!(
+                            "AbortMultipartUpload {}: NoSuchUpload (HTTP 404)",
+                            place(at)
+                        ),
+                    )
+                })
+        })
+        .await
+    }
+
+    async fn list_parts(&self, at: ObjectAt<'_>, upload_id: &str) -> Result<Vec<Part>, Failure> {
+        self.request("ListParts", place(at), |state| {
+            let upload = state
+                .bucket(at.bucket, "ListParts")?
+                .uploads
+                .get(upload_id)
+                .ok_or_else(|| {
+                    error(
+                        404,
+                        "NoSuchUpload",
+                        format!("ListParts {}: NoSuchUpload (HTTP 404)", place(at)),
+                    )
+                })?;
+            Ok(upload
+                .parts
+                .iter()
+                .map(|(number, (content, etag))| Part {
+                    number: *number,
+                    etag: etag.clone(),
+                    size: content.len(),
+                })
+                .collect())
+        })
+        .await
+    }
+
+    async fn list_uploads(&self, at: ObjectAt<'_>) -> Result<Vec<Upload>, Failure> {
+        self.request("ListMultipartUploads", place(at), |state| {
+            Ok(state
+                .bucket(at.bucket, "ListMultipartUploads")?
+                .uploads
+                .iter()
+                .filter(|(_, u)| u.key == at.key)
+                .map(|(id, u)| Upload {
+                    key: u.key.clone(),
+                    upload_id: id.clone(),
+                })
+                .collect())
+        })
+        .await
+    }
+
+    async fn delete(&self, at: ObjectAt<'_>, condition: &WriteCondition) -> Result<(), Failure> {
+        self.request("DeleteObject", place(at), |state| {
+            state.bucket(at.bucket, "DeleteObject")?;
+            if !matches!(condition, WriteCondition::Any) {
+                state.check_condition(at.bucket, at.key, condition, "DeleteObject")?;
+            }
+            state.remove_object(at.bucket, at.key);
+            Ok(())
+        })
+        .await
+    }
+
+    async fn get_tags(&self, at: ObjectAt<'_>) -> Result<Vec<Tag>, Failure> {
+        self.request("GetObjectTagging", place(at), |state| {
+            let bucket = state.bucket(at.bucket, "GetObjectTagging")?;
+            bucket
+                .objects
+                .get(at.key)
+                .map(|o| o.tags.clone())
+                .ok_or_else(|| {
+                    error(
+                        404,
+                        "NoSuchKey",
+                        format!("GetObjectTagging {}: NoSuchKey (HTTP 404)", place(at)),
+                    )
+                })
+        })
+        .await
+    }
+
+    async fn put_tags(&self, at: ObjectAt<'_>, tags: &[Tag]) -> Result<(), Failure> {
+        self.request("PutObjectTagging", place(at), |state| {
+            check_tags(tags, "PutObjectTagging")?;
+            let bucket = state.bucket(at.bucket, "PutObjectTagging")?;
+            let object = bucket.objects.get_mut(at.key).ok_or_else(|| {
+                error(
+                    404,
+                    "NoSuchKey",
+                    format!("PutObjectTagging {}: NoSuchKey (HTTP 404)", place(at)),
+                )
+            })?;
+            object.tags = tags.to_vec();
+            Ok(())
+        })
+        .await
+    }
+}

@@ -1,0 +1,276 @@
+//! The engine without a server: the backfill merge across page boundaries, the continuation,
+//! the SQS batch response and Batch Operations answers, over the simulated store.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use s3fanout::backfill::{run_paged, BackfillRequest, Mode, Summary};
+use s3fanout::core::object::ContentHeaders;
+use s3fanout::lambda::{backfill, invocation};
+use s3fanout::{Change, Config, Deadline, Outcome, Replicator, Target};
+use s3fanout_sim::{Faults, NewObject, SimStore};
+use serde_json::json;
+
+const SOURCE: &str = "src";
+
+fn target(i: usize, prefix: &str) -> Target {
+    Target {
+        bucket: format!("rep-{i}"),
+        region: format!("region-{i}"),
+        prefix: prefix.into(),
+        storage_class: None,
+        kms_key_id: None,
+    }
+}
+
+fn replicator(targets: Vec<Target>, faults: Faults) -> Replicator<SimStore> {
+    let store = SimStore::new(7, faults);
+    store.create_bucket(SOURCE, false);
+    for t in &targets {
+        store.create_bucket(&t.bucket, false);
+    }
+    let mut config = Config::new([SOURCE.to_string()], targets);
+    config.replicate_deletes = true;
+    Replicator::with_store(config, store)
+}
+
+fn small(size: u64) -> NewObject {
+    NewObject {
+        size,
+        headers: ContentHeaders {
+            content_type: Some("text/plain".into()),
+            ..Default::default()
+        },
+        metadata: BTreeMap::from([("k".to_string(), "v".to_string())]),
+        ..Default::default()
+    }
+}
+
+async fn sync(r: &Replicator<SimStore>, request: BackfillRequest, page: u32) -> Summary {
+    run_paged(r, &request, &Deadline::none(), &|_| {}, page)
+        .await
+        .unwrap()
+}
+
+/// S3 lists in UTF-8 binary order: `Z` < `a` < `é` < `日`; the merge must walk the same order
+/// across every page boundary, with runs of keys only a replica has.
+#[tokio::test(start_paused = true)]
+async fn the_merge_crosses_every_page_boundary_in_s3_order() {
+    for page in 1..=3 {
+        let targets = vec![target(0, ""), target(1, "mirror/")];
+        let r = replicator(targets.clone(), Faults::NONE);
+        let store = r.store();
+        let source_keys = ["Z", "a", "a/b", "é", "日", "日/z"];
+        for key in source_keys {
+            store.put(SOURCE, key, small(3));
+        }
+        // Replica-only runs: before, between and after the source's keys.
+        for key in ["A0", "A1", "b0", "b1", "b2", "月", "龍1", "龍2"] {
+            store.put("rep-0", key, small(1));
+            store.put("rep-1", &format!("mirror/{key}"), small(1));
+        }
+        // Already current at one target, stale at the other.
+        let current = store.object(SOURCE, "a").unwrap();
+        store.put("rep-1", "mirror/é", small(9));
+
+        let summary = sync(
+            &r,
+            BackfillRequest {
+                delete: true,
+                ..Default::default()
+            },
+            page,
+        )
+        .await;
+        assert!(summary.done, "page {page}");
+        assert_eq!(summary.source_objects, 6, "page {page}");
+        for t in &targets {
+            let counts = &summary.targets[&t.bucket];
+            assert_eq!(counts.listed, 6, "page {page} {}", t.bucket);
+            assert_eq!(counts.copied, 6, "page {page} {}", t.bucket);
+            assert_eq!(counts.deleted, 8, "page {page} {}", t.bucket);
+            assert_eq!(counts.failed, 0);
+            let keys = store.keys(&t.bucket);
+            let expected: Vec<String> = source_keys
+                .iter()
+                .map(|k| format!("{}{k}", t.prefix))
+                .collect();
+            assert_eq!(keys, expected, "page {page} {}", t.bucket);
+        }
+        assert_eq!(store.object("rep-0", "a").unwrap().content, current.content);
+        // A second run is listings only, and every page is read once per listing.
+        let before = store.requests();
+        let again = sync(&r, BackfillRequest::default(), page).await;
+        let after = store.requests();
+        assert_eq!(again.targets["rep-0"].up_to_date, 6);
+        assert_eq!(after.get("CopyObject"), before.get("CopyObject"));
+        assert_eq!(after.get("HeadObject"), before.get("HeadObject"));
+        let pages = |objects: u64| objects.div_ceil(page as u64).max(1);
+        // A listing that ends exactly at a page boundary costs one more (empty) request.
+        let lists = after["ListObjectsV2"] - before["ListObjectsV2"];
+        assert!(
+            (3 * pages(6)..=3 * (pages(6) + 1)).contains(&lists),
+            "page {page}: {lists} List requests"
+        );
+    }
+}
+
+/// A run the deadline stops resumes where it stopped: nothing copied twice, nothing counted
+/// twice, and the continuation names only keys with finished work.
+#[tokio::test(start_paused = true)]
+async fn a_stopped_run_continues_without_repeating_or_double_counting() {
+    let targets = vec![target(0, ""), target(1, ""), target(2, "")];
+    let r = replicator(
+        targets,
+        Faults {
+            max_latency: Duration::from_millis(30),
+            ..Faults::NONE
+        },
+    );
+    let store = r.store();
+    for i in 0..40 {
+        store.put(SOURCE, &format!("k{i:03}"), small(10 + i));
+    }
+    let mut request = BackfillRequest {
+        concurrency: Some(4),
+        ..Default::default()
+    };
+    let mut invocations = 0;
+    let summary = loop {
+        invocations += 1;
+        assert!(invocations < 100, "no progress");
+        let deadline = Deadline::after(Duration::from_millis(400), Duration::from_millis(100));
+        let summary = run_paged(&r, &request, &deadline, &|_| {}, 7)
+            .await
+            .unwrap();
+        match &summary.continuation {
+            Some(next) => {
+                let size = serde_json::to_vec(next).unwrap().len();
+                assert!(size < 64 * 1024, "continuation of {size} bytes");
+                request.continuation = Some((**next).clone());
+            }
+            None => break summary,
+        }
+    };
+    assert!(invocations > 2, "the deadline should have stopped the run");
+    assert_eq!(summary.invocations as usize, invocations);
+    assert_eq!(summary.source_objects, 40);
+    for counts in summary.targets.values() {
+        assert_eq!((counts.listed, counts.copied, counts.failed), (40, 40, 0));
+    }
+    assert_eq!(
+        store.requests()["CopyObject"],
+        120,
+        "each object copied once per target"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn verify_and_dry_run_report_without_writing() {
+    let r = replicator(vec![target(0, "")], Faults::NONE);
+    let store = r.store();
+    store.put(SOURCE, "missing", small(3));
+    store.put(SOURCE, "different", small(3));
+    store.put("rep-0", "different", small(4));
+    store.put("rep-0", "extra", small(1));
+    let before = store.requests();
+    let verify = sync(
+        &r,
+        BackfillRequest {
+            mode: Mode::Verify,
+            ..Default::default()
+        },
+        1000,
+    )
+    .await;
+    let counts = &verify.targets["rep-0"];
+    assert_eq!(
+        (counts.missing, counts.different, counts.extraneous),
+        (1, 1, 1)
+    );
+    assert!(verify.has_problems());
+    let dry = sync(
+        &r,
+        BackfillRequest {
+            dry_run: true,
+            delete: true,
+            ..Default::default()
+        },
+        1000,
+    )
+    .await;
+    let counts = &dry.targets["rep-0"];
+    assert_eq!((counts.copied, counts.deleted), (2, 1));
+    let after = store.requests();
+    for op in ["CopyObject", "DeleteObject", "HeadObject"] {
+        assert_eq!(after.get(op), before.get(op), "{op}");
+    }
+}
+
+/// Exactly the failed messages are named, so that only they come back.
+#[tokio::test(start_paused = true)]
+async fn the_sqs_batch_response_names_exactly_the_failed_messages() {
+    let r = replicator(vec![target(0, "")], Faults::NONE);
+    r.store().put(SOURCE, "ok.txt", small(3));
+    let record = |bucket: &str, key: &str| {
+        json!({"Records": [{"eventSource": "aws:s3", "eventName": "ObjectCreated:Put",
+            "s3": {"bucket": {"name": bucket}, "object": {"key": key}}}]})
+        .to_string()
+    };
+    let payload = json!({"Records": [
+        {"eventSource": "aws:sqs", "messageId": "good", "body": record(SOURCE, "ok.txt")},
+        {"eventSource": "aws:sqs", "messageId": "foreign", "body": record("other-bucket", "x")},
+        {"eventSource": "aws:sqs", "messageId": "garbled", "body": "{not json"},
+        {"eventSource": "aws:sqs", "messageId": "test", "body": json!({"Event": "s3:TestEvent"}).to_string()},
+    ]});
+    let response = invocation::handle(&r, &payload, &Deadline::none())
+        .await
+        .unwrap();
+    let failed: Vec<&str> = response["batchItemFailures"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["itemIdentifier"].as_str().unwrap())
+        .collect();
+    assert_eq!(failed, ["foreign", "garbled"]);
+    assert!(r.store().object("rep-0", "ok.txt").is_some());
+}
+
+#[tokio::test(start_paused = true)]
+async fn batch_operations_tasks_answer_per_outcome() {
+    let r = replicator(vec![target(0, "")], Faults::NONE);
+    r.store().put(SOURCE, "a b.txt", small(3));
+    let event = json!({"invocationSchemaVersion": "2.0", "invocationId": "i",
+    "job": {"id": "j", "userArguments": {}},
+    "tasks": [
+        {"taskId": "1", "s3Key": "a+b.txt", "s3VersionId": null, "s3Bucket": SOURCE},
+        {"taskId": "2", "s3Key": "gone.txt", "s3VersionId": null, "s3Bucket": SOURCE},
+    ]});
+    let (response, next) = backfill::handle_invocation(&r, &event, &Deadline::none())
+        .await
+        .unwrap();
+    assert!(next.is_none());
+    assert_eq!(response["results"][0]["resultCode"], "Succeeded");
+    assert_eq!(response["results"][1]["resultCode"], "PermanentFailure");
+    assert!(r.store().object("rep-0", "a b.txt").is_some());
+}
+
+/// A duplicate delivery reads the replica's provenance and writes nothing.
+#[tokio::test(start_paused = true)]
+async fn a_duplicate_delivery_copies_nothing() {
+    let r = replicator(vec![target(0, ""), target(1, "")], Faults::NONE);
+    let etag = r.store().put(SOURCE, "k", small(3));
+    let change = Change::created(SOURCE, "k").with_etag(etag);
+    let first = r.apply(std::slice::from_ref(&change)).await;
+    assert!(first[0]
+        .targets
+        .iter()
+        .all(|t| t.outcome == Outcome::Copied));
+    let copies = r.store().requests()["CopyObject"];
+    let second = r.apply(std::slice::from_ref(&change)).await;
+    assert!(second[0]
+        .targets
+        .iter()
+        .all(|t| t.outcome == Outcome::UpToDate));
+    assert_eq!(r.store().requests()["CopyObject"], copies);
+}

@@ -1,0 +1,613 @@
+//! Deterministic simulation: random workloads against the simulated S3, delivered through every
+//! path (SQS, direct S3, SNS, EventBridge, backfill, Batch Operations), late, duplicated and
+//! shuffled, several invocations interleaved, faults injected, short deadlines, everything
+//! reported failed delivered again until nothing is left; then every replica must equal its
+//! source. `SIM_SEEDS=N SIM_SEED=S` runs N seeds from S; a failing run prints its seed and trace.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use futures::future::join_all;
+use s3fanout::core::object::{ContentHeaders, Tag};
+use s3fanout::core::provenance::{SOURCE_BUCKET, SOURCE_ETAG};
+use s3fanout::lambda::{backfill, invocation};
+use s3fanout::{Config, Deadline, Replicator, Target};
+use s3fanout_sim::{Faults, NewObject, Notice, NoticeKind, Rng, SimStore};
+use serde_json::{json, Value};
+
+const SOURCE: &str = "source";
+const MIB: u64 = 1024 * 1024;
+const KEYS: [&str; 6] = ["a.txt", "dir/b c+d.bin", "café/ü%41", "Zed", "z", "日本/x"];
+/// Rounds of deliveries before a run must have quiesced.
+const MAX_ROUNDS: usize = 400;
+const DEFAULT_SEEDS: u64 = 1000;
+
+#[test]
+fn simulation_of_random_workloads_converges() {
+    let base = std::env::var("SIM_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(1)
+        });
+    let seeds: u64 = std::env::var("SIM_SEEDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(DEFAULT_SEEDS);
+    println!("simulation: {seeds} seeds from SIM_SEED={base}");
+    let started = std::time::Instant::now();
+    for seed in base..base.saturating_add(seeds) {
+        if let Err(report) = run_seed(seed) {
+            panic!("simulation failed for seed {seed} (reproduce: SIM_SEEDS=1 SIM_SEED={seed}):\n{report}");
+        }
+    }
+    println!(
+        "simulation: {seeds} seeds passed in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+}
+
+/// One message as S3 would notify it.
+#[derive(Debug, Clone)]
+struct Message {
+    id: String,
+    notice: Notice,
+}
+
+/// A delivery path, chosen per invocation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Path {
+    Sqs,
+    Direct,
+    Sns,
+    EventBridge,
+}
+
+struct Scenario {
+    replicate_deletes: bool,
+    targets: Vec<Target>,
+    keys: Vec<String>,
+    ops: Vec<Op>,
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Put(String, Box<NewObject>),
+    Delete(String),
+}
+
+fn scenario(rng: &mut Rng) -> Scenario {
+    let n_targets = rng.below(1..5) as usize;
+    let targets = (0..n_targets)
+        .map(|i| Target {
+            bucket: format!("replica-{i}"),
+            region: format!("region-{i}"),
+            prefix: if i == 1 && rng.chance(0.5) {
+                "mirror/".into()
+            } else {
+                String::new()
+            },
+            storage_class: rng.chance(0.3).then(|| "STANDARD_IA".to_string()),
+            kms_key_id: None,
+        })
+        .collect();
+    let n_keys = rng.below(2..KEYS.len() as u64 + 1) as usize;
+    let keys: Vec<String> = KEYS[..n_keys].iter().map(|k| k.to_string()).collect();
+    let ops = (0..rng.below(3..14))
+        .map(|_| {
+            let key = rng.pick(&keys).clone();
+            if rng.chance(0.25) {
+                return Op::Delete(key);
+            }
+            let (size, parts) = match rng.below(0..4) {
+                0 | 1 => (rng.below(0..200 * 1024), None),
+                // Single-part above the 5 MiB threshold: copied by parts.
+                2 => (rng.below(6 * MIB..14 * MIB), None),
+                // A multipart source: copied with its own layout.
+                _ => (rng.below(10 * MIB..16 * MIB), Some(5 * MIB)),
+            };
+            let id = rng.below(0..1000);
+            Op::Put(
+                key,
+                Box::new(NewObject {
+                    size,
+                    parts,
+                    headers: ContentHeaders {
+                        content_type: Some(format!("type/{id}")),
+                        cache_control: rng.chance(0.5).then(|| "max-age=60".into()),
+                        expires: rng.chance(0.2).then(|| "not a date".into()),
+                        ..Default::default()
+                    },
+                    metadata: BTreeMap::from([("owner".into(), format!("o{id}"))]),
+                    tags: (0..rng.below(0..3))
+                        .map(|t| Tag {
+                            key: format!("t{t}"),
+                            value: format!("v {id}+x"),
+                        })
+                        .collect(),
+                    storage_class: rng.chance(0.2).then(|| "STANDARD_IA".into()),
+                }),
+            )
+        })
+        .collect();
+    Scenario {
+        replicate_deletes: rng.chance(0.5),
+        targets,
+        keys,
+        ops,
+    }
+}
+
+fn form_encode(key: &str) -> String {
+    let mut out = String::new();
+    for byte in key.bytes() {
+        match byte {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'*' | b'/' => {
+                out.push(byte as char)
+            }
+            b' ' => out.push('+'),
+            _ => out.push_str(&format!("%{byte:02X}")),
+        }
+    }
+    out
+}
+
+fn s3_record(notice: &Notice) -> Value {
+    let name = match notice.kind {
+        NoticeKind::Created => "ObjectCreated:Put",
+        NoticeKind::Removed => "ObjectRemoved:Delete",
+    };
+    let mut object =
+        json!({"key": form_encode(&notice.key), "sequencer": format!("{:016X}", notice.sequencer)});
+    if let Some(etag) = &notice.etag {
+        object["eTag"] = etag.clone().into();
+        object["size"] = notice.size.into();
+    }
+    json!({"eventSource": "aws:s3", "awsRegion": "us-east-1", "eventName": name,
+        "s3": {"bucket": {"name": notice.bucket}, "object": object}})
+}
+
+fn eventbridge(notice: &Notice) -> Value {
+    let detail_type = match notice.kind {
+        NoticeKind::Created => "Object Created",
+        NoticeKind::Removed => "Object Deleted",
+    };
+    let mut object = json!({"key": notice.key, "sequencer": format!("{:016X}", notice.sequencer)});
+    if let Some(etag) = &notice.etag {
+        object["etag"] = etag.clone().into();
+        object["size"] = notice.size.into();
+    }
+    json!({"source": "aws.s3", "detail-type": detail_type, "region": "us-east-1",
+        "detail": {"bucket": {"name": notice.bucket}, "object": object}})
+}
+
+fn payload(path: Path, messages: &[Message]) -> Value {
+    match path {
+        Path::Sqs => json!({"Records": messages.iter().map(|m| json!({
+            "eventSource": "aws:sqs", "messageId": m.id,
+            "body": json!({"Records": [s3_record(&m.notice)]}).to_string(),
+        })).collect::<Vec<_>>()}),
+        Path::Direct => {
+            json!({"Records": messages.iter().map(|m| s3_record(&m.notice)).collect::<Vec<_>>()})
+        }
+        Path::Sns => json!({"Records": messages.iter().map(|m| json!({
+            "EventSource": "aws:sns",
+            "Sns": {"Message": json!({"Records": [s3_record(&m.notice)]}).to_string()},
+        })).collect::<Vec<_>>()}),
+        Path::EventBridge => eventbridge(&messages[0].notice),
+    }
+}
+
+fn deadline(rng: &mut Rng) -> Deadline {
+    match rng.below(0..10) {
+        0 => Deadline::none(),
+        1 | 2 => Deadline::after(
+            Duration::from_millis(rng.below(20..400)),
+            Duration::from_millis(rng.below(5..60)),
+        ),
+        _ => Deadline::after(Duration::from_secs(30), Duration::from_secs(2)),
+    }
+}
+
+/// Work for one invocation.
+enum Work {
+    Events(Path, Vec<Message>),
+    Backfill(Value),
+    BatchTask(String),
+}
+
+/// What came back from one invocation: messages to deliver again, a backfill to continue.
+enum Result_ {
+    Redeliver(Vec<Message>),
+    Continue(Value),
+    RetryTask(String),
+    Done,
+}
+
+async fn invoke(replicator: &Replicator<SimStore>, work: Work, deadline: Deadline) -> Result_ {
+    match work {
+        Work::Events(path, messages) => {
+            let response =
+                invocation::handle(replicator, &payload(path, &messages), &deadline).await;
+            match (path, response) {
+                (Path::Sqs, Ok(value)) => {
+                    let failed: Vec<&str> = value["batchItemFailures"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|f| f["itemIdentifier"].as_str())
+                        .collect();
+                    Result_::Redeliver(
+                        messages
+                            .into_iter()
+                            .filter(|m| failed.contains(&m.id.as_str()))
+                            .collect(),
+                    )
+                }
+                (_, Ok(_)) => Result_::Done,
+                // Lambda retries a failed asynchronous invocation with the same event.
+                (_, Err(_)) => Result_::Redeliver(messages),
+            }
+        }
+        Work::Backfill(request) => {
+            match backfill::handle_invocation(replicator, &request, &deadline).await {
+                Ok((_, Some(next))) => {
+                    Result_::Continue(serde_json::to_value(next).expect("request serialises"))
+                }
+                Ok((_, None)) => Result_::Done,
+                Err(_) => Result_::Continue(request),
+            }
+        }
+        Work::BatchTask(key) => {
+            let event = json!({"invocationSchemaVersion": "2.0", "invocationId": "inv",
+                "job": {"id": "job", "userArguments": {}},
+                "tasks": [{"taskId": "task", "s3Key": form_encode(&key), "s3VersionId": null, "s3Bucket": SOURCE}]});
+            match backfill::handle_invocation(replicator, &event, &deadline).await {
+                Ok((value, _)) if value["results"][0]["resultCode"] == "TemporaryFailure" => {
+                    Result_::RetryTask(key)
+                }
+                Ok(_) => Result_::Done,
+                Err(_) => Result_::RetryTask(key),
+            }
+        }
+    }
+}
+
+fn run_seed(seed: u64) -> Result<(), String> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .map_err(|e| e.to_string())?;
+    runtime.block_on(simulate(seed))
+}
+
+async fn simulate(seed: u64) -> Result<(), String> {
+    let mut rng = Rng::new(seed);
+    let scenario = scenario(&mut rng);
+    let store = SimStore::new(
+        seed,
+        Faults {
+            error_rate: 0.1,
+            max_latency: Duration::from_millis(20),
+            other_writer_rate: 0.03,
+            slow_rate: 0.05,
+        },
+    );
+    store.create_bucket(SOURCE, true);
+    for target in &scenario.targets {
+        store.create_bucket(&target.bucket, false);
+    }
+    store.set_other_writer(SOURCE, scenario.keys.clone(), rng.below(0..6) as u32);
+    let mut config = Config::new([SOURCE.to_string()], scenario.targets.clone());
+    config.replicate_deletes = scenario.replicate_deletes;
+    config.concurrency = rng.below(1..9) as usize;
+    config.multipart_threshold = 5 * MIB;
+    config.part_size = 5 * MIB;
+    let replicator = Replicator::with_store(config, store);
+    let store = replicator.store();
+    store.note(format!(
+        "seed {seed}: {} targets {:?}, deletes {}, keys {:?}, {} ops",
+        scenario.targets.len(),
+        scenario
+            .targets
+            .iter()
+            .map(|t| (&t.bucket, &t.prefix, &t.storage_class))
+            .collect::<Vec<_>>(),
+        scenario.replicate_deletes,
+        scenario.keys,
+        scenario.ops.len()
+    ));
+
+    let mut ops = scenario.ops.clone().into_iter();
+    let mut pending: Vec<Message> = Vec::new();
+    let mut backfills: Vec<Value> = Vec::new();
+    let mut tasks: Vec<String> = Vec::new();
+    let mut next_id = 0u64;
+    let mut ops_done = false;
+    for round in 0..MAX_ROUNDS {
+        // The workload: zero to two client writes this round, made while this round's
+        // invocations run; what they announce is delivered at once, concurrently too.
+        let mut writes = Vec::new();
+        for _ in 0..rng.below(0..3) {
+            match ops.next() {
+                Some(op) => writes.push((Duration::from_millis(rng.below(0..200)), op)),
+                None => ops_done = true,
+            }
+        }
+        let prompt_deadline = deadline(&mut rng);
+        let prompt_path = *rng.pick(&[Path::Sqs, Path::Direct, Path::Sns]);
+        let duplicate = rng.chance(0.15);
+        if rng.chance(0.05) {
+            backfills.push(json!({"delete": scenario.replicate_deletes, "auto_continue": true}));
+        }
+        if rng.chance(0.05) {
+            tasks.push(rng.pick(&scenario.keys).clone());
+        }
+        for notice in store.take_notices() {
+            let copies = if rng.chance(0.15) { 2 } else { 1 };
+            for _ in 0..copies {
+                next_id += 1;
+                pending.push(Message {
+                    id: format!("m{next_id}"),
+                    notice: notice.clone(),
+                });
+            }
+        }
+        if ops_done
+            && writes.is_empty()
+            && pending.is_empty()
+            && backfills.is_empty()
+            && tasks.is_empty()
+        {
+            store.note(format!("quiescent after {round} rounds"));
+            return check(&replicator, &scenario, seed).await;
+        }
+        // Up to three invocations at once, each taking some of what is pending, in any order;
+        // the rest is late.
+        rng.shuffle(&mut pending);
+        let mut work = Vec::new();
+        for _ in 0..rng.below(1..4) {
+            if let Some(request) =
+                (!backfills.is_empty() && rng.chance(0.5)).then(|| backfills.remove(0))
+            {
+                work.push(Work::Backfill(request));
+                continue;
+            }
+            if let Some(key) = (!tasks.is_empty() && rng.chance(0.5)).then(|| tasks.remove(0)) {
+                work.push(Work::BatchTask(key));
+                continue;
+            }
+            if pending.is_empty() {
+                break;
+            }
+            let path = *rng.pick(&[
+                Path::Sqs,
+                Path::Sqs,
+                Path::Direct,
+                Path::Sns,
+                Path::EventBridge,
+            ]);
+            let take = match path {
+                Path::EventBridge => 1,
+                _ => rng.below(1..11).min(pending.len() as u64) as usize,
+            };
+            work.push(Work::Events(path, pending.drain(..take).collect()));
+        }
+        let invocations: Vec<_> = work
+            .into_iter()
+            .map(|w| {
+                let deadline = deadline(&mut rng);
+                invoke(&replicator, w, deadline)
+            })
+            .collect();
+        let first_id = next_id;
+        next_id += 1000;
+        let client = async {
+            let mut made = false;
+            for (delay, op) in writes {
+                tokio::time::sleep(delay).await;
+                apply(store, op);
+                made = true;
+            }
+            let mut messages: Vec<Message> = store
+                .take_notices()
+                .into_iter()
+                .enumerate()
+                .map(|(i, notice)| Message {
+                    id: format!("m{}", first_id + i as u64 + 1),
+                    notice,
+                })
+                .collect();
+            if duplicate {
+                let again: Vec<Message> = messages
+                    .iter()
+                    .map(|m| Message {
+                        id: format!("{}-again", m.id),
+                        notice: m.notice.clone(),
+                    })
+                    .collect();
+                messages.extend(again);
+            }
+            if !made || messages.is_empty() {
+                return Result_::Redeliver(messages);
+            }
+            invoke(
+                &replicator,
+                Work::Events(prompt_path, messages),
+                prompt_deadline,
+            )
+            .await
+        };
+        let (results, prompt) = futures::join!(join_all(invocations), client);
+        for result in results.into_iter().chain([prompt]) {
+            match result {
+                Result_::Redeliver(messages) => pending.extend(messages),
+                Result_::Continue(request) => backfills.push(request),
+                Result_::RetryTask(key) => tasks.push(key),
+                Result_::Done => {}
+            }
+        }
+    }
+    Err(failure_report(
+        store,
+        &format!("did not quiesce in {MAX_ROUNDS} rounds"),
+    ))
+}
+
+fn apply(store: &SimStore, op: Op) {
+    match op {
+        Op::Put(key, new) => {
+            store.put(SOURCE, &key, *new);
+        }
+        Op::Delete(key) => {
+            store.remove(SOURCE, &key);
+        }
+    }
+}
+
+fn failure_report(store: &SimStore, what: &str) -> String {
+    let trace = store.trace();
+    let tail = &trace[trace.len().saturating_sub(80)..];
+    format!("{what}\n--- last steps ---\n{}", tail.join("\n"))
+}
+
+/// After quiescence: every replica equals its source; no replica of a deleted object remains
+/// when deletes propagate; no upload is left open; verify and a second sync agree.
+async fn check(
+    replicator: &Replicator<SimStore>,
+    scenario: &Scenario,
+    seed: u64,
+) -> Result<(), String> {
+    let store = replicator.store();
+    let fail = |what: String| Err(failure_report(store, &format!("seed {seed}: {what}")));
+    let source_keys = store.keys(SOURCE);
+    for target in &scenario.targets {
+        for key in &scenario.keys {
+            let replica_key = format!("{}{key}", target.prefix);
+            let source = store.object(SOURCE, key);
+            let replica = store.object(&target.bucket, &replica_key);
+            match (source, replica) {
+                (Some(s), Some(r)) => {
+                    if s.content != r.content {
+                        return fail(format!(
+                            "{}/{replica_key}: bytes differ from the source (etag {} vs source {})",
+                            target.bucket, r.etag, s.etag
+                        ));
+                    }
+                    if s.headers != r.headers {
+                        return fail(format!(
+                            "{}/{replica_key}: headers {:?} differ from {:?}",
+                            target.bucket, r.headers, s.headers
+                        ));
+                    }
+                    let mut expected = s.metadata.clone();
+                    expected.insert(SOURCE_ETAG.into(), s.etag.clone());
+                    expected.insert(SOURCE_BUCKET.into(), SOURCE.into());
+                    if r.metadata != expected {
+                        return fail(format!(
+                            "{}/{replica_key}: metadata {:?}, expected {:?}",
+                            target.bucket, r.metadata, expected
+                        ));
+                    }
+                    if s.tags != r.tags {
+                        return fail(format!(
+                            "{}/{replica_key}: tags {:?} differ from {:?}",
+                            target.bucket, r.tags, s.tags
+                        ));
+                    }
+                    let class = target.storage_class.clone().or(s.storage_class.clone());
+                    if r.storage_class != class {
+                        return fail(format!(
+                            "{}/{replica_key}: storage class {:?}, expected {class:?}",
+                            target.bucket, r.storage_class
+                        ));
+                    }
+                    if s.parts.is_some() && r.etag != s.etag {
+                        return fail(format!("{}/{replica_key}: a multipart source's replica has etag {} instead of {}", target.bucket, r.etag, s.etag));
+                    }
+                }
+                (Some(s), None) => {
+                    return fail(format!(
+                        "{}/{replica_key}: missing (source etag {})",
+                        target.bucket, s.etag
+                    ))
+                }
+                (None, Some(r)) if scenario.replicate_deletes => {
+                    return fail(format!(
+                        "{}/{replica_key}: replica of a deleted object remains (etag {})",
+                        target.bucket, r.etag
+                    ))
+                }
+                _ => {}
+            }
+        }
+        let open = store.uploads(&target.bucket);
+        if !open.is_empty() {
+            return fail(format!(
+                "{}: multipart uploads left open: {open:?}",
+                target.bucket
+            ));
+        }
+    }
+
+    // Verify and a second sync, without faults, must agree with the comparison above.
+    store.set_faults(Faults::NONE);
+    let before = store.requests();
+    let verify =
+        backfill::handle_invocation(replicator, &json!({"mode": "verify"}), &Deadline::none())
+            .await
+            .map_err(|e| format!("verify failed: {e}"))?
+            .0;
+    let sync = backfill::handle_invocation(
+        replicator,
+        &json!({"delete": scenario.replicate_deletes}),
+        &Deadline::none(),
+    )
+    .await
+    .map_err(|e| format!("sync failed: {e}"))?
+    .0;
+    let after = store.requests();
+    for target in &scenario.targets {
+        let v = &verify["targets"][&target.bucket];
+        let s = &sync["targets"][&target.bucket];
+        let n = source_keys.len() as u64;
+        let counts = |c: &Value, f: &str| c[f].as_u64().unwrap_or(u64::MAX);
+        if counts(v, "listed") != n
+            || counts(v, "missing") != 0
+            || counts(v, "different") != 0
+            || counts(v, "failed") != 0
+        {
+            return fail(format!(
+                "verify disagrees for {}: {v} ({n} source objects)",
+                target.bucket
+            ));
+        }
+        if scenario.replicate_deletes && counts(v, "extraneous") != 0 {
+            return fail(format!(
+                "verify found extraneous replicas in {}: {v}",
+                target.bucket
+            ));
+        }
+        if counts(s, "copied") != 0 || counts(s, "up_to_date") != n || counts(s, "deleted") != 0 {
+            return fail(format!(
+                "a second sync of {} was not a no-op: {s}",
+                target.bucket
+            ));
+        }
+    }
+    for op in [
+        "CopyObject",
+        "UploadPartCopy",
+        "CompleteMultipartUpload",
+        "DeleteObject",
+    ] {
+        if after.get(op) != before.get(op) {
+            return fail(format!("verify or the second sync sent {op}"));
+        }
+    }
+    Ok(())
+}
