@@ -23,7 +23,7 @@ demo: setup
 	$(LOCAL_S3) $(PY) tests/e2e/replicate_e2e.py
 
 # cargo test runs last, so that its summary closes the output.
-test: setup check lint test-infra test-e2e test-rust
+test: setup check lint test-infra test-local-s3 test-e2e test-rust
 
 check:
 	cargo fmt --all -- --check
@@ -39,6 +39,11 @@ test-rust: setup
 
 test-e2e: setup
 	$(LOCAL_S3) $(PY) tests/e2e/replicate_e2e.py
+
+# The local S3 server itself: what it enforces beyond moto, against what S3 documents.
+.PHONY: test-local-s3
+test-local-s3: setup
+	$(VENV)/bin/python -m pytest -q -p no:cacheprovider tests/test_local_s3.py
 
 bench: setup
 	cargo build --profile bench-build -p integration --bin bench

@@ -1,16 +1,122 @@
 #!/usr/bin/env python3
-"""The local S3 protocol server for tests and the demo: moto's server, made to honour
-`x-amz-copy-source-if-match` on CopyObject and UploadPartCopy as S3 does (moto checks only
-`x-amz-copy-source-if-none-match`). Without it, tests could not show that a copy is pinned to the
-ETag the function read. Arguments are moto_server's (`-H 127.0.0.1 -p PORT`).
+"""The local S3 protocol server for tests and the demo: moto's server, made to enforce the S3
+rules below that moto 5.2.5 does not, so that tests see the answers S3 gives. Arguments are
+moto_server's (`-H 127.0.0.1 -p PORT`).
+
+What moto already does, and is left alone:
+- PutObject: `If-None-Match: *` on an existing key and a mismatched `If-Match` answer 412
+  PreconditionFailed; `If-Match` on a missing key answers 404 NoSuchKey.
+- CompleteMultipartUpload: `If-None-Match: *` on an existing key answers 412.
+- DeleteObject: `If-Match: <etag>` answers 412 on a mismatch and 404 NoSuchKey on a missing key.
+- PutObjectTagging: more than 10 tags answer 400 BadRequest before anything changes.
+
+What this wrapper adds:
+- CopyObject and UploadPartCopy honour `x-amz-copy-source-if-match` (moto checks only
+  `x-amz-copy-source-if-none-match`): 412 when the source's ETag differs.
+- CopyObject honours `If-None-Match: *` and `If-Match: <etag>` on the destination, and
+  CompleteMultipartUpload honours `If-Match: <etag>` (S3 user guide, "How to prevent object
+  overwrites with conditional writes", page conditional-writes): 412 PreconditionFailed on a
+  failed precondition, 404 NoSuchKey for `If-Match` on a missing key. moto ignores both.
+- DeleteObject with `If-Match: *` deletes an existing object and answers 404 NoSuchKey for a
+  missing one (S3 user guide, "How to perform conditional deletes", page conditional-deletes);
+  moto compares `*` with the ETag and answers 412.
+- User-defined metadata above 2 KB, counted as the UTF-8 bytes of every key (without the
+  `x-amz-meta-` prefix) and value (S3 user guide, "Working with object metadata", page
+  UsingMetadata), answers 400 MetadataTooLarge on PutObject, CopyObject with
+  `x-amz-metadata-directive: REPLACE` and CreateMultipartUpload. moto stores any size.
+- More than 10 tags in `x-amz-tagging` ("Amazon S3 limits the maximum number of tags to 10 tags
+  per object", S3 API reference, PutObjectTagging; user guide page object-tagging) answer
+  400 BadRequest "Object tags cannot be greater than 10", the answer S3 gives to PutObjectTagging,
+  and a tag moto's own validation refuses answers 400 InvalidTag, on PutObject, CopyObject with
+  `x-amz-tagging-directive: REPLACE` and CreateMultipartUpload, before anything is written. moto
+  checks these only after PutObject or CopyObject has stored the object, and for a multipart
+  upload only when it completes (storing the object and then failing).
 """
 
 import sys
 from urllib.parse import parse_qs, unquote, urlparse
 
-from moto.s3.exceptions import PreconditionFailed
+from moto.s3.exceptions import (
+    BadRequest,
+    InvalidTagError,
+    MissingKey,
+    PreconditionFailed,
+    S3ClientError,
+)
 from moto.s3.responses import S3Response
 from moto.server import main
+from werkzeug.datastructures import Headers
+
+# "Working with object metadata" (UsingMetadata): user-defined metadata in a PUT request header
+# is limited to 2 KB, the sum of the bytes of the UTF-8 encoding of each key and value.
+MAX_USER_METADATA_BYTES = 2 * 1024
+# "Amazon S3 limits the maximum number of tags to 10 tags per object" (PutObjectTagging).
+MAX_OBJECT_TAGS = 10
+USER_METADATA_PREFIX = "x-amz-meta-"
+
+
+class MetadataTooLarge(S3ClientError):
+    """S3 error code list: MetadataTooLarge, 400 Bad Request."""
+
+    code = "MetadataTooLarge"
+
+    def __init__(self, size: int):
+        super().__init__("Your metadata headers exceed the maximum allowed metadata size.")
+        self.size = size
+        self.max_size_allowed = MAX_USER_METADATA_BYTES
+
+
+def _wire_bytes(text: str) -> bytes:
+    # The HTTP layer decodes header bytes as ISO-8859-1; encoding back gives the bytes that were
+    # sent (UTF-8 from a client that sends UTF-8). Text outside ISO-8859-1 is counted as UTF-8.
+    try:
+        return text.encode("latin-1")
+    except UnicodeEncodeError:
+        return text.encode("utf-8")
+
+
+def _same_etag(wanted: str, etag: str) -> bool:
+    # S3 accepts the ETag with or without its quotes.
+    return wanted.strip().strip('"') == etag.strip('"')
+
+
+def _check_user_metadata(headers) -> None:
+    size = 0
+    for name, value in headers.items():
+        if name.lower().startswith(USER_METADATA_PREFIX):
+            size += len(_wire_bytes(name[len(USER_METADATA_PREFIX) :]))
+            size += len(_wire_bytes(value))
+    if size > MAX_USER_METADATA_BYTES:
+        raise MetadataTooLarge(size)
+
+
+def _check_header_tags(response: S3Response) -> None:
+    # The same checks moto's backend makes when it applies tags, made before the write.
+    tags = response._tagging_from_headers(response.headers)
+    if not tags:
+        return
+    tags_input = response.backend.tagger.convert_dict_to_tags_input(tags)
+    if len(tags_input) > MAX_OBJECT_TAGS:
+        raise BadRequest("Object tags cannot be greater than 10")
+    if any(key.startswith("aws") for key in tags):
+        raise InvalidTagError("Your TagKey cannot be prefixed with aws:")
+    message = response.backend.tagger.validate_tags(tags_input)
+    if message:
+        raise InvalidTagError(message)
+
+
+def _check_destination(response: S3Response, bucket: str, key: str, if_none_match: bool) -> None:
+    """`If-Match` / `If-None-Match: *` against the current object at the destination
+    ("conditional-writes"): 404 NoSuchKey for `If-Match` on a missing key, else 412."""
+    if_match = response.headers.get("If-Match")
+    current = response.backend.get_object(bucket, key)
+    if if_match:
+        if current is None:
+            raise MissingKey(key=key)
+        if not _same_etag(if_match, current.etag):
+            raise PreconditionFailed("If-Match")
+    if if_none_match and response.headers.get("If-None-Match") == "*" and current is not None:
+        raise PreconditionFailed("If-None-Match")
 
 
 def _enforce_copy_source_if_match(handler):
@@ -24,15 +130,85 @@ def _enforce_copy_source_if_match(handler):
             bucket, key = unquote(parsed.path).lstrip("/").split("/", 1)
             version = parse_qs(parsed.query).get("versionId", [None])[0]
             current = self.backend.get_object(bucket, key, version_id=version)
-            if current is not None and wanted.strip('"') != current.etag.strip('"'):
+            if current is not None and not _same_etag(wanted, current.etag):
                 raise PreconditionFailed(failed_condition="x-amz-copy-source-If-Match")
         return handler(self)
 
     return checked
 
 
-S3Response.copy_object = _enforce_copy_source_if_match(S3Response.copy_object)
+def _enforce_put_object_limits(handler):
+    # moto already checks PutObject's If-Match / If-None-Match.
+    def checked(self):
+        _check_user_metadata(self.headers)
+        _check_header_tags(self)
+        return handler(self)
+
+    return checked
+
+
+def _enforce_copy_object_destination(handler):
+    def checked(self):
+        if (self.headers.get("x-amz-metadata-directive") or "").upper() == "REPLACE":
+            _check_user_metadata(self.headers)
+        if (self.headers.get("x-amz-tagging-directive") or "").upper() == "REPLACE":
+            _check_header_tags(self)
+        _check_destination(self, self.bucket_name, self.parse_key_name(), if_none_match=True)
+        return handler(self)
+
+    return checked
+
+
+def _enforce_post_object(handler):
+    def checked(self, request, body, bucket_name, query, key_name):
+        if body == b"" and "uploads" in query:
+            # CreateMultipartUpload: S3 refuses metadata and tags here, not at completion.
+            _check_user_metadata(self.headers)
+            _check_header_tags(self)
+        elif query.get("uploadId"):
+            # CompleteMultipartUpload. moto checks `If-None-Match: *` itself; `If-Match` is
+            # added. A repeated completion of the upload that made the current object is left
+            # to moto, which answers it as the first completion.
+            current = self.backend.get_object(bucket_name, key_name)
+            repeated = (
+                current is not None
+                and current.multipart is not None
+                and current.multipart.id == query["uploadId"][0]
+            )
+            if not repeated:
+                _check_destination(self, bucket_name, key_name, if_none_match=False)
+        return handler(self, request, body, bucket_name, query, key_name)
+
+    return checked
+
+
+def _enforce_delete_if_match_any(handler):
+    # moto checks `If-Match: <etag>`; `If-Match: *` means "the object exists".
+    def checked(self):
+        if (self.headers.get("If-Match") or "").strip() == "*":
+            key = self.parse_key_name()
+            if self.backend.get_object(self.bucket_name, key) is None:
+                raise MissingKey(key=key)
+            # The object exists, so the condition holds: delete as without it.
+            original = self.headers
+            self.headers = Headers(original)
+            self.headers.remove("If-Match")
+            try:
+                return handler(self)
+            finally:
+                self.headers = original
+        return handler(self)
+
+    return checked
+
+
+S3Response.copy_object = _enforce_copy_object_destination(
+    _enforce_copy_source_if_match(S3Response.copy_object)
+)
 S3Response.upload_part_copy = _enforce_copy_source_if_match(S3Response.upload_part_copy)
+S3Response.put_object = _enforce_put_object_limits(S3Response.put_object)
+S3Response._key_response_post = _enforce_post_object(S3Response._key_response_post)
+S3Response.delete_object = _enforce_delete_if_match_any(S3Response.delete_object)
 
 if __name__ == "__main__":
     main(sys.argv[1:])

@@ -1,0 +1,529 @@
+"""The local S3 server (tests/local_s3.py) answers as S3 documents.
+
+Sources, cited per test:
+- S3 user guide, "How to prevent object overwrites with conditional writes" (conditional-writes).
+- S3 user guide, "How to perform conditional deletes" (conditional-deletes).
+- S3 user guide, "Working with object metadata" (UsingMetadata): user-defined metadata in a PUT
+  request header is limited to 2 KB, the sum of the bytes of the UTF-8 encoding of each key and
+  value; S3 error code list: MetadataTooLarge, 400.
+- S3 API reference, PutObjectTagging (and user guide, object-tagging): at most 10 tags per object;
+  InvalidTag for a tag that fails validation. S3 answers 11 tags with 400 BadRequest "Object tags
+  cannot be greater than 10".
+- S3 API reference, CopyObject / UploadPartCopy: `x-amz-copy-source-if-match`, 412 on a mismatch.
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import boto3
+import pytest
+from botocore.config import Config
+from botocore.exceptions import ClientError
+
+ROOT = Path(__file__).resolve().parents[1]
+SERVER = ROOT / "tests" / "local_s3.py"
+
+
+def _python() -> str:
+    """The interpreter that has moto installed."""
+    for python in (Path(sys.executable), ROOT / ".venv" / "bin" / "python"):
+        if (python.parent / "moto_server").exists():
+            return str(python)
+    pytest.fail("moto not found next to the Python interpreter nor in .venv/bin")
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def endpoint(tmp_path_factory):
+    """The wrapper, started as tests/with-local-s3.sh starts it, on a free loopback port."""
+    port = _free_port()
+    log_path = tmp_path_factory.mktemp("local_s3") / "server.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            [_python(), str(SERVER), "-H", "127.0.0.1", "-p", str(port)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"local S3 server exited early:\n{log_path.read_text()}")
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    pytest.fail(f"local S3 server did not start:\n{log_path.read_text()}")
+                time.sleep(0.1)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def s3(endpoint):
+    return boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="test",
+        aws_secret_access_key="test",
+        config=Config(retries={"max_attempts": 1}),
+    )
+
+
+@pytest.fixture
+def bucket(s3):
+    name = f"t-{uuid.uuid4().hex[:20]}"
+    s3.create_bucket(Bucket=name)
+    return name
+
+
+def _error(excinfo) -> tuple[int, str]:
+    response = excinfo.value.response
+    return response["ResponseMetadata"]["HTTPStatusCode"], response["Error"]["Code"]
+
+
+def _body(s3, bucket: str, key: str) -> bytes:
+    return s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+
+
+def _exists(s3, bucket: str, key: str) -> bool:
+    listed = s3.list_objects_v2(Bucket=bucket, Prefix=key).get("Contents", [])
+    return any(item["Key"] == key for item in listed)
+
+
+def _multipart(s3, bucket: str, key: str, data: bytes) -> tuple[str, list[dict]]:
+    upload = s3.create_multipart_upload(Bucket=bucket, Key=key)["UploadId"]
+    etag = s3.upload_part(Bucket=bucket, Key=key, UploadId=upload, PartNumber=1, Body=data)["ETag"]
+    return upload, [{"PartNumber": 1, "ETag": etag}]
+
+
+def _open_uploads(s3, bucket: str) -> list[str]:
+    return [u["UploadId"] for u in s3.list_multipart_uploads(Bucket=bucket).get("Uploads", [])]
+
+
+# PutObject (moto enforces these itself; the wrapper must keep them).
+
+
+def test_put_object_conditions(s3, bucket):
+    """conditional-writes: PutObject with `If-None-Match: *` fails with 412 when the key exists and
+    writes when it does not; `If-Match` writes when the ETag matches, fails with 412 when it
+    differs and with 404 NoSuchKey when the key is missing. Without a header, PutObject
+    overwrites."""
+    s3.put_object(Bucket=bucket, Key="k", Body=b"one", IfNoneMatch="*")
+    with pytest.raises(ClientError) as excinfo:
+        s3.put_object(Bucket=bucket, Key="k", Body=b"two", IfNoneMatch="*")
+    assert _error(excinfo) == (412, "PreconditionFailed")
+    assert _body(s3, bucket, "k") == b"one"
+
+    etag = s3.head_object(Bucket=bucket, Key="k")["ETag"]
+    with pytest.raises(ClientError) as excinfo:
+        s3.put_object(Bucket=bucket, Key="k", Body=b"two", IfMatch='"0123456789abcdef"')
+    assert _error(excinfo) == (412, "PreconditionFailed")
+    assert _body(s3, bucket, "k") == b"one"
+
+    s3.put_object(Bucket=bucket, Key="k", Body=b"two", IfMatch=etag)
+    assert _body(s3, bucket, "k") == b"two"
+
+    with pytest.raises(ClientError) as excinfo:
+        s3.put_object(Bucket=bucket, Key="missing", Body=b"x", IfMatch=etag)
+    assert _error(excinfo) == (404, "NoSuchKey")
+    assert not _exists(s3, bucket, "missing")
+
+    s3.put_object(Bucket=bucket, Key="k", Body=b"three")
+    assert _body(s3, bucket, "k") == b"three"
+
+
+# CopyObject, destination side.
+
+
+def test_copy_object_if_none_match(s3, bucket):
+    """conditional-writes: CopyObject with `If-None-Match: *` copies to a new key and fails with
+    412 PreconditionFailed when an object exists under the destination key, leaving it as it
+    was."""
+    s3.put_object(Bucket=bucket, Key="src", Body=b"source")
+    s3.put_object(Bucket=bucket, Key="dst", Body=b"existing")
+
+    s3.copy_object(Bucket=bucket, Key="new", CopySource=f"{bucket}/src", IfNoneMatch="*")
+    assert _body(s3, bucket, "new") == b"source"
+
+    with pytest.raises(ClientError) as excinfo:
+        s3.copy_object(Bucket=bucket, Key="dst", CopySource=f"{bucket}/src", IfNoneMatch="*")
+    assert _error(excinfo) == (412, "PreconditionFailed")
+    assert _body(s3, bucket, "dst") == b"existing"
+
+
+def test_copy_object_if_match(s3, bucket):
+    """conditional-writes: CopyObject with `If-Match: <etag>` replaces the destination when its
+    ETag matches, fails with 412 PreconditionFailed when it differs and with 404 NoSuchKey when
+    no object exists under the destination key. Without a header, CopyObject overwrites."""
+    s3.put_object(Bucket=bucket, Key="src", Body=b"source")
+    s3.put_object(Bucket=bucket, Key="dst", Body=b"existing")
+    etag = s3.head_object(Bucket=bucket, Key="dst")["ETag"]
+
+    with pytest.raises(ClientError) as excinfo:
+        s3.copy_object(
+            Bucket=bucket, Key="dst", CopySource=f"{bucket}/src", IfMatch='"0123456789abcdef"'
+        )
+    assert _error(excinfo) == (412, "PreconditionFailed")
+    assert _body(s3, bucket, "dst") == b"existing"
+
+    with pytest.raises(ClientError) as excinfo:
+        s3.copy_object(Bucket=bucket, Key="missing", CopySource=f"{bucket}/src", IfMatch=etag)
+    assert _error(excinfo) == (404, "NoSuchKey")
+    assert not _exists(s3, bucket, "missing")
+
+    s3.copy_object(Bucket=bucket, Key="dst", CopySource=f"{bucket}/src", IfMatch=etag)
+    assert _body(s3, bucket, "dst") == b"source"
+
+    s3.put_object(Bucket=bucket, Key="src", Body=b"changed")
+    s3.copy_object(Bucket=bucket, Key="dst", CopySource=f"{bucket}/src")
+    assert _body(s3, bucket, "dst") == b"changed"
+
+
+def test_copy_source_if_match(s3, bucket):
+    """CopyObject and UploadPartCopy API reference: `x-amz-copy-source-if-match` copies only when
+    the source's ETag matches; otherwise 412 PreconditionFailed."""
+    s3.put_object(Bucket=bucket, Key="src", Body=b"s" * 10)
+    etag = s3.head_object(Bucket=bucket, Key="src")["ETag"]
+
+    with pytest.raises(ClientError) as excinfo:
+        s3.copy_object(
+            Bucket=bucket, Key="dst", CopySource=f"{bucket}/src", CopySourceIfMatch='"0123"'
+        )
+    assert _error(excinfo) == (412, "PreconditionFailed")
+    assert not _exists(s3, bucket, "dst")
+    s3.copy_object(Bucket=bucket, Key="dst", CopySource=f"{bucket}/src", CopySourceIfMatch=etag)
+    assert _body(s3, bucket, "dst") == b"s" * 10
+
+    upload = s3.create_multipart_upload(Bucket=bucket, Key="mp")["UploadId"]
+    with pytest.raises(ClientError) as excinfo:
+        s3.upload_part_copy(
+            Bucket=bucket,
+            Key="mp",
+            UploadId=upload,
+            PartNumber=1,
+            CopySource=f"{bucket}/src",
+            CopySourceIfMatch='"0123"',
+        )
+    assert _error(excinfo) == (412, "PreconditionFailed")
+    part = s3.upload_part_copy(
+        Bucket=bucket,
+        Key="mp",
+        UploadId=upload,
+        PartNumber=1,
+        CopySource=f"{bucket}/src",
+        CopySourceIfMatch=etag,
+    )["CopyPartResult"]["ETag"]
+    s3.complete_multipart_upload(
+        Bucket=bucket,
+        Key="mp",
+        UploadId=upload,
+        MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": part}]},
+    )
+    assert _body(s3, bucket, "mp") == b"s" * 10
+
+
+# CompleteMultipartUpload.
+
+
+def test_complete_multipart_upload_if_none_match(s3, bucket):
+    """conditional-writes: CompleteMultipartUpload with `If-None-Match: *` completes to a new key
+    and fails with 412 PreconditionFailed when an object exists under the key, which keeps its
+    content; the upload stays open and can be aborted."""
+    upload, parts = _multipart(s3, bucket, "new", b"parts")
+    s3.complete_multipart_upload(
+        Bucket=bucket, Key="new", UploadId=upload, MultipartUpload={"Parts": parts}, IfNoneMatch="*"
+    )
+    assert _body(s3, bucket, "new") == b"parts"
+
+    s3.put_object(Bucket=bucket, Key="k", Body=b"existing")
+    upload, parts = _multipart(s3, bucket, "k", b"parts")
+    with pytest.raises(ClientError) as excinfo:
+        s3.complete_multipart_upload(
+            Bucket=bucket,
+            Key="k",
+            UploadId=upload,
+            MultipartUpload={"Parts": parts},
+            IfNoneMatch="*",
+        )
+    assert _error(excinfo) == (412, "PreconditionFailed")
+    assert _body(s3, bucket, "k") == b"existing"
+    assert upload in _open_uploads(s3, bucket)
+    s3.abort_multipart_upload(Bucket=bucket, Key="k", UploadId=upload)
+
+
+def test_complete_multipart_upload_if_match(s3, bucket):
+    """conditional-writes: CompleteMultipartUpload with `If-Match: <etag>` completes when the
+    current object's ETag matches, fails with 412 PreconditionFailed when it differs and with
+    404 NoSuchKey when the key is missing; nothing is written on failure. Without a header,
+    CompleteMultipartUpload overwrites."""
+    s3.put_object(Bucket=bucket, Key="k", Body=b"existing")
+    etag = s3.head_object(Bucket=bucket, Key="k")["ETag"]
+
+    upload, parts = _multipart(s3, bucket, "k", b"parts")
+    with pytest.raises(ClientError) as excinfo:
+        s3.complete_multipart_upload(
+            Bucket=bucket,
+            Key="k",
+            UploadId=upload,
+            MultipartUpload={"Parts": parts},
+            IfMatch='"0123456789abcdef"',
+        )
+    assert _error(excinfo) == (412, "PreconditionFailed")
+    assert _body(s3, bucket, "k") == b"existing"
+
+    s3.complete_multipart_upload(
+        Bucket=bucket, Key="k", UploadId=upload, MultipartUpload={"Parts": parts}, IfMatch=etag
+    )
+    assert _body(s3, bucket, "k") == b"parts"
+
+    upload, parts = _multipart(s3, bucket, "missing", b"parts")
+    with pytest.raises(ClientError) as excinfo:
+        s3.complete_multipart_upload(
+            Bucket=bucket,
+            Key="missing",
+            UploadId=upload,
+            MultipartUpload={"Parts": parts},
+            IfMatch=etag,
+        )
+    assert _error(excinfo) == (404, "NoSuchKey")
+    assert not _exists(s3, bucket, "missing")
+
+    s3.complete_multipart_upload(
+        Bucket=bucket, Key="missing", UploadId=upload, MultipartUpload={"Parts": parts}
+    )
+    assert _body(s3, bucket, "missing") == b"parts"
+
+
+# DeleteObject.
+
+
+def test_delete_object_if_match(s3, bucket):
+    """conditional-deletes: DeleteObject with `If-Match: <etag>` on a general purpose bucket
+    deletes when the ETag matches (204), fails with 412 PreconditionFailed when it differs (the
+    object stays) and with 404 NoSuchKey when the key is missing. Without a header, DeleteObject
+    deletes."""
+    s3.put_object(Bucket=bucket, Key="k", Body=b"data")
+    etag = s3.head_object(Bucket=bucket, Key="k")["ETag"]
+
+    with pytest.raises(ClientError) as excinfo:
+        s3.delete_object(Bucket=bucket, Key="k", IfMatch='"0123456789abcdef"')
+    assert _error(excinfo) == (412, "PreconditionFailed")
+    assert _exists(s3, bucket, "k")
+
+    with pytest.raises(ClientError) as excinfo:
+        s3.delete_object(Bucket=bucket, Key="missing", IfMatch=etag)
+    assert _error(excinfo) == (404, "NoSuchKey")
+
+    response = s3.delete_object(Bucket=bucket, Key="k", IfMatch=etag)
+    assert response["ResponseMetadata"]["HTTPStatusCode"] == 204
+    assert not _exists(s3, bucket, "k")
+
+    s3.put_object(Bucket=bucket, Key="plain", Body=b"data")
+    s3.delete_object(Bucket=bucket, Key="plain")
+    assert not _exists(s3, bucket, "plain")
+
+
+def test_delete_object_if_match_any(s3, bucket):
+    """conditional-deletes: DeleteObject with `If-Match: *` checks that the object exists: it
+    deletes an existing object and answers 404 NoSuchKey for a missing key."""
+    s3.put_object(Bucket=bucket, Key="k", Body=b"data")
+    response = s3.delete_object(Bucket=bucket, Key="k", IfMatch="*")
+    assert response["ResponseMetadata"]["HTTPStatusCode"] == 204
+    assert not _exists(s3, bucket, "k")
+
+    with pytest.raises(ClientError) as excinfo:
+        s3.delete_object(Bucket=bucket, Key="k", IfMatch="*")
+    assert _error(excinfo) == (404, "NoSuchKey")
+
+
+# User-defined metadata: 2 KB.
+
+
+def _metadata_of(total: int) -> dict[str, str]:
+    """Two entries whose keys and values add up to `total` bytes."""
+    return {"first": "a" * 1000, "second": "b" * (total - 1000 - len("first") - len("second"))}
+
+
+def test_put_object_metadata_limit(s3, bucket):
+    """UsingMetadata: user-defined metadata is limited to 2 KB, the UTF-8 bytes of keys and
+    values; PutObject with 2,048 bytes is stored, with 2,049 bytes it fails with 400
+    MetadataTooLarge and nothing is written."""
+    s3.put_object(Bucket=bucket, Key="at-limit", Body=b"", Metadata=_metadata_of(2048))
+    assert s3.head_object(Bucket=bucket, Key="at-limit")["Metadata"] == _metadata_of(2048)
+
+    with pytest.raises(ClientError) as excinfo:
+        s3.put_object(Bucket=bucket, Key="over", Body=b"", Metadata=_metadata_of(2049))
+    assert _error(excinfo) == (400, "MetadataTooLarge")
+    assert not _exists(s3, bucket, "over")
+
+
+def test_metadata_limit_counts_utf8_bytes(s3, bucket):
+    """UsingMetadata: the size is the sum of the bytes in the UTF-8 encoding of each key and
+    value, not of characters: 1 + 2 x 1,023 bytes pass, 1 + 2 x 1,024 bytes (1,025 characters)
+    fail with 400 MetadataTooLarge."""
+
+    def utf8_put(key: str, value: str) -> None:
+        # boto3 accepts only ASCII metadata; the header goes out as a client that sends UTF-8
+        # metadata sends it (each character's UTF-8 bytes, written as ISO-8859-1 text).
+        def add_header(request, **_):
+            request.headers["x-amz-meta-k"] = value.encode("utf-8").decode("latin-1")
+
+        s3.meta.events.register("before-send.s3.PutObject", add_header)
+        try:
+            s3.put_object(Bucket=bucket, Key=key, Body=b"")
+        finally:
+            s3.meta.events.unregister("before-send.s3.PutObject", add_header)
+
+    utf8_put("fits", "é" * 1023)
+    assert s3.head_object(Bucket=bucket, Key="fits")["Metadata"]["k"].encode("latin-1") == (
+        "é" * 1023
+    ).encode("utf-8")
+    with pytest.raises(ClientError) as excinfo:
+        utf8_put("over", "é" * 1024)
+    assert _error(excinfo) == (400, "MetadataTooLarge")
+    assert not _exists(s3, bucket, "over")
+
+
+def test_copy_object_metadata_limit(s3, bucket):
+    """UsingMetadata: CopyObject with `x-amz-metadata-directive: REPLACE` and more than 2 KB of
+    user-defined metadata fails with 400 MetadataTooLarge; with COPY the source's metadata (within
+    the limit) is kept."""
+    s3.put_object(Bucket=bucket, Key="src", Body=b"data", Metadata=_metadata_of(2048))
+
+    with pytest.raises(ClientError) as excinfo:
+        s3.copy_object(
+            Bucket=bucket,
+            Key="dst",
+            CopySource=f"{bucket}/src",
+            Metadata=_metadata_of(2049),
+            MetadataDirective="REPLACE",
+        )
+    assert _error(excinfo) == (400, "MetadataTooLarge")
+    assert not _exists(s3, bucket, "dst")
+
+    s3.copy_object(
+        Bucket=bucket,
+        Key="dst",
+        CopySource=f"{bucket}/src",
+        Metadata=_metadata_of(2048),
+        MetadataDirective="REPLACE",
+    )
+    s3.copy_object(Bucket=bucket, Key="copied", CopySource=f"{bucket}/src")
+    assert s3.head_object(Bucket=bucket, Key="copied")["Metadata"] == _metadata_of(2048)
+
+
+def test_create_multipart_upload_metadata_limit(s3, bucket):
+    """UsingMetadata: CreateMultipartUpload with more than 2 KB of user-defined metadata fails
+    with 400 MetadataTooLarge and opens no upload; 2 KB is accepted."""
+    with pytest.raises(ClientError) as excinfo:
+        s3.create_multipart_upload(Bucket=bucket, Key="over", Metadata=_metadata_of(2049))
+    assert _error(excinfo) == (400, "MetadataTooLarge")
+    assert _open_uploads(s3, bucket) == []
+
+    upload = s3.create_multipart_upload(Bucket=bucket, Key="ok", Metadata=_metadata_of(2048))
+    s3.abort_multipart_upload(Bucket=bucket, Key="ok", UploadId=upload["UploadId"])
+
+
+# Tags: at most 10.
+
+
+def _tagging(count: int) -> str:
+    return "&".join(f"tag{i}=value%20{i}" for i in range(count))
+
+
+def _tag_set(count: int) -> list[dict[str, str]]:
+    return [{"Key": f"tag{i}", "Value": f"value {i}"} for i in range(count)]
+
+
+def test_put_object_tag_limit(s3, bucket):
+    """PutObjectTagging / object-tagging: at most 10 tags per object. PutObject with 10 tags in
+    `x-amz-tagging` stores them; with 11 it fails with 400 BadRequest (S3's answer: "Object tags
+    cannot be greater than 10") and stores nothing."""
+    s3.put_object(Bucket=bucket, Key="ten", Body=b"", Tagging=_tagging(10))
+    tags = s3.get_object_tagging(Bucket=bucket, Key="ten")["TagSet"]
+    assert sorted(tags, key=lambda t: t["Key"]) == sorted(_tag_set(10), key=lambda t: t["Key"])
+
+    with pytest.raises(ClientError) as excinfo:
+        s3.put_object(Bucket=bucket, Key="eleven", Body=b"", Tagging=_tagging(11))
+    assert _error(excinfo) == (400, "BadRequest")
+    assert "cannot be greater than 10" in excinfo.value.response["Error"]["Message"]
+    assert not _exists(s3, bucket, "eleven")
+
+
+def test_put_object_invalid_tag(s3, bucket):
+    """PutObjectTagging special errors: InvalidTag (400) for a tag that fails validation, here a
+    key of 129 characters (tag keys are at most 128); PutObject stores nothing."""
+    with pytest.raises(ClientError) as excinfo:
+        s3.put_object(Bucket=bucket, Key="bad", Body=b"", Tagging=f"{'k' * 129}=v")
+    assert _error(excinfo) == (400, "InvalidTag")
+    assert not _exists(s3, bucket, "bad")
+
+
+def test_create_multipart_upload_tag_limit(s3, bucket):
+    """object-tagging: CreateMultipartUpload with 11 tags in `x-amz-tagging` fails with 400
+    BadRequest and opens no upload (not at completion, after the parts were sent)."""
+    with pytest.raises(ClientError) as excinfo:
+        s3.create_multipart_upload(Bucket=bucket, Key="eleven", Tagging=_tagging(11))
+    assert _error(excinfo) == (400, "BadRequest")
+    assert _open_uploads(s3, bucket) == []
+
+    upload = s3.create_multipart_upload(Bucket=bucket, Key="ten", Tagging=_tagging(10))["UploadId"]
+    etag = s3.upload_part(Bucket=bucket, Key="ten", UploadId=upload, PartNumber=1, Body=b"p")[
+        "ETag"
+    ]
+    s3.complete_multipart_upload(
+        Bucket=bucket,
+        Key="ten",
+        UploadId=upload,
+        MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": etag}]},
+    )
+    assert len(s3.get_object_tagging(Bucket=bucket, Key="ten")["TagSet"]) == 10
+
+
+def test_copy_object_tag_limit(s3, bucket):
+    """object-tagging: CopyObject with `x-amz-tagging-directive: REPLACE` and 11 tags fails with
+    400 BadRequest and writes nothing."""
+    s3.put_object(Bucket=bucket, Key="src", Body=b"data")
+    with pytest.raises(ClientError) as excinfo:
+        s3.copy_object(
+            Bucket=bucket,
+            Key="dst",
+            CopySource=f"{bucket}/src",
+            Tagging=_tagging(11),
+            TaggingDirective="REPLACE",
+        )
+    assert _error(excinfo) == (400, "BadRequest")
+    assert not _exists(s3, bucket, "dst")
+
+
+def test_put_object_tagging_limit(s3, bucket):
+    """PutObjectTagging: at most 10 tags per object; 11 fail with 400 BadRequest and the
+    object's tags stay as they were."""
+    s3.put_object(Bucket=bucket, Key="k", Body=b"", Tagging="a=1")
+    with pytest.raises(ClientError) as excinfo:
+        s3.put_object_tagging(Bucket=bucket, Key="k", Tagging={"TagSet": _tag_set(11)})
+    assert _error(excinfo) == (400, "BadRequest")
+    assert s3.get_object_tagging(Bucket=bucket, Key="k")["TagSet"] == [{"Key": "a", "Value": "1"}]
+
+    s3.put_object_tagging(Bucket=bucket, Key="k", Tagging={"TagSet": _tag_set(10)})
+    assert len(s3.get_object_tagging(Bucket=bucket, Key="k")["TagSet"]) == 10
