@@ -325,6 +325,7 @@ pub fn created(bucket: &str, key: &str, etag: Option<&str>) -> s3fanout::Change 
         sequencer: None,
         version_id: None,
         alternate_key: None,
+        event_time: None,
     }
 }
 

@@ -37,6 +37,7 @@ fn created(bucket: &str, key: &str) -> Change {
         sequencer: None,
         version_id: None,
         alternate_key: None,
+        event_time: None,
     }
 }
 

@@ -36,6 +36,10 @@ pub struct Change {
     /// spelling is kept too.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub alternate_key: Option<String>,
+    /// When the change happened, as the announcement says (milliseconds since the Unix epoch):
+    /// the start of the replication latency measured for it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub event_time: Option<u64>,
 }
 
 impl Change {
@@ -60,6 +64,7 @@ impl Change {
             sequencer: None,
             version_id: None,
             alternate_key: None,
+            event_time: None,
         }
     }
 

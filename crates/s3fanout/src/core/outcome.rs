@@ -1,6 +1,6 @@
 //! What happened to each object at each target, and why a request failed.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 
@@ -243,6 +243,14 @@ pub struct TargetReport {
     /// Time spent on this target.
     #[serde(serialize_with = "millis")]
     pub duration: Duration,
+    /// Bytes of source content written to this target: the object's size when it was copied,
+    /// 0 otherwise.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub bytes: u64,
+    /// When the outcome was reached (wall clock): the end of the replication latency, whose
+    /// start is the change's event time.
+    #[serde(skip)]
+    pub finished: SystemTime,
 }
 
 /// One change at every target.
@@ -259,6 +267,10 @@ impl ChangeReport {
     pub fn failed(&self) -> bool {
         self.targets.iter().any(|t| t.outcome.is_failure())
     }
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 fn millis<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {

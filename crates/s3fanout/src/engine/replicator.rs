@@ -2,6 +2,7 @@
 //! decision function in a loop of reads and writes, every request through one guard.
 
 use std::future::Future;
+use std::time::SystemTime;
 
 use futures::future::join_all;
 use tokio::sync::{OnceCell, Semaphore};
@@ -231,7 +232,11 @@ impl<S: Store> Replicator<S> {
             let outcome = self
                 .settle(&job, target, ReplicaSeen::Unknown, deadline)
                 .await;
-            report(change, target, started, outcome)
+            let bytes = copied_bytes(&job, &outcome);
+            TargetReport {
+                bytes,
+                ..report(change, target, started, outcome)
+            }
         });
         ChangeReport {
             change: change.clone(),
@@ -530,5 +535,19 @@ pub(crate) fn report(
         key,
         outcome,
         duration,
+        bytes: 0,
+        finished: SystemTime::now(),
+    }
+}
+
+/// The size of the source content a target received: the source's headers the copy was made
+/// from (read once per change, or while resolving the key's spelling), when it was copied.
+fn copied_bytes(job: &Job<'_>, outcome: &Outcome) -> u64 {
+    if !matches!(outcome, Outcome::Copied) {
+        return 0;
+    }
+    match (job.head.get(), &job.seen) {
+        (Some(Ok(SourceSeen::Headed(head))), _) | (_, SourceSeen::Headed(head)) => head.size,
+        _ => 0,
     }
 }

@@ -3,8 +3,10 @@
 //! Shapes accepted: a direct S3 notification, SQS messages whose body is an S3 notification (or an
 //! SNS envelope or an EventBridge event), an SNS event, and an EventBridge `Object Created` /
 //! `Object Deleted` event. Parsing is lenient: only the fields replication needs are required,
-//! because local S3 servers omit much of what AWS sends.
+//! because local S3 servers omit much of what AWS sends. SNS subscription handshakes that reach
+//! a queue subscribed to a topic are ignored, like `s3:TestEvent`.
 
+use aws_smithy_types::date_time::{DateTime, Format};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -21,6 +23,13 @@ pub struct EventError(pub String);
 pub struct SqsItem {
     /// The message id, reported back in `batchItemFailures` when the message fails.
     pub message_id: String,
+    /// The receipt handle of this delivery, needed to change the message's visibility.
+    pub receipt_handle: Option<String>,
+    /// How many times the message has been received, this time included
+    /// (`attributes.ApproximateReceiveCount`).
+    pub receive_count: Option<u32>,
+    /// ARN of the queue the message came from (`eventSourceARN`).
+    pub queue_arn: Option<String>,
     /// The changes of its body, or why the body is unusable.
     pub changes: Result<Vec<Change>, EventError>,
 }
@@ -60,14 +69,41 @@ fn parse_sqs_record((index, record): (usize, &Value)) -> Result<SqsItem, EventEr
         .and_then(Value::as_str)
         .ok_or_else(|| EventError(format!("SQS record {index} has no messageId")))?
         .to_string();
+    let attribute = |name: &str| {
+        record
+            .get("attributes")
+            .and_then(|a| a.get(name))
+            .and_then(Value::as_str)
+    };
+    // When the notification itself carries no time, the moment SQS accepted it is the closest
+    // earlier bound: the latency measured from it is never shorter than the true one by much.
+    let sent = attribute("SentTimestamp").and_then(|t| t.parse::<u64>().ok());
     let changes = match record.get("body").and_then(Value::as_str) {
         None => Err(EventError(format!("SQS message {message_id} has no body"))),
         Some(body) => serde_json::from_str::<Value>(body)
             .map_err(|e| EventError(format!("SQS message {message_id}: body is not JSON: {e}")))
             .and_then(|v| parse_notification(&v))
             .map_err(|e| EventError(format!("SQS message {message_id}: {}", e.0))),
-    };
+    }
+    .map(|changes| {
+        changes
+            .into_iter()
+            .map(|mut change| {
+                change.event_time = change.event_time.or(sent);
+                change
+            })
+            .collect()
+    });
     Ok(SqsItem {
+        receipt_handle: record
+            .get("receiptHandle")
+            .and_then(Value::as_str)
+            .map(str::to_string),
+        receive_count: attribute("ApproximateReceiveCount").and_then(|c| c.parse().ok()),
+        queue_arn: record
+            .get("eventSourceARN")
+            .and_then(Value::as_str)
+            .map(str::to_string),
         message_id,
         changes,
     })
@@ -83,8 +119,20 @@ pub fn parse_notification(value: &Value) -> Result<Vec<Change>, EventError> {
     {
         return parse_eventbridge(value).map(|c| c.into_iter().collect());
     }
-    if value.get("Type").and_then(Value::as_str) == Some("Notification") {
-        return parse_embedded(value.get("Message"), "SNS notification");
+    match value.get("Type").and_then(Value::as_str) {
+        Some("Notification") => return parse_embedded(value.get("Message"), "SNS notification"),
+        // A queue subscribed to a topic receives the subscription handshake too; it carries no
+        // object and must not be retried into the dead-letter queue.
+        Some(kind @ ("SubscriptionConfirmation" | "UnsubscribeConfirmation")) => {
+            let topic = value.get("TopicArn").and_then(Value::as_str).unwrap_or("");
+            tracing::info!(
+                message_type = kind,
+                topic,
+                "ignoring SNS subscription message"
+            );
+            return Ok(Vec::new());
+        }
+        _ => {}
     }
     let Some(records) = value.get("Records").and_then(Value::as_array) else {
         return Err(EventError(
@@ -124,6 +172,8 @@ struct S3Record {
     event_name: String,
     #[serde(rename = "awsRegion", default)]
     aws_region: Option<String>,
+    #[serde(rename = "eventTime", default)]
+    event_time: Option<String>,
     s3: S3Entity,
 }
 
@@ -172,6 +222,7 @@ fn parse_s3_record(record: &Value) -> Result<Option<Change>, String> {
         sequencer: non_empty(object.sequencer),
         version_id: non_empty(object.version_id),
         alternate_key: None,
+        event_time: epoch_millis(record.event_time.as_deref()),
     }))
 }
 
@@ -191,6 +242,8 @@ struct EbEvent {
     detail_type: String,
     #[serde(default)]
     region: Option<String>,
+    #[serde(default)]
+    time: Option<String>,
     detail: EbDetail,
 }
 
@@ -242,7 +295,25 @@ fn parse_eventbridge(value: &Value) -> Result<Option<Change>, EventError> {
         size: object.size,
         sequencer: non_empty(object.sequencer),
         version_id: non_empty(object.version_id),
+        event_time: epoch_millis(event.time.as_deref()),
     }))
+}
+
+/// An event's ISO 8601 time (`2026-01-01T00:00:00.000Z`) in milliseconds since the Unix epoch.
+/// A time that does not parse only costs the latency metric of this change, never its
+/// replication: it is logged and dropped.
+fn epoch_millis(time: Option<&str>) -> Option<u64> {
+    let time = time.filter(|t| !t.is_empty())?;
+    match DateTime::from_str(time, Format::DateTime).map(|t| t.to_millis()) {
+        Ok(Ok(millis)) => u64::try_from(millis).ok(),
+        _ => {
+            tracing::warn!(
+                event_time = time,
+                "event time is not an ISO 8601 date-time; no latency measured"
+            );
+            None
+        }
+    }
 }
 
 fn non_empty(value: Option<String>) -> Option<String> {

@@ -4,14 +4,20 @@
 //! only those are delivered again. Other sources (direct S3, SNS, EventBridge) fail the whole
 //! invocation, which makes Lambda retry the event and, after that, send it to the configured
 //! on-failure destination: nothing is swallowed.
+//!
+//! A failed SQS message would otherwise wait out the queue's visibility timeout (six times the
+//! function's timeout) before it is tried again; the handler also names each failed message
+//! with the delay after which it should come back ([`Redelivery`]), for the function to apply
+//! with `ChangeMessageVisibility`.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse};
 use futures::future::join_all;
 use serde_json::{json, Value};
 
-use super::event::{parse_invocation, EventError, Invocation};
+use super::event::{parse_invocation, EventError, Invocation, SqsItem};
 use super::metrics;
 use crate::core::outcome::{ChangeReport, Outcome};
 use crate::engine::deadline::Deadline;
@@ -39,42 +45,114 @@ impl InvocationError {
     }
 }
 
+/// The first redelivery delay of a failed SQS message.
+pub const FIRST_REDELIVERY: Duration = Duration::from_secs(10);
+/// The longest redelivery delay: beyond it, a replica would wait longer than the lag the
+/// alarms tolerate.
+pub const MAX_REDELIVERY: Duration = Duration::from_secs(15 * 60);
+
+/// How long a message received `receive_count` times stays invisible after failing:
+/// [`FIRST_REDELIVERY`] doubled at each further receive, at most [`MAX_REDELIVERY`].
+pub fn redelivery_delay(receive_count: u32) -> Duration {
+    let doublings = receive_count.saturating_sub(1).min(16);
+    FIRST_REDELIVERY
+        .saturating_mul(1 << doublings)
+        .min(MAX_REDELIVERY)
+}
+
+/// A failed SQS message to make visible again after [`Redelivery::delay`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Redelivery {
+    /// The message id (as in `batchItemFailures`).
+    pub message_id: String,
+    /// The receipt handle of this delivery.
+    pub receipt_handle: String,
+    /// Receives so far, this one included.
+    pub receive_count: u32,
+    /// ARN of the queue (`arn:aws:sqs:REGION:ACCOUNT:NAME`).
+    pub queue_arn: String,
+}
+
+impl Redelivery {
+    /// The visibility timeout to set on the message.
+    pub fn delay(&self) -> Duration {
+        redelivery_delay(self.receive_count)
+    }
+
+    fn of(item: &SqsItem) -> Option<Self> {
+        // Without a receipt handle and a queue there is nothing to act on: the queue's own
+        // visibility timeout applies.
+        Some(Redelivery {
+            message_id: item.message_id.clone(),
+            receipt_handle: item.receipt_handle.clone()?,
+            receive_count: item.receive_count.unwrap_or(1),
+            queue_arn: item.queue_arn.clone()?,
+        })
+    }
+}
+
+/// What an invocation answers, and which failed SQS messages to bring back early.
+#[derive(Debug)]
+pub struct Handled {
+    /// The response to return to Lambda.
+    pub response: Value,
+    /// Failed SQS messages, each with what `ChangeMessageVisibility` needs.
+    pub redeliveries: Vec<Redelivery>,
+}
+
 /// Handles one invocation payload.
 pub async fn handle<S: Store>(
     replicator: &Replicator<S>,
     payload: &Value,
     deadline: &Deadline,
 ) -> Result<Value, InvocationError> {
+    handle_with_redeliveries(replicator, payload, deadline)
+        .await
+        .map(|handled| handled.response)
+}
+
+/// Handles one invocation payload; also names the failed SQS messages to make visible again
+/// sooner than the queue's visibility timeout.
+pub async fn handle_with_redeliveries<S: Store>(
+    replicator: &Replicator<S>,
+    payload: &Value,
+    deadline: &Deadline,
+) -> Result<Handled, InvocationError> {
     match parse_invocation(payload)? {
         Invocation::Sqs(items) => {
             let results = join_all(items.into_iter().map(|item| async move {
+                let redelivery = Redelivery::of(&item);
                 let reports = match item.changes {
                     Ok(changes) => replicator.apply_before(&changes, deadline).await,
                     Err(error) => {
                         tracing::error!(message_id = %item.message_id, error = %error, "unusable SQS message");
-                        return (item.message_id, Vec::new(), true);
+                        return (item.message_id, redelivery, Vec::new(), true);
                     }
                 };
                 let failed = reports.iter().any(ChangeReport::failed);
-                (item.message_id, reports, failed)
+                (item.message_id, redelivery, reports, failed)
             }))
             .await;
             let all: Vec<ChangeReport> = results
                 .iter()
-                .flat_map(|(_, r, _)| r.iter().cloned())
+                .flat_map(|(_, _, r, _)| r.iter().cloned())
                 .collect();
             metrics::emit(&all);
             let mut response = SqsBatchResponse::default();
-            response.batch_item_failures = results
-                .into_iter()
-                .filter(|(_, _, failed)| *failed)
-                .map(|(message_id, _, _)| {
-                    let mut failure = BatchItemFailure::default();
-                    failure.item_identifier = message_id;
-                    failure
-                })
-                .collect();
-            Ok(serde_json::to_value(response).expect("batch response serialises"))
+            let mut redeliveries = Vec::new();
+            for (message_id, redelivery, _, failed) in results {
+                if !failed {
+                    continue;
+                }
+                redeliveries.extend(redelivery);
+                let mut failure = BatchItemFailure::default();
+                failure.item_identifier = message_id;
+                response.batch_item_failures.push(failure);
+            }
+            Ok(Handled {
+                response: serde_json::to_value(response).expect("batch response serialises"),
+                redeliveries,
+            })
         }
         Invocation::Direct(changes) => {
             let reports = replicator.apply_before(&changes, deadline).await;
@@ -90,7 +168,10 @@ pub async fn handle<S: Store>(
                 })
                 .collect();
             if failures.is_empty() {
-                Ok(summary(&reports))
+                Ok(Handled {
+                    response: summary(&reports),
+                    redeliveries: Vec::new(),
+                })
             } else {
                 Err(InvocationError::Failed(format!(
                     "{} replica(s) failed: {}",
@@ -109,4 +190,40 @@ fn summary(reports: &[ChangeReport]) -> Value {
         *outcomes.entry(target.outcome.name()).or_default() += 1;
     }
     json!({ "changes": reports.len(), "outcomes": outcomes })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redelivery_backs_off_by_receive_count_up_to_a_cap() {
+        let secs: Vec<u64> = [0, 1, 2, 3, 4, 5, 6, 7, 50, u32::MAX]
+            .map(|n| redelivery_delay(n).as_secs())
+            .to_vec();
+        assert_eq!(secs, [10, 10, 20, 40, 80, 160, 320, 640, 900, 900]);
+    }
+
+    #[test]
+    fn only_messages_with_a_handle_and_a_queue_are_redelivered_early() {
+        let item = |handle: Option<&str>, arn: Option<&str>, count| SqsItem {
+            message_id: "m".into(),
+            receipt_handle: handle.map(str::to_string),
+            receive_count: count,
+            queue_arn: arn.map(str::to_string),
+            changes: Ok(Vec::new()),
+        };
+        let arn = "arn:aws:sqs:eu-west-1:123456789012:q";
+        let redelivery = Redelivery::of(&item(Some("h"), Some(arn), Some(3))).unwrap();
+        assert_eq!(redelivery.delay(), Duration::from_secs(40));
+        assert_eq!(redelivery.queue_arn, arn);
+        assert_eq!(
+            Redelivery::of(&item(Some("h"), Some(arn), None))
+                .unwrap()
+                .receive_count,
+            1
+        );
+        assert_eq!(Redelivery::of(&item(None, Some(arn), Some(1))), None);
+        assert_eq!(Redelivery::of(&item(Some("h"), None, Some(1))), None);
+    }
 }

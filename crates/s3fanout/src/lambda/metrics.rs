@@ -1,64 +1,119 @@
 //! Per-target metrics as CloudWatch Embedded Metric Format log lines, which Lambda turns into
-//! metrics without any API call: `ReplicatedObjects`, `FailedCopies` and `DeferredCopies` (work
-//! the invocation's deadline stopped, delivered again: not a failure), by `TargetBucket` and in
-//! aggregate (no dimension).
+//! metrics without any API call, by `TargetBucket` and in aggregate (no dimension):
+//!
+//! - `ReplicatedObjects`: replicas written or deleted;
+//! - `FailedCopies`: failures (the change is delivered again);
+//! - `DeferredCopies`: work the invocation's deadline stopped, delivered again: not a failure;
+//! - `ReplicationLatency` (ms): from the event's time to the replica written or deleted, one
+//!   value per object, so that CloudWatch computes percentiles over objects;
+//! - `BytesReplicated`: bytes of source content copied.
 
 use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use serde_json::json;
+use serde_json::{json, Value};
 
 use crate::core::outcome::{ChangeReport, FailureKind, Outcome};
 
 /// Namespace of the metrics.
 pub const NAMESPACE: &str = "S3Fanout";
 
-/// Writes one EMF line per target with the counts of these reports.
+/// Values one EMF metric may carry in one line (CloudWatch's limit); more are split over lines.
+const MAX_VALUES: usize = 100;
+
+/// Writes the EMF lines of these reports: one per target, more when a target has many
+/// latencies.
 pub fn emit(reports: &[ChangeReport]) {
-    for line in lines(reports) {
+    for line in lines(reports, now_ms()) {
         println!("{line}");
     }
 }
 
-fn lines(reports: &[ChangeReport]) -> Vec<String> {
-    let mut counts: BTreeMap<&str, (u64, u64, u64)> = BTreeMap::new();
-    for target in reports.iter().flat_map(|r| r.targets.iter()) {
-        let entry = counts.entry(target.bucket.as_str()).or_default();
-        match &target.outcome {
-            Outcome::Copied | Outcome::Deleted => entry.0 += 1,
-            Outcome::Failed(f) if f.kind == FailureKind::Deferred => entry.2 += 1,
-            Outcome::Failed(_) => entry.1 += 1,
-            _ => {}
+#[derive(Default)]
+struct Tally {
+    replicated: u64,
+    failed: u64,
+    deferred: u64,
+    bytes: u64,
+    latencies: Vec<u64>,
+}
+
+fn lines(reports: &[ChangeReport], timestamp: u64) -> Vec<String> {
+    let mut tallies: BTreeMap<&str, Tally> = BTreeMap::new();
+    for report in reports {
+        for target in &report.targets {
+            let tally = tallies.entry(target.bucket.as_str()).or_default();
+            match &target.outcome {
+                Outcome::Copied | Outcome::Deleted => {
+                    tally.replicated += 1;
+                    tally.bytes += target.bytes;
+                    if let Some(event) = report.change.event_time {
+                        // A source clock ahead of ours would make it negative: it is zero.
+                        tally
+                            .latencies
+                            .push(epoch_ms(target.finished).saturating_sub(event));
+                    }
+                }
+                Outcome::Failed(f) if f.kind == FailureKind::Deferred => tally.deferred += 1,
+                Outcome::Failed(_) => tally.failed += 1,
+                _ => {}
+            }
         }
     }
-    let timestamp = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
+    let mut lines = Vec::new();
+    for (bucket, tally) in tallies {
+        let mut chunks = tally.latencies.chunks(MAX_VALUES);
+        let mut metrics = vec![
+            json!({"Name": "ReplicatedObjects", "Unit": "Count"}),
+            json!({"Name": "FailedCopies", "Unit": "Count"}),
+            json!({"Name": "DeferredCopies", "Unit": "Count"}),
+            json!({"Name": "BytesReplicated", "Unit": "Bytes"}),
+        ];
+        let mut first = json!({
+            "TargetBucket": bucket,
+            "ReplicatedObjects": tally.replicated,
+            "FailedCopies": tally.failed,
+            "DeferredCopies": tally.deferred,
+            "BytesReplicated": tally.bytes,
+        });
+        if let Some(chunk) = chunks.next() {
+            metrics.push(latency_metric());
+            first["ReplicationLatency"] = json!(chunk);
+        }
+        lines.push(document(timestamp, metrics, first));
+        for chunk in chunks {
+            let values = json!({"TargetBucket": bucket, "ReplicationLatency": chunk});
+            lines.push(document(timestamp, vec![latency_metric()], values));
+        }
+    }
+    lines
+}
+
+fn latency_metric() -> Value {
+    json!({"Name": "ReplicationLatency", "Unit": "Milliseconds"})
+}
+
+/// One EMF document: the metric declarations, then the dimension and the values.
+fn document(timestamp: u64, metrics: Vec<Value>, mut values: Value) -> String {
+    values["_aws"] = json!({
+        "Timestamp": timestamp,
+        "CloudWatchMetrics": [{
+            "Namespace": NAMESPACE,
+            "Dimensions": [["TargetBucket"], []],
+            "Metrics": metrics,
+        }]
+    });
+    values.to_string()
+}
+
+fn now_ms() -> u64 {
+    epoch_ms(SystemTime::now())
+}
+
+fn epoch_ms(time: SystemTime) -> u64 {
+    time.duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
-        .unwrap_or_default();
-    counts
-        .into_iter()
-        .map(|(bucket, (replicated, failed, deferred))| {
-            json!({
-                "_aws": {
-                    "Timestamp": timestamp,
-                    "CloudWatchMetrics": [{
-                        "Namespace": NAMESPACE,
-                        "Dimensions": [["TargetBucket"], []],
-                        "Metrics": [
-                            {"Name": "ReplicatedObjects", "Unit": "Count"},
-                            {"Name": "FailedCopies", "Unit": "Count"},
-                            {"Name": "DeferredCopies", "Unit": "Count"}
-                        ]
-                    }]
-                },
-                "TargetBucket": bucket,
-                "ReplicatedObjects": replicated,
-                "FailedCopies": failed,
-                "DeferredCopies": deferred,
-            })
-            .to_string()
-        })
-        .collect()
+        .unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -68,30 +123,41 @@ mod tests {
     use crate::core::outcome::{Failure, TargetReport};
     use std::time::Duration;
 
-    #[test]
-    fn counts_per_target() {
-        let change = Change::created("src", "k");
-        let target = |bucket: &str, outcome| TargetReport {
+    const EVENT: u64 = 1_767_225_600_000;
+
+    fn target(bucket: &str, outcome: Outcome, bytes: u64, after_ms: u64) -> TargetReport {
+        TargetReport {
             bucket: bucket.into(),
             key: "k".into(),
             outcome,
             duration: Duration::ZERO,
-        };
+            bytes,
+            finished: UNIX_EPOCH + Duration::from_millis(EVENT + after_ms),
+        }
+    }
+
+    fn parse(lines: &[String]) -> Vec<Value> {
+        lines
+            .iter()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn counts_per_target() {
+        let change = Change::created("src", "k");
         let failed = Outcome::Failed(Failure::new(FailureKind::Retryable, "x"));
         let deferred = Outcome::Failed(Failure::new(FailureKind::Deferred, "later"));
         let reports = vec![ChangeReport {
             change,
             targets: vec![
-                target("a", Outcome::Copied),
-                target("b", failed),
-                target("a", Outcome::UpToDate),
-                target("b", deferred),
+                target("a", Outcome::Copied, 0, 0),
+                target("b", failed, 0, 0),
+                target("a", Outcome::UpToDate, 0, 0),
+                target("b", deferred, 0, 0),
             ],
         }];
-        let lines: Vec<serde_json::Value> = lines(&reports)
-            .iter()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect();
+        let lines = parse(&lines(&reports, 7));
         assert_eq!(lines.len(), 2);
         assert_eq!(lines[0]["TargetBucket"], "a");
         assert_eq!(
@@ -110,9 +176,100 @@ mod tests {
         );
         assert_eq!(lines[1]["DeferredCopies"].as_u64(), Some(1));
         assert_eq!(lines[0]["DeferredCopies"].as_u64(), Some(0));
+        let declared = &lines[1]["_aws"]["CloudWatchMetrics"][0];
+        assert_eq!(declared["Namespace"], NAMESPACE);
+        assert_eq!(lines[1]["_aws"]["Timestamp"], 7);
+        // No event time: no latency, and no empty array declared.
+        assert!(lines[0].get("ReplicationLatency").is_none());
+        assert!(!declared["Metrics"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["Name"] == "ReplicationLatency"));
+    }
+
+    #[test]
+    fn latency_per_object_and_bytes_per_target() {
+        let mut timed = Change::created("src", "k");
+        timed.event_time = Some(EVENT);
+        let untimed = Change::created("src", "other");
+        let reports = vec![
+            ChangeReport {
+                change: timed.clone(),
+                targets: vec![
+                    target("a", Outcome::Copied, 1000, 250),
+                    target("b", Outcome::Copied, 1000, 900),
+                ],
+            },
+            ChangeReport {
+                change: timed,
+                targets: vec![
+                    target("a", Outcome::UpToDate, 0, 40),
+                    // Finished "before" the event: clocks disagree; never negative.
+                    TargetReport {
+                        finished: UNIX_EPOCH + Duration::from_millis(EVENT - 5),
+                        ..target("b", Outcome::Deleted, 0, 0)
+                    },
+                ],
+            },
+            ChangeReport {
+                change: untimed,
+                targets: vec![
+                    target("a", Outcome::Copied, 24, 10),
+                    target("b", Outcome::Copied, 24, 10),
+                ],
+            },
+        ];
+        let lines = parse(&lines(&reports, 7));
+        assert_eq!(lines.len(), 2);
+        let (a, b) = (&lines[0], &lines[1]);
+        assert_eq!(a["ReplicationLatency"], json!([250]));
+        assert_eq!(b["ReplicationLatency"], json!([900, 0]));
+        assert_eq!(a["BytesReplicated"].as_u64(), Some(1024));
+        assert_eq!(b["BytesReplicated"].as_u64(), Some(1024));
+        let metrics = &a["_aws"]["CloudWatchMetrics"][0]["Metrics"];
+        assert!(metrics
+            .as_array()
+            .unwrap()
+            .contains(&json!({"Name": "ReplicationLatency", "Unit": "Milliseconds"})));
+        assert!(metrics
+            .as_array()
+            .unwrap()
+            .contains(&json!({"Name": "BytesReplicated", "Unit": "Bytes"})));
         assert_eq!(
-            lines[1]["_aws"]["CloudWatchMetrics"][0]["Namespace"],
-            NAMESPACE
+            a["_aws"]["CloudWatchMetrics"][0]["Dimensions"],
+            json!([["TargetBucket"], []])
         );
+    }
+
+    #[test]
+    fn many_latencies_are_split_over_lines_within_the_emf_limit() {
+        let mut change = Change::created("src", "k");
+        change.event_time = Some(EVENT);
+        let reports: Vec<ChangeReport> = (0..250)
+            .map(|i| ChangeReport {
+                change: change.clone(),
+                targets: vec![target("a", Outcome::Copied, 1, i)],
+            })
+            .collect();
+        let lines = parse(&lines(&reports, 7));
+        let sizes: Vec<usize> = lines
+            .iter()
+            .map(|l| l["ReplicationLatency"].as_array().unwrap().len())
+            .collect();
+        assert_eq!(sizes, [100, 100, 50]);
+        // Counts are in the first line only, so that they are not counted three times.
+        assert_eq!(lines[0]["ReplicatedObjects"].as_u64(), Some(250));
+        assert!(lines[1].get("ReplicatedObjects").is_none());
+        assert_eq!(
+            lines[2]["_aws"]["CloudWatchMetrics"][0]["Metrics"],
+            json!([{"Name": "ReplicationLatency", "Unit": "Milliseconds"}])
+        );
+        let all: Vec<u64> = lines
+            .iter()
+            .flat_map(|l| l["ReplicationLatency"].as_array().unwrap().clone())
+            .map(|v| v.as_u64().unwrap())
+            .collect();
+        assert_eq!(all, (0..250).collect::<Vec<u64>>());
     }
 }

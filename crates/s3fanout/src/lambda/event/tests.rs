@@ -27,6 +27,8 @@ fn direct_s3_notification_in_documented_shape() {
             sequencer: Some("0055AED6DCD90281E5".into()),
             version_id: Some("096fKKXTRTtl3on89fVO.nfljtsv6qko".into()),
             alternate_key: None,
+            // eventTime 2026-11-21T20:10:00.000Z
+            event_time: Some(1_795_291_800_000),
         }]
     );
 }
@@ -173,5 +175,95 @@ fn malformed_events_get_precise_errors() {
             message.contains(expected),
             "{message:?} should contain {expected:?}"
         );
+    }
+}
+
+#[test]
+fn event_times_come_from_each_shape_with_the_sqs_send_time_as_fallback() {
+    assert_eq!(
+        direct(&fixture("eventbridge-created.json"))[0].event_time,
+        Some(1_795_291_200_000),
+        "EventBridge time 2026-11-21T20:00:00Z"
+    );
+    let Invocation::Sqs(items) = parse_invocation(&fixture("sqs.json")).unwrap() else {
+        panic!("expected SQS");
+    };
+    // The S3 record in msg-put has no eventTime: SentTimestamp stands in.
+    assert_eq!(
+        items[0].changes.as_ref().unwrap()[0].event_time,
+        Some(1_545_082_649_183)
+    );
+    // No time anywhere: none.
+    assert_eq!(items[3].changes.as_ref().unwrap()[0].event_time, None);
+
+    // A notification's own time wins over the queue's.
+    let mut sqs = fixture("sqs.json");
+    let mut body: Value =
+        serde_json::from_str(sqs["Records"][0]["body"].as_str().unwrap()).unwrap();
+    body["Records"][0]["eventTime"] = "2026-01-01T00:00:00.250Z".into();
+    sqs["Records"][0]["body"] = body.to_string().into();
+    let Invocation::Sqs(items) = parse_invocation(&sqs).unwrap() else {
+        panic!("expected SQS");
+    };
+    assert_eq!(
+        items[0].changes.as_ref().unwrap()[0].event_time,
+        Some(1_767_225_600_250)
+    );
+}
+
+#[test]
+fn an_unreadable_event_time_costs_the_measurement_not_the_change() {
+    let mut put = fixture("s3-put.json");
+    put["Records"][0]["eventTime"] = "yesterday".into();
+    let changes = direct(&put);
+    assert_eq!(changes.len(), 1);
+    assert_eq!(changes[0].event_time, None);
+}
+
+#[test]
+fn sqs_items_carry_what_a_visibility_change_needs() {
+    let Invocation::Sqs(items) = parse_invocation(&fixture("sqs.json")).unwrap() else {
+        panic!("expected SQS");
+    };
+    assert_eq!(
+        items[0].receipt_handle.as_deref(),
+        Some("AQEBwJnKyrHigUMZj6rYigCgxlaS3SLy0a")
+    );
+    assert_eq!(items[0].receive_count, Some(1));
+    assert_eq!(
+        items[0].queue_arn.as_deref(),
+        Some("arn:aws:sqs:us-east-1:123456789012:replicate")
+    );
+    assert_eq!(
+        (items[1].receipt_handle.as_deref(), items[1].receive_count),
+        (None, None)
+    );
+}
+
+#[test]
+fn sns_subscription_handshakes_in_a_queue_are_ignored() {
+    for kind in ["SubscriptionConfirmation", "UnsubscribeConfirmation"] {
+        let handshake = serde_json::json!({
+            "Type": kind,
+            "MessageId": "165545c9-2a5c-472c-8df2-7ff2be2b3b1b",
+            "Token": "2336412f37",
+            "TopicArn": "arn:aws:sns:us-east-1:123456789012:s3-events",
+            "Message": "You have chosen to subscribe to the topic arn:aws:sns:us-east-1:123456789012:s3-events.",
+            "SubscribeURL": "https://sns.us-east-1.amazonaws.com/?Action=ConfirmSubscription",
+            "Timestamp": "2026-01-01T00:00:00.000Z",
+        });
+        let sqs = serde_json::json!({"Records": [{
+            "messageId": "msg-handshake", "receiptHandle": "h", "body": handshake.to_string(),
+            "attributes": {"ApproximateReceiveCount": "1"}, "eventSource": "aws:sqs",
+            "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:replicate",
+        }]});
+        let Invocation::Sqs(items) = parse_invocation(&sqs).unwrap() else {
+            panic!("expected SQS");
+        };
+        assert_eq!(items[0].changes, Ok(Vec::new()), "{kind} is not a failure");
+        // Any other SNS message type without Records is still refused.
+        let mut unknown = handshake.clone();
+        unknown["Type"] = "Something".into();
+        assert!(parse_notification(&unknown).is_err());
     }
 }
