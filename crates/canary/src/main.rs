@@ -1,0 +1,102 @@
+//! The replication canary as a Lambda function (one round per scheduled invocation, metrics as
+//! EMF lines) or, with `--local`, as a command that prints the lag per replica.
+//!
+//! ```text
+//! canary --local [--rounds N] [--interval-ms MS]
+//! ```
+
+use std::time::Duration;
+
+use canary::{emf, now_ms, Canary, Round};
+use lambda_runtime::{run, service_fn, Diagnostic, Error, LambdaEvent};
+use serde_json::Value;
+
+/// Time kept free before the invocation's deadline for the read-back, the deletes and the
+/// answer.
+const DEADLINE_MARGIN: Duration = Duration::from_secs(10);
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("--local") {
+        return local(&args[1..]).await;
+    }
+    lambda_runtime::tracing::init_default_subscriber();
+    let canary = &Canary::from_env().await?;
+    run(service_fn(move |event: LambdaEvent<Value>| async move {
+        let left = Duration::from_millis(event.context.deadline.saturating_sub(now_ms()));
+        let wait = canary
+            .config()
+            .wait
+            .min(left.saturating_sub(DEADLINE_MARGIN));
+        let round = canary.round(wait).await.map_err(|e| Diagnostic {
+            error_type: "CanaryFailed".into(),
+            error_message: e.to_string(),
+        })?;
+        for line in emf::lines(&round, now_ms()) {
+            println!("{line}");
+        }
+        Ok::<_, Diagnostic>(round.summary())
+    }))
+    .await
+}
+
+/// Runs rounds here and prints what each replica showed.
+async fn local(args: &[String]) -> Result<(), Error> {
+    let mut rounds = 1u32;
+    let mut interval = Duration::from_secs(60);
+    let mut rest = args.iter();
+    while let Some(arg) = rest.next() {
+        let mut value = |name: &str| {
+            rest.next()
+                .and_then(|v| v.parse::<u64>().ok())
+                .ok_or_else(|| format!("{name} needs a number"))
+        };
+        match arg.as_str() {
+            "--rounds" => rounds = value("--rounds")? as u32,
+            "--interval-ms" => interval = Duration::from_millis(value("--interval-ms")?),
+            other => {
+                return Err(format!(
+                    "unknown argument {other:?} (usage: canary --local [--rounds N] [--interval-ms MS])"
+                )
+                .into())
+            }
+        }
+    }
+    let canary = Canary::from_env().await?;
+    for n in 0..rounds {
+        if n > 0 {
+            tokio::time::sleep(interval).await;
+        }
+        let round = canary.round(canary.config().wait).await?;
+        print_round(&canary, &round);
+    }
+    Ok(())
+}
+
+fn print_round(canary: &Canary, round: &Round) {
+    println!(
+        "canary {} written to s3://{}",
+        round.key,
+        canary.config().source_bucket
+    );
+    for target in &round.targets {
+        let lag = if target.measured {
+            format!("{} ms", target.lag_ms)
+        } else {
+            format!("not there after {} ms", target.lag_ms)
+        };
+        let read_back = match &target.read_back {
+            None => "no earlier canary to read back".to_string(),
+            Some(Ok(())) => "previous canary read back intact".to_string(),
+            Some(Err(e)) => format!("previous canary read back FAILED: {e}"),
+        };
+        println!(
+            "  {:<40} lag {:<24} {}{}",
+            format!("s3://{} ({})", target.bucket, target.region),
+            lag,
+            if target.stale { "STALE; " } else { "" },
+            read_back
+        );
+    }
+}
