@@ -7,7 +7,7 @@
 
 VENV ?= .venv
 # The functions infra/replication.yaml deploys (target/lambda/<bin>/bootstrap.zip).
-LAMBDA_BUILD_FLAGS ?= --bin replicate --bin backfill
+LAMBDA_BUILD_FLAGS ?= --bin replicate --bin backfill --bin canary
 
 .PHONY: lint test-infra package
 

@@ -311,6 +311,7 @@ def six_stack(aws, translated) -> dict:
             "ReplicaTargets": ",".join(f"{b}@{r}" for b, r in zip(SIX_BUCKETS, SIX_REGIONS)),
             "TargetBuckets": ",".join(SIX_BUCKETS),
             "ReplicateDeletes": "true",
+            "EnableCanary": "false",
         },
     )
 
@@ -428,7 +429,11 @@ def test_code_is_what_make_package_builds():
     template = load_template("replication.yaml")
     infra_mk = (INFRA / "infra.mk").read_text()
     assert "--output-format zip" in infra_mk
-    for logical_id, binary in (("ReplicateFunction", "replicate"), ("BackfillFunction", "backfill")):
+    for logical_id, binary in (
+        ("ReplicateFunction", "replicate"),
+        ("BackfillFunction", "backfill"),
+        ("CanaryFunction", "canary"),
+    ):
         resource = template["Resources"][logical_id]
         assert resource["Properties"]["CodeUri"] == f"../target/lambda/{binary}/bootstrap.zip"
         assert "BuildMethod" not in resource.get("Metadata", {})
@@ -442,7 +447,7 @@ def test_packaged_template_deploys(aws, moto_endpoint, tmp_path):
     template names, and the packaged template deploys."""
     (tmp_path / "infra").mkdir()
     (tmp_path / "infra" / "replication.yaml").write_text((INFRA / "replication.yaml").read_text())
-    for binary in ("replicate", "backfill"):
+    for binary in ("replicate", "backfill", "canary"):
         zip_dir = tmp_path / "target" / "lambda" / binary
         zip_dir.mkdir(parents=True)
         with zipfile.ZipFile(zip_dir / "bootstrap.zip", "w") as zf:
@@ -467,7 +472,7 @@ def test_packaged_template_deploys(aws, moto_endpoint, tmp_path):
     template = yaml_parse(packaged.read_text())
     uris = {
         logical_id: template["Resources"][logical_id]["Properties"]["CodeUri"]
-        for logical_id in ("ReplicateFunction", "BackfillFunction")
+        for logical_id in ("ReplicateFunction", "BackfillFunction", "CanaryFunction")
     }
     assert all(uri.startswith("s3://fanout-packaging/") for uri in uris.values()), uris
     assert uris["ReplicateFunction"] != uris["BackfillFunction"]
@@ -809,14 +814,32 @@ def test_replication_alarm_definitions(translated):
         "QueueAgeAlarm",
         "ReplicateErrorsAlarm",
         "BackfillErrorsAlarm",
+        "CanaryLagAlarm",
+        "CanaryStaleAlarm",
+        "CanaryReadFailedAlarm",
     }
-    for alarm in alarms.values():
+    for alarm_id, alarm in alarms.items():
         props = alarm["Properties"]
         assert props["AlarmActions"] == ALARM_ACTIONS
         assert props["ComparisonOperator"] == "GreaterThanThreshold"
-        assert props["TreatMissingData"] == "notBreaching"
+        # A canary that stopped reporting is itself alarming.
+        expected = "breaching" if alarm_id == "CanaryStaleAlarm" else "notBreaching"
+        assert props["TreatMissingData"] == expected, alarm_id
         if props["Namespace"] == "S3Fanout":
-            assert props["MetricName"] in {"FailedCopies", "ReplicationLatency"}
+            assert props["MetricName"] in {
+                "FailedCopies", "ReplicationLatency", "ReplicationLag", "CanaryStale", "CanaryReadFailed",
+            }
+            # Aggregate over all targets (the maximum of any target): no dimension.
+            assert "Dimensions" not in props, alarm_id
+        if alarm_id.startswith("Canary"):
+            assert alarm["Condition"] == "CanaryEnabled"
+
+    lag = alarms["CanaryLagAlarm"]["Properties"]
+    assert (lag["MetricName"], lag["Statistic"]) == ("ReplicationLag", "Maximum")
+    assert lag["Threshold"] == {"Ref": "ReplicationLatencyAlarmMs"}
+    for alarm_id, metric in (("CanaryStaleAlarm", "CanaryStale"), ("CanaryReadFailedAlarm", "CanaryReadFailed")):
+        props = alarms[alarm_id]["Properties"]
+        assert (props["MetricName"], props["Statistic"], props["Threshold"]) == (metric, "Maximum", 0)
 
     # Aggregate over all targets: no dimension.
     failed = alarms["FailedCopiesAlarm"]["Properties"]
@@ -875,7 +898,10 @@ def test_dashboard(aws, translated, full_stack, minimal_stack):
     body = dashboard(aws, full_stack)
     metrics = widget_metrics(body)
     expressions = " ".join(m[0]["expression"] for m in metrics if isinstance(m[0], dict))
-    for name in ("ReplicatedObjects", "FailedCopies", "DeferredCopies", "ReplicationLatency", "BytesReplicated"):
+    for name in (
+        "ReplicatedObjects", "FailedCopies", "DeferredCopies", "ReplicationLatency", "BytesReplicated",
+        "ReplicationLag", "CanaryStale", "CanaryReadFailed",
+    ):
         assert f"SEARCH('{{S3Fanout,TargetBucket}} MetricName=\"{name}\"'" in expressions, name
 
     plain = [m for m in metrics if isinstance(m[0], str)]
@@ -902,6 +928,7 @@ def test_dashboard(aws, translated, full_stack, minimal_stack):
     assert thresholds["Replication latency per target (p99, ms)"] == 300000
     assert thresholds["Age of the oldest message (s)"] == 900
     assert thresholds["Function duration (ms)"] == 300000
+    assert thresholds["Replication lag per target, measured by the canary (ms)"] == 300000
 
     # The alarm widget lists exactly the stack's alarms.
     [alarm_widget] = [w for w in body["widgets"] if w["type"] == "alarm"]
@@ -919,6 +946,71 @@ def test_dashboard(aws, translated, full_stack, minimal_stack):
     [alarm_widget] = [w for w in body["widgets"] if w["type"] == "alarm"]
     assert not any(a.endswith("-events-dlq") for a in alarm_widget["properties"]["alarms"])
     assert len(alarm_widget["properties"]["alarms"]) == len(names) - 1
+
+
+# --------------------------------------------------------------------------- replication: canary
+
+
+def test_canary_function(aws, translated, full_stack, minimal_stack, six_stack):
+    """Every minute, with the stack's source and targets, and its stale threshold the latency
+    alarm's; not deployed when disabled."""
+    lam = aws("lambda")
+    for stack, stale_ms in ((full_stack, "300000"), (minimal_stack, "900000")):
+        name = f"{stack['name']}-canary"
+        assert stack["outputs"]["CanaryFunctionName"] == name
+        cfg = lam.get_function_configuration(FunctionName=name)
+        assert (cfg["Runtime"], cfg["Handler"], cfg["Timeout"]) == ("provided.al2023", "bootstrap", 60)
+        assert cfg["Role"].endswith("/" + physical(stack, "CanaryRole"))
+        env = environment(lam, name)
+        assert env["CANARY_STALE_AFTER_MS"] == stale_ms
+        assert env["CANARY_WAIT_MS"] == "40000"
+        assert env["SOURCE_BUCKETS"] == SOURCE
+        assert env["REPLICA_TARGETS"] == environment(lam, f"{stack['name']}-replicate")["REPLICA_TARGETS"]
+    # The canary's wait fits in its timeout with room for the read-back.
+    props = translated["Resources"]["CanaryFunction"]["Properties"]
+    assert int(props["Environment"]["Variables"]["CANARY_WAIT_MS"]) <= (props["Timeout"] - 15) * 1000
+    [schedule] = [
+        r for r in translated["Resources"].values()
+        if r["Type"] == "AWS::Events::Rule" and r.get("Condition") == "CanaryEnabled"
+    ]
+    assert schedule["Properties"]["ScheduleExpression"] == "rate(1 minute)"
+    assert schedule["Properties"]["Targets"][0]["Arn"] == {"Fn::GetAtt": ["CanaryFunction", "Arn"]}
+    if moto_supports("AWS::Events::Rule"):
+        rules = aws("events").list_rule_names_by_target(
+            TargetArn=lam.get_function_configuration(FunctionName="fanout-full-canary")["FunctionArn"]
+        )["RuleNames"]
+        assert len(rules) == 1
+
+    assert not any(r.startswith("Canary") for r in six_stack["resources"]), "disabled"
+    assert "CanaryFunctionName" not in six_stack["outputs"]
+    six = dashboard(aws, six_stack)
+    [alarm_widget] = [w for w in six["widgets"] if w["type"] == "alarm"]
+    assert not any("-canary-" in a for a in alarm_widget["properties"]["alarms"])
+
+
+def test_iam_canary_role(aws, full_stack, minimal_stack):
+    """Its own objects in the source only; read access to the canary objects of each target
+    (under any target prefix), and listing there so that a missing object is a 404."""
+    for stack, targets in ((full_stack, [TARGET_EU, TARGET_LOCAL, TARGET_AP]), (minimal_stack, [TARGET_EU])):
+        statements = role_statements(aws("iam"), physical(stack, "CanaryRole"))
+        perms = allowed(statements)
+        source_canaries = {f"arn:aws:s3:::{SOURCE}/_s3fanout-canary/*"}
+        assert perms["s3:PutObject"] == source_canaries
+        assert perms["s3:DeleteObject"] == source_canaries
+        assert perms["s3:GetObject"] == {f"arn:aws:s3:::{b}/*_s3fanout-canary/*" for b in targets}
+        assert perms["s3:ListBucket"] == bucket_arns([SOURCE, *targets])
+        [list_source] = [
+            s for s in statements
+            if s.get("Sid") == "ListSourceCanaries" or as_list(s["Resource"]) == [f"arn:aws:s3:::{SOURCE}"]
+        ]
+        assert list_source["Condition"] == {"StringLike": {"s3:prefix": "_s3fanout-canary/*"}}
+        assert {a for a in perms if a.startswith("s3:")} == {
+            "s3:PutObject", "s3:DeleteObject", "s3:GetObject", "s3:ListBucket",
+        }
+    full = role_perms(aws, full_stack, "CanaryRole")
+    assert full["kms:GenerateDataKey"] == set(SOURCE_KEYS)
+    assert full["kms:Decrypt"] == set(SOURCE_KEYS) | {TARGET_LOCAL_KEY, TARGET_AP_BUCKET_KEY}
+    assert not any(a.startswith("kms:") for a in role_perms(aws, minimal_stack, "CanaryRole"))
 
 
 # --------------------------------------------------------------------------- replica-bucket.yaml
