@@ -28,6 +28,7 @@ impl SelfInvoke {
             .as_deref()
             .ok_or("AWS_LAMBDA_FUNCTION_NAME is not set: cannot continue in a new invocation")?;
         let payload = serde_json::to_vec(next).map_err(|e| e.to_string())?;
+        let payload_len = payload.len();
         self.client
             .invoke()
             .function_name(function)
@@ -41,7 +42,15 @@ impl SelfInvoke {
                     aws_sdk_lambda::error::DisplayErrorContext(e)
                 )
             })?;
-        tracing::info!(function, start_after = ?next.continuation.as_ref().map(|c| &c.start_after), "continued in a new invocation");
+        let hop = next.continuation.as_ref().and_then(|c| c.run.as_ref());
+        tracing::info!(
+            function,
+            run_id = hop.map(|h| h.run_id.as_str()),
+            hop = hop.map(|h| h.hop),
+            start_after = ?next.continuation.as_ref().map(|c| &c.start_after),
+            bytes = payload_len,
+            "continued in a new invocation"
+        );
         Ok(Value::Bool(true))
     }
 }
@@ -49,6 +58,7 @@ impl SelfInvoke {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use s3fanout::backfill::chain::Hop;
     use s3fanout::backfill::{Continuation, Summary};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
@@ -109,7 +119,13 @@ mod tests {
                 start_after: "photos/0999.jpg".into(),
                 done_after: Default::default(),
                 so_far: Summary::default(),
+                run: Some(Hop {
+                    run_id: "nightly".into(),
+                    hop: 7,
+                    marker_etag: "0123abcd".into(),
+                }),
             }),
+            run_id: Some("nightly".into()),
             ..Default::default()
         };
         assert_eq!(invoker.invoke(&next).await.unwrap(), Value::Bool(true));
@@ -127,6 +143,10 @@ mod tests {
         );
         let sent: BackfillRequest = serde_json::from_slice(&body).unwrap();
         assert_eq!(sent, next);
+        // The run id and hop travel in the payload itself: nothing else links the hops.
+        let raw: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(raw["continuation"]["run"]["run_id"], "nightly");
+        assert_eq!(raw["continuation"]["run"]["hop"], 7);
     }
 
     #[tokio::test]

@@ -15,13 +15,17 @@ async fn main() -> Result<(), Error> {
     run(service_fn(move |event: LambdaEvent<Value>| async move {
         let margin = replicator.config().deadline_margin;
         let deadline = Deadline::from_epoch_millis(event.context.deadline, margin);
-        let (mut response, next) =
-            backfill::handle_invocation(replicator, &event.payload, &deadline)
-                .await
-                .map_err(|e| Diagnostic {
-                    error_type: e.kind().into(),
-                    error_message: e.to_string(),
-                })?;
+        let (mut response, next) = backfill::handle_invocation_as(
+            replicator,
+            &event.payload,
+            &deadline,
+            &event.context.request_id,
+        )
+        .await
+        .map_err(|e| Diagnostic {
+            error_type: e.kind().into(),
+            error_message: e.to_string(),
+        })?;
         if let Some(next) = next {
             response["continued"] = continuer.invoke(&next).await.map_err(|e| Diagnostic {
                 error_type: "ContinuationFailed".into(),

@@ -92,6 +92,9 @@ fn report(summary: &Summary) -> String {
     if !summary.done {
         out.push_str("stopped before the end of the listing\n");
     }
+    if let Some(stop) = &summary.stopped {
+        out.push_str(&format!("not continued: {}\n", stop.detail));
+    }
     out.push('\n');
     out.push_str(&counts(summary).to_string());
     if !summary.examples.is_empty() {

@@ -1,22 +1,28 @@
 //! A spinner on stderr while a backfill or verify runs, when stderr is a terminal.
 
 use std::io::IsTerminal;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
 use s3fanout::backfill::{Mode, Summary};
+
+use crate::table::bytes;
 
 /// Shows how far a run got; does nothing when stderr is not a terminal, so that logs and
 /// pipes receive only the final report.
 pub struct Progress {
     bar: Option<ProgressBar>,
+    started: Instant,
 }
 
 impl Progress {
     /// Starts the spinner if stderr is a terminal.
     pub fn start() -> Self {
         if !std::io::stderr().is_terminal() {
-            return Progress { bar: None };
+            return Progress {
+                bar: None,
+                started: Instant::now(),
+            };
         }
         let bar = ProgressBar::new_spinner();
         if let Ok(style) = ProgressStyle::with_template("{spinner} {elapsed_precise} {msg}") {
@@ -26,13 +32,16 @@ impl Progress {
         // The engine reports once per listing page; ticking on its own keeps the spinner alive
         // between pages.
         bar.enable_steady_tick(Duration::from_millis(120));
-        Progress { bar: Some(bar) }
+        Progress {
+            bar: Some(bar),
+            started: Instant::now(),
+        }
     }
 
     /// Shows the counters so far.
     pub fn update(&self, summary: &Summary) {
         if let Some(bar) = &self.bar {
-            bar.set_message(message(summary));
+            bar.set_message(message(summary, self.started.elapsed()));
         }
     }
 
@@ -44,24 +53,31 @@ impl Progress {
     }
 }
 
-/// The counters summed over the targets, as one line.
-fn message(summary: &Summary) -> String {
+/// The counters summed over the targets, and the rates since the start, as one line.
+fn message(summary: &Summary, elapsed: Duration) -> String {
     let sum = |f: fn(&s3fanout::backfill::TargetCounts) -> u64| -> u64 {
         summary.targets.values().map(f).sum()
     };
     let listed = summary.source_objects;
+    // Rates over the whole run so far: steadier than per page, and what an estimate of the
+    // remaining time needs.
+    let seconds = elapsed.as_secs_f64().max(0.001);
+    let rate = format!("{:.0} objects/s", listed as f64 / seconds);
     match summary.mode {
         Mode::Sync => {
             let verb = if summary.dry_run { "to copy" } else { "copied" };
+            let copied_bytes = sum(|c| c.bytes);
             format!(
-                "{listed} source objects listed, {} {verb}, {} up to date, {} failed",
+                "{listed} source objects listed, {} {verb} ({}), {} up to date, {} failed; {rate}, {}/s",
                 sum(|c| c.copied),
+                bytes(copied_bytes),
                 sum(|c| c.up_to_date),
-                sum(|c| c.failed)
+                sum(|c| c.failed),
+                bytes((copied_bytes as f64 / seconds) as u64)
             )
         }
         Mode::Verify => format!(
-            "{listed} source objects listed, {} missing, {} different, {} extraneous, {} failed",
+            "{listed} source objects listed, {} missing, {} different, {} extraneous, {} failed; {rate}",
             sum(|c| c.missing),
             sum(|c| c.different),
             sum(|c| c.extraneous),
@@ -85,13 +101,33 @@ mod tests {
             let counts = TargetCounts {
                 copied,
                 failed: 1,
+                bytes: copied * 1024 * 1024,
                 ..TargetCounts::default()
             };
             summary.targets.insert(name.into(), counts);
         }
         assert_eq!(
-            message(&summary),
-            "1000 source objects listed, 7 copied, 0 up to date, 2 failed"
+            message(&summary, Duration::from_secs(4)),
+            "1000 source objects listed, 7 copied (7.0 MiB), 0 up to date, 2 failed; 250 objects/s, 1.8 MiB/s"
+        );
+    }
+
+    #[test]
+    fn verify_message_shows_drift_and_rate() {
+        let mut summary = Summary {
+            mode: Mode::Verify,
+            source_objects: 300,
+            ..Summary::default()
+        };
+        let counts = TargetCounts {
+            missing: 2,
+            extraneous: 1,
+            ..TargetCounts::default()
+        };
+        summary.targets.insert("a".into(), counts);
+        assert_eq!(
+            message(&summary, Duration::from_millis(1500)),
+            "300 source objects listed, 2 missing, 0 different, 1 extraneous, 0 failed; 200 objects/s"
         );
     }
 }

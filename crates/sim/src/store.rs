@@ -8,8 +8,8 @@ use s3fanout::core::decide::{MAX_PARTS, MAX_PART_BYTES, MIN_PART_BYTES};
 use s3fanout::core::keys::MAX_KEY_BYTES;
 use s3fanout::core::object::{ContentHeaders, Listed, ObjectHead, Tag};
 use s3fanout::store::{
-    CopyRequest, ListFrom, ListPage, ObjectAt, Part, PartCopyRequest, ReplicaAttributes, Upload,
-    WriteCondition,
+    CopyRequest, ListFrom, ListPage, ObjectAt, Part, PartCopyRequest, ReplicaAttributes,
+    SmallObject, Upload, WriteCondition,
 };
 use s3fanout::{Failure, FailureKind, Store};
 
@@ -144,6 +144,9 @@ struct State {
     other: Option<OtherWriter>,
     requests: BTreeMap<&'static str, u64>,
     next_upload: u64,
+    /// The real bytes of objects written with `put_small_object`, by ETag (every other
+    /// object's bytes are symbolic).
+    small_bodies: BTreeMap<String, Vec<u8>>,
 }
 
 /// The simulated S3.
@@ -447,6 +450,7 @@ impl SimStore {
                 other: None,
                 requests: BTreeMap::new(),
                 next_upload: 0,
+                small_bodies: BTreeMap::new(),
             }),
         }
     }
@@ -1056,6 +1060,52 @@ impl Store for SimStore {
             })?;
             object.tags = tags.to_vec();
             Ok(())
+        })
+        .await
+    }
+
+    async fn put_small_object(
+        &self,
+        at: ObjectAt<'_>,
+        body: &[u8],
+        condition: &WriteCondition,
+    ) -> Result<String, Failure> {
+        self.request("PutObject", place(at), |state| {
+            check_key(at.key, "PutObject")?;
+            state.bucket(at.bucket, "PutObject")?;
+            state.check_condition(at.bucket, at.key, condition, "PutObject")?;
+            let id = state.fresh_id();
+            let content = Content::fresh(id, body.len() as u64);
+            let etag = content.digest();
+            state.small_bodies.insert(etag.clone(), body.to_vec());
+            let object = SimObject {
+                content,
+                etag: etag.clone(),
+                headers: ContentHeaders {
+                    content_type: Some("application/json".into()),
+                    ..Default::default()
+                },
+                metadata: BTreeMap::new(),
+                tags: Vec::new(),
+                storage_class: None,
+                parts: None,
+            };
+            state.put_object(at.bucket, at.key, object);
+            Ok(etag)
+        })
+        .await
+    }
+
+    async fn get_small_object(&self, at: ObjectAt<'_>) -> Result<Option<SmallObject>, Failure> {
+        self.request("GetObject", place(at), |state| {
+            let bucket = state.bucket(at.bucket, "GetObject")?;
+            let Some(object) = bucket.objects.get(at.key) else {
+                return Ok(None);
+            };
+            let etag = object.etag.clone();
+            // An object written otherwise has symbolic bytes only: it reads as empty.
+            let body = state.small_bodies.get(&etag).cloned().unwrap_or_default();
+            Ok(Some(SmallObject { body, etag }))
         })
         .await
     }

@@ -120,6 +120,18 @@ pub enum ListFrom<'a> {
     Token(&'a str),
 }
 
+/// The largest object [`Store::get_small_object`] reads.
+pub const SMALL_OBJECT_MAX_BYTES: u64 = 4 * 1024 * 1024;
+
+/// A small object read whole (a run's marker, a summary): its bytes and ETag.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SmallObject {
+    /// The bytes.
+    pub body: Vec<u8>,
+    /// ETag without quotes.
+    pub etag: String,
+}
+
 /// The S3 operations the engine needs. Every method answers S3's own error (status and code)
 /// as a [`Failure`]; a HEAD of a missing key is `Ok(None)`.
 pub trait Store: Send + Sync {
@@ -213,4 +225,21 @@ pub trait Store: Send + Sync {
         at: ObjectAt<'_>,
         tags: &[Tag],
     ) -> impl Future<Output = Result<(), Failure>> + Send;
+
+    /// `PutObject` of a small JSON document (a run's marker, a summary) under `condition`;
+    /// answers the new ETag. A failed condition is S3's 412, or 404 for `If-Match` on a
+    /// missing key: conditional writes are how two chains of one backfill run tell which of
+    /// them may go on.
+    fn put_small_object(
+        &self,
+        at: ObjectAt<'_>,
+        body: &[u8],
+        condition: &WriteCondition,
+    ) -> impl Future<Output = Result<String, Failure>> + Send;
+
+    /// `GetObject` of a small object, whole; `Ok(None)` when the key does not exist.
+    fn get_small_object(
+        &self,
+        at: ObjectAt<'_>,
+    ) -> impl Future<Output = Result<Option<SmallObject>, Failure>> + Send;
 }

@@ -12,8 +12,8 @@ use aws_sdk_s3::Client;
 use super::clients::Clients;
 use super::s3_error::failure;
 use super::{
-    CopyRequest, ListFrom, ListPage, ObjectAt, Part, PartCopyRequest, ReplicaAttributes, Store,
-    Upload, WriteCondition,
+    CopyRequest, ListFrom, ListPage, ObjectAt, Part, PartCopyRequest, ReplicaAttributes,
+    SmallObject, Store, Upload, WriteCondition, SMALL_OBJECT_MAX_BYTES,
 };
 use crate::core::keys::copy_source;
 use crate::core::object::{ContentHeaders, Listed, ObjectHead, Tag};
@@ -432,6 +432,66 @@ impl Store for S3Store {
             .await
             .map(|_| ())
             .map_err(|err| failure(&err, "PutObjectTagging", &location(at)))
+    }
+
+    async fn put_small_object(
+        &self,
+        at: ObjectAt<'_>,
+        body: &[u8],
+        condition: &WriteCondition,
+    ) -> Result<String, Failure> {
+        let request = self
+            .client(at.region)
+            .put_object()
+            .bucket(at.bucket)
+            .key(at.key)
+            .content_type("application/json")
+            .body(aws_sdk_s3::primitives::ByteStream::from(body.to_vec()));
+        let out = with_condition!(request, condition)
+            .send()
+            .await
+            .map_err(|err| failure(&err, "PutObject", &location(at)))?;
+        Ok(bare_etag(out.e_tag().unwrap_or_default()).to_string())
+    }
+
+    async fn get_small_object(&self, at: ObjectAt<'_>) -> Result<Option<SmallObject>, Failure> {
+        let result = self
+            .client(at.region)
+            .get_object()
+            .bucket(at.bucket)
+            .key(at.key)
+            .send()
+            .await;
+        let out = match result {
+            Ok(out) => out,
+            Err(err) => {
+                let failure = failure(&err, "GetObject", &location(at));
+                return if failure.is_missing_object() {
+                    Ok(None)
+                } else {
+                    Err(failure)
+                };
+            }
+        };
+        // Only documents this code writes are read this way: anything large is not one.
+        let size = out.content_length().unwrap_or_default().max(0) as u64;
+        if size > SMALL_OBJECT_MAX_BYTES {
+            return Err(Failure::permanent(format!(
+                "GetObject {}: {size} bytes, not a small document (at most {SMALL_OBJECT_MAX_BYTES})",
+                location(at)
+            )));
+        }
+        let etag = bare_etag(out.e_tag().unwrap_or_default()).to_string();
+        let body = out.body.collect().await.map_err(|err| {
+            Failure::new(
+                crate::core::outcome::FailureKind::Retryable,
+                format!("GetObject {}: reading the body: {err}", location(at)),
+            )
+        })?;
+        Ok(Some(SmallObject {
+            body: body.into_bytes().to_vec(),
+            etag,
+        }))
     }
 }
 

@@ -8,7 +8,13 @@
 //! current (a second run over synced buckets issues nothing but List requests); equal sizes with
 //! different ETags (SSE-KMS, a copy by parts of a single-part source) read the replica's
 //! recorded provenance.
+//!
+//! A self-continuing run is a chain of invocations ([`chain`]): each carries the run's id and
+//! its hop number, claims its hop in a marker object with a conditional write, and the chain
+//! stops when an invocation made no progress, at the hop limit, or when another chain of the
+//! same run holds a later hop.
 
+pub mod chain;
 pub mod filter;
 mod listing;
 mod merge;
@@ -69,6 +75,17 @@ pub struct BackfillRequest {
     pub auto_continue: bool,
     /// Set by a previous run that stopped before its end.
     pub continuation: Option<Continuation>,
+    /// Names the run (letters, digits, `.`, `_`, `-`; at most 64). A self-continuing run
+    /// started twice under one id proceeds once; by default the first invocation's request id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub run_id: Option<String>,
+    /// Most self-continuations of one run (default [`chain::DEFAULT_MAX_HOPS`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_hops: Option<u32>,
+    /// `s3://bucket/prefix/`: where the summary is written, as `prefix/<run id>.json`, after
+    /// every invocation of the run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub summary_to: Option<String>,
 }
 
 /// Where a stopped run resumes, and what it counted so far.
@@ -82,6 +99,9 @@ pub struct Continuation {
     pub done_after: BTreeMap<String, Vec<String>>,
     /// Counters up to that key.
     pub so_far: Summary,
+    /// The run and hop this continuation continues, for self-continuing runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run: Option<chain::Hop>,
 }
 
 /// Counters for one target.
@@ -147,6 +167,35 @@ pub struct Summary {
     pub duration_ms: u64,
     /// Where to resume, when not done.
     pub continuation: Option<Box<Continuation>>,
+    /// The run's id (self-continuing and Lambda runs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_id: Option<String>,
+    /// Why a run that is not done does not continue, when it does not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stopped: Option<Stop>,
+}
+
+/// Why a run stopped continuing before its end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StopReason {
+    /// An invocation ended where it started: continuing would repeat it forever.
+    NoProgress,
+    /// The run reached its most self-continuations (`max_hops`).
+    HopLimit,
+    /// Another chain of the same run holds this hop or a later one.
+    Superseded,
+    /// The run's marker object was deleted: how an operator cancels a run.
+    Cancelled,
+}
+
+/// A stop, with what an operator needs to know about it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stop {
+    /// Why.
+    pub reason: StopReason,
+    /// The details, as a sentence.
+    pub detail: String,
 }
 
 impl Summary {
@@ -240,6 +289,9 @@ pub async fn run_paged<S: Store>(
     summary.prefix = request.prefix.clone();
     summary.invocations += 1;
     summary.continuation = None;
+    summary.stopped = None;
+    // Where this invocation starts, to tell at its end whether it moved at all.
+    let started_at = (resume.clone().unwrap_or_default(), done_after.clone());
     for target in &targets {
         summary.targets.entry(target.bucket.clone()).or_default();
     }
@@ -286,16 +338,22 @@ pub async fn run_paged<S: Store>(
             .bound(async {
                 let mut items = Vec::new();
                 let mut scanned = None;
-                while items.len() < BATCH {
+                // Bounded by keys scanned, not kept: a run of keys the filters exclude then
+                // moves the resume point a batch at a time instead of being read whole within
+                // one deadline (and never passed).
+                let mut count = 0;
+                while count < BATCH {
                     let Some(merged) = merge.next(store).await? else {
                         break;
                     };
+                    count += 1;
                     scanned = Some(merged.key.clone());
                     let relative = merged
                         .key
                         .strip_prefix(request.prefix.as_str())
                         .unwrap_or(&merged.key);
-                    if passes(&filters, relative) {
+                    // Run markers live under a reserved prefix of the first target.
+                    if passes(&filters, relative) && !chain::is_reserved(&merged.key) {
                         items.push(merged);
                     }
                 }
@@ -327,21 +385,40 @@ pub async fn run_paged<S: Store>(
         // Resume after the last key before the first item the deadline stopped. What finished
         // after it is counted now and remembered per key and target, so that it is neither
         // redone nor counted twice.
+        //
+        // Only keys with finished work are remembered, and only up to a budget, so that the
+        // continuation stays far below Lambda's 1 MB asynchronous payload whatever the key
+        // length and concurrency. Work past the budget is neither counted nor remembered: the
+        // next invocation settles it again (finding it current) and counts it then.
         let mut stopped = false;
+        let mut remembered: usize = done_after.iter().map(|(k, t)| remembered_size(k, t)).sum();
         for (item, (_, done)) in items.iter().zip(&results) {
             let finished: Vec<&(usize, Outcome)> =
                 done.iter().filter(|(_, o)| !is_deferred(o)).collect();
             let first_time = !done_after.contains_key(&item.key);
-            tally(&mut summary, &targets, item, &finished, first_time, request);
             stopped |= finished.len() < done.len();
-            if stopped {
-                done_after
-                    .entry(item.key.clone())
-                    .or_default()
-                    .extend(finished.iter().map(|(t, _)| targets[*t].bucket.clone()));
-            } else {
+            if !stopped {
+                tally(&mut summary, &targets, item, &finished, first_time, request);
                 resume = Some(item.key.clone());
+                continue;
             }
+            if finished.is_empty() {
+                continue;
+            }
+            let names: Vec<String> = finished
+                .iter()
+                .map(|(t, _)| targets[*t].bucket.clone())
+                .collect();
+            let added = remembered_size(&item.key, &names);
+            if remembered + added > DONE_AFTER_BUDGET {
+                continue;
+            }
+            remembered += added;
+            tally(&mut summary, &targets, item, &finished, first_time, request);
+            done_after
+                .entry(item.key.clone())
+                .or_default()
+                .extend(names);
         }
         progress(&summary);
         if stopped {
@@ -355,14 +432,39 @@ pub async fn run_paged<S: Store>(
     summary.list_requests += merge.requests();
     summary.duration_ms += started.elapsed().as_millis() as u64;
     if !summary.done {
-        let so_far = summary.clone();
+        let start_after = resume.unwrap_or_default();
+        if (&start_after, &done_after) == (&started_at.0, &started_at.1) {
+            summary.stopped = Some(Stop {
+                reason: StopReason::NoProgress,
+                detail: format!(
+                    "the invocation ended where it started (after {start_after:?}, {} keys done past it): continuing would repeat it",
+                    done_after.len()
+                ),
+            });
+        }
+        let so_far = Summary {
+            stopped: None,
+            ..summary.clone()
+        };
         summary.continuation = Some(Box::new(Continuation {
-            start_after: resume.unwrap_or_default(),
+            start_after,
             done_after,
             so_far,
+            run: None,
         }));
     }
     Ok(summary)
+}
+
+/// Most bytes of keys and target names a continuation remembers as done past its resume
+/// point (a quarter of the 1 MB asynchronous payload limit).
+const DONE_AFTER_BUDGET: usize = 256 * 1024;
+
+/// What one remembered key costs in the continuation's JSON: the key as JSON escapes it (a
+/// control character takes six bytes), the target names, brackets and separators.
+fn remembered_size(key: &str, targets: &[String]) -> usize {
+    let json = |text: &str| serde_json::to_string(text).map_or(6 * text.len() + 2, |s| s.len());
+    json(key) + 3 + targets.iter().map(|t| json(t) + 1).sum::<usize>()
 }
 
 fn source_bucket<S: Store>(

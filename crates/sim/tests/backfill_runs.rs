@@ -1,0 +1,452 @@
+//! Backfill runs over the simulated store, with virtual time: self-continuing chains that stop
+//! (no progress, hop limit, a second chain of the same run, a deleted marker), the summary
+//! written where the operator says, the continuation's size with 1,024-byte keys, and verify
+//! and dry run stopping at the deadline like sync.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use s3fanout::backfill::chain::RESERVED_PREFIX;
+use s3fanout::backfill::{run_paged, BackfillRequest, Mode, StopReason, Summary};
+use s3fanout::core::object::ContentHeaders;
+use s3fanout::lambda::backfill::handle_invocation_as;
+use s3fanout::store::ObjectAt;
+use s3fanout::{Config, Deadline, Replicator, Store, Target};
+use s3fanout_sim::{Faults, NewObject, SimStore};
+use serde_json::{json, Value};
+use tokio::time::Instant;
+
+const SOURCE: &str = "src";
+const OPS: &str = "ops-bucket";
+
+fn target(i: usize) -> Target {
+    Target {
+        bucket: format!("rep-{i}"),
+        region: format!("region-{i}"),
+        prefix: String::new(),
+        storage_class: None,
+        kms_key_id: None,
+    }
+}
+
+fn replicator(targets: usize, latency_ms: u64, concurrency: usize) -> Replicator<SimStore> {
+    let store = SimStore::new(
+        11,
+        Faults {
+            max_latency: Duration::from_millis(latency_ms),
+            ..Faults::NONE
+        },
+    );
+    store.create_bucket(SOURCE, false);
+    store.create_bucket(OPS, false);
+    let targets: Vec<Target> = (0..targets).map(target).collect();
+    for t in &targets {
+        store.create_bucket(&t.bucket, false);
+    }
+    let mut config = Config::new([SOURCE.to_string()], targets);
+    config.concurrency = concurrency;
+    Replicator::with_store(config, store)
+}
+
+fn object(size: u64) -> NewObject {
+    NewObject {
+        size,
+        headers: ContentHeaders {
+            content_type: Some("text/plain".into()),
+            ..Default::default()
+        },
+        metadata: BTreeMap::from([("k".to_string(), "v".to_string())]),
+        ..Default::default()
+    }
+}
+
+fn fill(r: &Replicator<SimStore>, n: usize) {
+    for i in 0..n {
+        r.store().put(SOURCE, &format!("k{i:04}"), object(10));
+    }
+}
+
+/// One invocation as Lambda makes it: the answer as JSON, and the next request.
+async fn invoke(
+    r: &Replicator<SimStore>,
+    payload: &Value,
+    deadline: Deadline,
+    invocation: &str,
+) -> (Value, Option<BackfillRequest>) {
+    handle_invocation_as(r, payload, &deadline, invocation)
+        .await
+        .unwrap()
+}
+
+fn window() -> Deadline {
+    Deadline::after(Duration::from_millis(300), Duration::from_millis(50))
+}
+
+fn reason(answer: &Value) -> Option<StopReason> {
+    serde_json::from_value(answer["stopped"]["reason"].clone()).ok()
+}
+
+fn marker(r: &Replicator<SimStore>, run_id: &str) -> Option<String> {
+    r.store()
+        .object("rep-0", &format!("{RESERVED_PREFIX}runs/{run_id}"))
+        .map(|o| o.etag)
+}
+
+/// A chain that stops making progress stops continuing, says why, and keeps its continuation
+/// so that an operator can resume it.
+#[tokio::test(start_paused = true)]
+async fn a_run_without_progress_stops_and_says_why() {
+    let r = replicator(2, 30, 4);
+    fill(&r, 60);
+    let start = json!({"auto_continue": true, "run_id": "photos-2026"});
+    let (first, next) = invoke(&r, &start, window(), "inv-0").await;
+    let next = next.expect("the first hop made progress and continues");
+    let hop = next.continuation.as_ref().unwrap().run.clone().unwrap();
+    println!(
+        "hop 0: done {}, copied {}, continues after {:?} as hop {}",
+        first["done"],
+        first["targets"]["rep-0"]["copied"],
+        next.continuation.as_ref().unwrap().start_after,
+        hop.hop
+    );
+    assert_eq!((hop.run_id.as_str(), hop.hop), ("photos-2026", 1));
+
+    // The next hop gets no usable time at all: it cannot move.
+    let no_time = Deadline::at(Instant::now(), Duration::from_millis(100));
+    let payload = serde_json::to_value(&next).unwrap();
+    let (second, after) = invoke(&r, &payload, no_time, "inv-1").await;
+    println!(
+        "hop 1: done {}, stopped {}",
+        second["done"], second["stopped"]
+    );
+    assert!(after.is_none(), "a hop without progress must not continue");
+    assert_eq!(reason(&second), Some(StopReason::NoProgress));
+    let detail = second["stopped"]["detail"].as_str().unwrap();
+    assert!(detail.contains("ended where it started"), "{detail}");
+    assert_eq!(
+        second["continuation"]["start_after"],
+        payload["continuation"]["start_after"]
+    );
+    assert_eq!(second["run_id"], "photos-2026");
+
+    // Resuming by hand with the reported continuation goes on to the end.
+    let mut request: BackfillRequest = serde_json::from_value(json!({
+        "auto_continue": true,
+        "continuation": second["continuation"],
+    }))
+    .unwrap();
+    let mut hops = 0;
+    let summary = loop {
+        hops += 1;
+        assert!(hops < 50, "no convergence");
+        let payload = serde_json::to_value(&request).unwrap();
+        let (answer, next) = invoke(&r, &payload, window(), &format!("resume-{hops}")).await;
+        match next {
+            Some(next) => request = next,
+            None => break answer,
+        }
+    };
+    assert_eq!(summary["done"], true, "{summary}");
+    for t in ["rep-0", "rep-1"] {
+        assert_eq!(settled(&summary, t), (60, 60), "{summary}");
+    }
+}
+
+/// (listed, copied + up to date) for a target. A copy stopped in flight at a deadline may
+/// still have completed on the server: the next hop finds it up to date.
+fn settled(summary: &Value, target: &str) -> (u64, u64) {
+    let counts = &summary["targets"][target];
+    let n = |f: &str| counts[f].as_u64().unwrap_or(u64::MAX);
+    (n("listed"), n("copied") + n("up_to_date"))
+}
+
+/// `max_hops` bounds a chain; the continuation resumes it with a higher limit.
+#[tokio::test(start_paused = true)]
+async fn the_hop_limit_stops_a_chain() {
+    let r = replicator(2, 30, 4);
+    fill(&r, 120);
+    let mut payload = json!({"auto_continue": true, "max_hops": 2});
+    let mut invocations = 0;
+    let last = loop {
+        invocations += 1;
+        assert!(invocations < 10, "the hop limit did not stop the chain");
+        let (answer, next) = invoke(&r, &payload, window(), &format!("inv-{invocations}")).await;
+        match next {
+            Some(next) => payload = serde_json::to_value(&next).unwrap(),
+            None => break answer,
+        }
+    };
+    println!(
+        "stopped after {invocations} invocations: {}",
+        last["stopped"]
+    );
+    assert_eq!(
+        invocations, 3,
+        "the first invocation and two self-continuations"
+    );
+    assert_eq!(reason(&last), Some(StopReason::HopLimit));
+    assert_eq!(last["done"], false);
+    assert_eq!(last["continuation"]["run"]["hop"], 3);
+
+    let mut request: BackfillRequest = serde_json::from_value(json!({
+        "auto_continue": true,
+        "max_hops": 100,
+        "continuation": last["continuation"],
+    }))
+    .unwrap();
+    let summary = loop {
+        invocations += 1;
+        assert!(invocations < 60, "no convergence");
+        let payload = serde_json::to_value(&request).unwrap();
+        let (answer, next) = invoke(&r, &payload, window(), &format!("inv-{invocations}")).await;
+        match next {
+            Some(next) => request = next,
+            None => break answer,
+        }
+    };
+    assert_eq!(summary["done"], true, "{summary}");
+    assert_eq!(summary["source_objects"], 120);
+    assert_eq!(
+        r.store().requests()["CopyObject"],
+        240,
+        "each copy made once"
+    );
+}
+
+/// A duplicated event, a stale hop delivered late, and the start sent twice: only the chain
+/// holding the latest hop goes on. A retry of the same invocation (Lambda keeps the request
+/// id) recognises its own claim.
+#[tokio::test(start_paused = true)]
+async fn two_chains_of_one_run_cannot_both_proceed() {
+    let r = replicator(1, 30, 4);
+    fill(&r, 80);
+    let start = json!({"auto_continue": true, "run_id": "nightly"});
+    let (_, next) = invoke(&r, &start, window(), "a0").await;
+    let hop1 = serde_json::to_value(next.unwrap()).unwrap();
+
+    // The start sent again (a client retry): the run exists, this chain stops at once.
+    let copies = r.store().requests()["CopyObject"];
+    let (again, none) = invoke(&r, &start, window(), "b0").await;
+    assert!(none.is_none());
+    assert_eq!(reason(&again), Some(StopReason::Superseded), "{again}");
+    assert_eq!(
+        r.store().requests()["CopyObject"],
+        copies,
+        "refused before any work"
+    );
+
+    // Hop 1 delivered twice: the first claims it, the duplicate stops.
+    let (first, next_a) = invoke(&r, &hop1, window(), "a1").await;
+    assert!(first.get("stopped").is_none(), "{first}");
+    let (duplicate, next_b) = invoke(&r, &hop1, window(), "b1").await;
+    println!("duplicate hop: {}", duplicate["stopped"]["detail"]);
+    assert_eq!(reason(&duplicate), Some(StopReason::Superseded));
+    assert!(next_b.is_none());
+
+    // Lambda's retry of a1 (same request id) holds its claim and continues.
+    let (retry, next_retry) = invoke(&r, &hop1, window(), "a1").await;
+    assert!(retry.get("stopped").is_none(), "{retry}");
+    assert!(next_retry.is_some());
+
+    // Hop 2 from a1 claims; the same hop 2 from a1's retry then finds it taken.
+    let hop2 = serde_json::to_value(next_a.unwrap()).unwrap();
+    let hop2_retry = serde_json::to_value(next_retry.unwrap()).unwrap();
+    assert_eq!(hop2["continuation"]["run"]["hop"], 2);
+    let (winner, _) = invoke(&r, &hop2, window(), "a2").await;
+    assert!(winner.get("stopped").is_none(), "{winner}");
+    let (loser, none) = invoke(&r, &hop2_retry, window(), "c2").await;
+    assert_eq!(reason(&loser), Some(StopReason::Superseded), "{loser}");
+    assert!(none.is_none());
+}
+
+/// Deleting a run's marker cancels the run at its next hop.
+#[tokio::test(start_paused = true)]
+async fn deleting_the_marker_cancels_the_run() {
+    let r = replicator(1, 30, 4);
+    fill(&r, 60);
+    let (_, next) = invoke(&r, &json!({"auto_continue": true}), window(), "x0").await;
+    assert!(
+        marker(&r, "x0").is_some(),
+        "the run is named after its first invocation"
+    );
+    assert!(r
+        .store()
+        .remove("rep-0", &format!("{RESERVED_PREFIX}runs/x0")));
+    let payload = serde_json::to_value(next.unwrap()).unwrap();
+    let (answer, next) = invoke(&r, &payload, window(), "x1").await;
+    assert!(next.is_none());
+    assert_eq!(reason(&answer), Some(StopReason::Cancelled), "{answer}");
+}
+
+/// The summary lands in the operator's bucket after every hop; markers under the reserved
+/// prefix are neither copied nor reported by verify.
+#[tokio::test(start_paused = true)]
+async fn the_summary_is_written_where_the_operator_says() {
+    let r = replicator(2, 30, 4);
+    fill(&r, 60);
+    let mut payload =
+        json!({"auto_continue": true, "run_id": "r-1", "summary_to": "s3://ops-bucket/backfills"});
+    let at = ObjectAt {
+        bucket: OPS,
+        region: None,
+        key: "backfills/r-1.json",
+    };
+    let mut hops = 0;
+    let answer = loop {
+        hops += 1;
+        assert!(hops < 50, "no convergence");
+        let (answer, next) = invoke(&r, &payload, window(), &format!("s{hops}")).await;
+        assert_eq!(
+            answer["summary_object"],
+            "s3://ops-bucket/backfills/r-1.json"
+        );
+        let written = r.store().get_small_object(at).await.unwrap().unwrap();
+        let written: Summary = serde_json::from_slice(&written.body).unwrap();
+        assert_eq!(written.invocations, hops, "written after every hop");
+        match next {
+            Some(next) => payload = serde_json::to_value(&next).unwrap(),
+            None => break answer,
+        }
+    };
+    assert!(hops > 1, "the window should have split the run");
+    assert_eq!(answer["done"], true);
+    let written = r.store().get_small_object(at).await.unwrap().unwrap();
+    let written: Summary = serde_json::from_slice(&written.body).unwrap();
+    assert!(written.done);
+    assert_eq!(written.run_id.as_deref(), Some("r-1"));
+    let counts = &written.targets["rep-1"];
+    assert_eq!((counts.listed, counts.copied + counts.up_to_date), (60, 60));
+
+    assert!(marker(&r, "r-1").is_some());
+    let (verify, _) = invoke(&r, &json!({"mode": "verify"}), Deadline::none(), "v").await;
+    assert_eq!(verify["targets"]["rep-0"]["extraneous"], 0, "{verify}");
+    assert_eq!(verify["targets"]["rep-0"]["listed"], 60);
+    assert!(r
+        .store()
+        .object("rep-1", &format!("{RESERVED_PREFIX}runs/r-1"))
+        .is_none());
+
+    for (field, value) in [
+        ("summary_to", json!("ops-bucket/x")),
+        ("run_id", json!("has space")),
+        ("max_hops", json!(0)),
+    ] {
+        let payload = json!({ field: value });
+        let err = handle_invocation_as(&r, &payload, &Deadline::none(), "bad")
+            .await
+            .unwrap_err()
+            .to_string();
+        println!("{field}: {err}");
+        assert!(err.contains(field), "{err}");
+        assert!(
+            err.contains(&value.to_string()) || value.is_number(),
+            "{err}"
+        );
+    }
+}
+
+/// The continuation names only keys with finished work: with 1,000 keys of 1,024 bytes and a
+/// deadline in the middle of every page, it stays far below Lambda's 1 MB asynchronous payload.
+#[tokio::test(start_paused = true)]
+async fn the_continuation_stays_small_with_long_keys() {
+    let r = replicator(3, 30, 32);
+    for i in 0..1000 {
+        let key = format!("{i:04}/{}", "x".repeat(1019));
+        assert_eq!(key.len(), 1024);
+        r.store().put(SOURCE, &key, object(10));
+    }
+    let mut payload = json!({"auto_continue": true});
+    let mut sizes = Vec::new();
+    let summary = loop {
+        assert!(sizes.len() < 100, "no convergence");
+        let deadline = Deadline::after(Duration::from_millis(1500), Duration::from_millis(300));
+        let (answer, next) = invoke(&r, &payload, deadline, &format!("k{}", sizes.len())).await;
+        match next {
+            Some(next) => {
+                let bytes = serde_json::to_vec(&next).unwrap();
+                sizes.push(bytes.len());
+                payload = serde_json::from_slice(&bytes).unwrap();
+            }
+            None => break answer,
+        }
+    };
+    let largest = sizes.iter().copied().max().unwrap_or_default();
+    println!(
+        "{} continuations for 1,000 keys of 1,024 bytes to 3 targets; largest {largest} bytes ({:.1}% of 1 MB); sizes {sizes:?}",
+        sizes.len(),
+        largest as f64 / 10_485.76
+    );
+    assert!(
+        sizes.len() >= 2,
+        "the deadline should have stopped the run mid-way"
+    );
+    assert!(largest < 128 * 1024, "continuation of {largest} bytes");
+    assert_eq!(summary["done"], true);
+    assert_eq!(summary["source_objects"], 1000);
+    for t in 0..3 {
+        let counts = &summary["targets"][format!("rep-{t}")];
+        assert_eq!(
+            (counts["listed"].as_u64(), counts["copied"].as_u64()),
+            (Some(1000), Some(1000)),
+            "{counts}"
+        );
+    }
+    assert_eq!(
+        r.store().requests()["CopyObject"],
+        3000,
+        "each copy made once"
+    );
+}
+
+/// Verify and dry run stop at the soft deadline like sync: every invocation returns before
+/// its deadline, and the continuations add up to exactly one comparison per key.
+#[tokio::test(start_paused = true)]
+async fn verify_and_dry_run_stop_at_the_deadline_like_sync() {
+    for (mode, dry_run) in [(Mode::Verify, false), (Mode::Sync, true)] {
+        let r = replicator(1, 30, 4);
+        for i in 0..200 {
+            let key = format!("k{i:04}");
+            r.store().put(SOURCE, &key, object(10));
+            // Same size, other bytes: settling each key needs a HEAD of the replica.
+            r.store().put("rep-0", &key, object(10));
+        }
+        let mut request = BackfillRequest {
+            mode,
+            dry_run,
+            ..Default::default()
+        };
+        let mut invocations = 0;
+        let summary = loop {
+            invocations += 1;
+            assert!(invocations < 100, "{mode:?}: no convergence");
+            let started = Instant::now();
+            let remaining = Duration::from_millis(500);
+            let deadline = Deadline::after(remaining, Duration::from_millis(100));
+            let summary = run_paged(&r, &request, &deadline, &|_| {}, 1000)
+                .await
+                .unwrap();
+            assert!(
+                started.elapsed() < remaining,
+                "{mode:?}: ran {:?} past a {remaining:?} deadline",
+                started.elapsed()
+            );
+            match summary.continuation.clone() {
+                Some(next) => request.continuation = Some(*next),
+                None => break summary,
+            }
+        };
+        println!("{mode:?} (dry run {dry_run}): {invocations} invocations");
+        assert!(
+            invocations > 2,
+            "{mode:?}: the deadline should have split the run"
+        );
+        let counts = &summary.targets["rep-0"];
+        assert_eq!(counts.listed, 200, "{mode:?}");
+        match mode {
+            Mode::Verify => assert_eq!(counts.different, 200),
+            Mode::Sync => assert_eq!(counts.copied, 200, "a dry run counts what it would copy"),
+        }
+        let requests = r.store().requests();
+        assert_eq!(requests.get("CopyObject"), None, "{mode:?} wrote");
+    }
+}
