@@ -606,6 +606,14 @@ def test_backfill_dead_letter_queue(aws, translated, full_stack):
     )
 
 
+def test_backfill_may_invoke_itself(translated):
+    """Self-continuation is a loop of one function: Lambda's recursive loop detection would
+    stop it after about 16 hops; the function bounds its chains itself (max_hops)."""
+    props = translated["Resources"]["BackfillFunction"]["Properties"]
+    assert props["RecursiveLoop"] == "Allow"
+    assert "RecursiveLoop" not in translated["Resources"]["ReplicateFunction"]["Properties"]
+
+
 def test_log_groups(aws, full_stack):
     logs = aws("logs")
     for suffix in ("replicate", "backfill"):
