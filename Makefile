@@ -49,6 +49,7 @@ bench: setup
 	cargo build --profile bench-build -p integration --bin bench
 	$(LOCAL_S3) target/bench-build/bench
 	cargo build --profile bench-build -p integration --bin bench_read && $(LOCAL_S3) target/bench-build/bench_read
+	cargo build --profile bench-build -p s3fanout-sim --example bench_memory && target/bench-build/examples/bench_memory
 	$(PY) -m pip install --quiet --disable-pip-version-check -r tests/bench-requirements.txt && (command -v rclone >/dev/null || (apt-get update -qq && apt-get install -y -qq rclone)) && cargo build --profile bench-build -p s3fanout-cli -p integration --bin s3fanout --bin bench_backfill && $(LOCAL_S3) target/bench-build/bench_backfill
 
 include infra/infra.mk
