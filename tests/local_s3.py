@@ -24,6 +24,13 @@ What this wrapper adds:
   `x-amz-meta-` prefix) and value (S3 user guide, "Working with object metadata", page
   UsingMetadata), answers 400 MetadataTooLarge on PutObject, CopyObject with
   `x-amz-metadata-directive: REPLACE` and CreateMultipartUpload. moto stores any size.
+- ListMultipartUploads gives each upload's real `Initiated` time (S3 API reference,
+  ListMultipartUploads: "Date and time at which the multipart upload was initiated"); moto
+  answers a fixed 2010-11-10 for every upload, which would make every upload look older than
+  any object.
+- ListParts answers with the root element S3 documents, `ListPartsResult` (S3 API reference,
+  ListParts, response syntax); moto names it `ListPartsResponse`, which clients that check the
+  document's root (aws-sdk-rust) refuse.
 - More than 10 tags in `x-amz-tagging` ("Amazon S3 limits the maximum number of tags to 10 tags
   per object", S3 API reference, PutObjectTagging; user guide page object-tagging) answer
   400 BadRequest "Object tags cannot be greater than 10", the answer S3 gives to PutObjectTagging,
@@ -34,8 +41,10 @@ What this wrapper adds:
 """
 
 import sys
+from datetime import datetime, timezone
 from urllib.parse import parse_qs, unquote, urlparse
 
+from moto.s3.models import FakeMultipart
 from moto.s3.exceptions import (
     BadRequest,
     InvalidTagError,
@@ -209,6 +218,52 @@ S3Response.upload_part_copy = _enforce_copy_source_if_match(S3Response.upload_pa
 S3Response.put_object = _enforce_put_object_limits(S3Response.put_object)
 S3Response._key_response_post = _enforce_post_object(S3Response._key_response_post)
 S3Response.delete_object = _enforce_delete_if_match_any(S3Response.delete_object)
+
+_MOTO_INITIATED = "<Initiated>2010-11-10T20:48:33.000Z</Initiated>"
+
+
+def _record_initiated(init):
+    def recorded(self, *args, **kwargs):
+        init(self, *args, **kwargs)
+        self.initiated = datetime.now(timezone.utc)
+
+    return recorded
+
+
+def _real_initiated(handler):
+    # moto renders a fixed time; put each upload's own in its place, in the same order.
+    def listed(self):
+        status, headers, body = handler(self)
+        uploads = list(self.backend.list_multipart_uploads(self.bucket_name).values())
+        prefix = self.querystring.get("prefix", [None])[0] if "prefix" in self.querystring else None
+        if prefix is not None:
+            uploads = [u for u in uploads if u.key_name.startswith(prefix)]
+        text = body.decode("utf-8") if isinstance(body, bytes) else body
+        for upload in uploads:
+            when = getattr(upload, "initiated", None)
+            if when is None or _MOTO_INITIATED not in text:
+                break
+            stamp = when.strftime("%Y-%m-%dT%H:%M:%S.") + f"{when.microsecond // 1000:03d}Z"
+            text = text.replace(_MOTO_INITIATED, f"<Initiated>{stamp}</Initiated>", 1)
+        return status, headers, text.encode("utf-8") if isinstance(body, bytes) else text
+
+    return listed
+
+
+def _list_parts_result(handler):
+    def renamed(self):
+        status, headers, body = handler(self)
+        text = body.decode("utf-8") if isinstance(body, bytes) else body
+        text = text.replace("<ListPartsResponse", "<ListPartsResult", 1)
+        text = text.replace("</ListPartsResponse>", "</ListPartsResult>", 1)
+        return status, headers, text.encode("utf-8") if isinstance(body, bytes) else text
+
+    return renamed
+
+
+FakeMultipart.__init__ = _record_initiated(FakeMultipart.__init__)
+S3Response.list_parts = _list_parts_result(S3Response.list_parts)
+S3Response.list_multipart_uploads = _real_initiated(S3Response.list_multipart_uploads)
 
 if __name__ == "__main__":
     main(sys.argv[1:])

@@ -14,6 +14,8 @@ Sources, cited per test:
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
+import urllib.request
 import socket
 import subprocess
 import sys
@@ -527,3 +529,33 @@ def test_put_object_tagging_limit(s3, bucket):
 
     s3.put_object_tagging(Bucket=bucket, Key="k", Tagging={"TagSet": _tag_set(10)})
     assert len(s3.get_object_tagging(Bucket=bucket, Key="k")["TagSet"]) == 10
+
+
+def test_list_multipart_uploads_gives_the_real_initiated_time(s3, bucket):
+    """ListMultipartUploads answers, per upload, "Initiated: Date and time at which the multipart
+    upload was initiated" (S3 API reference, ListMultipartUploads). An upload made now must not
+    look older than an object written a moment before it."""
+    s3.put_object(Bucket=bucket, Key="written-first", Body=b"x")
+    written = s3.head_object(Bucket=bucket, Key="written-first")["LastModified"]
+    first = s3.create_multipart_upload(Bucket=bucket, Key="up/a")["UploadId"]
+    second = s3.create_multipart_upload(Bucket=bucket, Key="up/b")["UploadId"]
+    listed = s3.list_multipart_uploads(Bucket=bucket, Prefix="up/")["Uploads"]
+    by_id = {u["UploadId"]: u["Initiated"] for u in listed}
+    assert set(by_id) == {first, second}
+    now = datetime.now(timezone.utc)
+    for initiated in by_id.values():
+        # Last-Modified has whole seconds; the upload began after it, and not in the future.
+        assert initiated >= written
+        assert abs((now - initiated).total_seconds()) < 60
+    assert by_id[first] <= by_id[second]
+
+
+def test_list_parts_answers_a_list_parts_result(s3, bucket, endpoint):
+    """ListParts' response document is `ListPartsResult` (S3 API reference, ListParts,
+    response syntax), with each uploaded part's number and size."""
+    upload = s3.create_multipart_upload(Bucket=bucket, Key="parts")["UploadId"]
+    s3.upload_part(Bucket=bucket, Key="parts", UploadId=upload, PartNumber=1, Body=b"x" * 10)
+    raw = urllib.request.urlopen(f"{endpoint}/{bucket}/parts?uploadId={upload}").read().decode()
+    assert "<ListPartsResult" in raw and "</ListPartsResult>" in raw, raw
+    parts = s3.list_parts(Bucket=bucket, Key="parts", UploadId=upload)["Parts"]
+    assert [(p["PartNumber"], p["Size"]) for p in parts] == [(1, 10)]

@@ -268,10 +268,11 @@ async fn a_deadline_forces_continuations_that_converge_without_double_counting()
     );
     for counts in summary.targets.values() {
         // Each object counted once. A copy stopped in flight at the deadline may still have
-        // completed on the server; the next invocation then finds it up to date.
+        // completed on the server, or landed before its check after landing could run; the
+        // next invocation then finds it up to date.
         assert_eq!((counts.listed, counts.failed), (45, 0), "{counts:?}");
         assert_eq!(counts.copied + counts.up_to_date, 45, "{counts:?}");
-        assert!(counts.copied >= 40, "{counts:?}");
+        assert!(counts.copied >= 30, "{counts:?}");
     }
     for key in &keys {
         for t in &setup.targets {

@@ -164,29 +164,54 @@ async fn stale_missing_and_replica_events_are_finished_not_copied() {
     let report = replicator
         .apply(&changes(&setup, "changed", Some(&old)))
         .await;
-    assert_eq!(report[0].targets[0].outcome, Outcome::SourceChanged);
-    assert!(
-        snapshot(&setup.target_client(target), &target.bucket, "changed")
-            .await
-            .is_none()
-    );
+    // An event for content that changed since still brings the replica to the source as it is
+    // now (an earlier attempt of it may have landed an older copy); the newer event then finds
+    // the replica current.
+    assert_eq!(report[0].targets[0].outcome, Outcome::Copied);
+    assert_replica(&setup, "changed", target).await;
+    let again = replicator
+        .apply(&changes(&setup, "changed", Some(&old)))
+        .await;
+    assert_eq!(again[0].targets[0].outcome, Outcome::SourceChanged);
 
     let report = replicator
         .apply(&changes(&setup, "never-existed", None))
         .await;
     assert_eq!(report[0].targets[0].outcome, Outcome::SourceGone);
 
-    // An object carrying provenance is a replica: copying it onward would loop.
-    src.put_object()
-        .bucket(&setup.source)
-        .key("looped")
-        .metadata(s3fanout::provenance::SOURCE_ETAG, "abc")
-        .body(b"x".to_vec().into())
-        .send()
-        .await
-        .unwrap();
-    let report = replicator.apply(&changes(&setup, "looped", None)).await;
+    // An object whose provenance names another configured source is a replica of it: copying
+    // it onward would loop.
+    let mut config = setup.config();
+    config.source_buckets.insert("another-source".into());
+    let guarded = setup.replicator(config).await;
+    let put_with_provenance = |key: &'static str, from: String| {
+        let src = src.clone();
+        let bucket = setup.source.clone();
+        async move {
+            src.put_object()
+                .bucket(&bucket)
+                .key(key)
+                .metadata(s3fanout::provenance::SOURCE_ETAG, "abc")
+                .metadata(s3fanout::provenance::SOURCE_BUCKET, from)
+                .body(b"x".to_vec().into())
+                .send()
+                .await
+                .unwrap();
+        }
+    };
+    put_with_provenance("looped", "another-source".into()).await;
+    let report = guarded.apply(&changes(&setup, "looped", None)).await;
     assert_eq!(report[0].targets[0].outcome, Outcome::IsReplica);
+
+    // A replica copied back into its own source (a restore), or found in a replica bucket
+    // promoted to be the source (its provenance names a bucket no longer configured), is data.
+    put_with_provenance("restored", setup.source.clone()).await;
+    put_with_provenance("promoted", "old-source-gone".into()).await;
+    for key in ["restored", "promoted"] {
+        let report = guarded.apply(&changes(&setup, key, None)).await;
+        assert_eq!(report[0].targets[0].outcome, Outcome::Copied, "{key}");
+        assert_replica(&setup, key, target).await;
+    }
 }
 
 fn changes(setup: &Setup, key: &str, etag: Option<&str>) -> Vec<s3fanout::Change> {

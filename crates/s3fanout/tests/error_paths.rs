@@ -129,7 +129,14 @@ async fn each_target_gets_its_own_outcome_and_retry_decision() {
         "{:?}",
         outcomes[2]
     );
-    assert_eq!(outcomes[3], ("changed", &Outcome::SourceChanged));
+    // 412 on every copy while the source's HEAD keeps its ETag: the engine reads again and
+    // retries within bounds, then reports the change for a later delivery.
+    match outcomes[3].1 {
+        Outcome::Failed(failure) if failure.kind == FailureKind::Retryable => {
+            assert!(failure.message.contains("kept changing"), "{failure:?}")
+        }
+        other => panic!("changed: {other:?}"),
+    }
     assert!(report.failed());
     assert_eq!(copy_ok.num_calls(), 1);
 }

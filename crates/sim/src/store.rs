@@ -21,7 +21,7 @@ const MAX_METADATA_BYTES: usize = 2048;
 /// S3's limit on tags per object.
 const MAX_TAGS: usize = 10;
 /// Lines of trace kept for a failing run.
-const TRACE_LINES: usize = 400;
+const TRACE_LINES: usize = 20_000;
 
 /// What goes wrong, and how often.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -53,6 +53,8 @@ pub enum NoticeKind {
     Created,
     /// `ObjectRemoved:*`.
     Removed,
+    /// `ObjectTagging:*`.
+    Tagged,
 }
 
 /// An event notification a write to a notifying bucket produced.
@@ -106,6 +108,8 @@ pub struct SimObject {
     pub storage_class: Option<String>,
     /// Part sizes, for objects made by a multipart upload.
     pub parts: Option<Vec<u64>>,
+    /// When it was written (virtual milliseconds).
+    pub written_ms: i64,
 }
 
 #[derive(Debug, Default)]
@@ -123,6 +127,7 @@ struct SimUpload {
     tags: Vec<Tag>,
     storage_class: Option<String>,
     parts: BTreeMap<u32, (Content, String)>,
+    initiated_ms: i64,
 }
 
 #[derive(Debug)]
@@ -143,7 +148,9 @@ struct State {
     sequencer: u64,
     other: Option<OtherWriter>,
     requests: BTreeMap<&'static str, u64>,
+    applied: BTreeMap<&'static str, u64>,
     next_upload: u64,
+    epoch: tokio::time::Instant,
     /// The real bytes of objects written with `put_small_object`, by ETag (every other
     /// object's bytes are symbolic).
     small_bodies: BTreeMap<String, Vec<u8>>,
@@ -222,7 +229,8 @@ impl State {
         }
     }
 
-    fn put_object(&mut self, bucket: &str, key: &str, object: SimObject) {
+    fn put_object(&mut self, bucket: &str, key: &str, mut object: SimObject) {
+        object.written_ms = self.now_ms();
         let notice = Notice {
             kind: NoticeKind::Created,
             bucket: bucket.to_string(),
@@ -258,6 +266,11 @@ impl State {
             });
         }
         existed
+    }
+
+    /// Virtual milliseconds since the epoch of this store (a fixed, plausible date).
+    fn now_ms(&self) -> i64 {
+        1_790_000_000_000 + self.epoch.elapsed().as_millis() as i64
     }
 
     fn next_sequencer(&mut self) -> u64 {
@@ -307,6 +320,7 @@ impl State {
                 tags: vec![],
                 storage_class: None,
                 parts: None,
+                written_ms: 0,
             };
             self.log(format!(
                 "other client: put s3://{bucket}/{key} ({size} B, etag {})",
@@ -324,6 +338,8 @@ impl State {
             metadata: object.metadata.clone(),
             storage_class: object.storage_class.clone(),
             parts_count: None,
+            // S3's Last-Modified header has whole seconds.
+            last_modified_ms: Some(object.written_ms - object.written_ms % 1000),
         }
     }
 
@@ -449,7 +465,9 @@ impl SimStore {
                 sequencer: 0,
                 other: None,
                 requests: BTreeMap::new(),
+                applied: BTreeMap::new(),
                 next_upload: 0,
+                epoch: tokio::time::Instant::now(),
                 small_bodies: BTreeMap::new(),
             }),
         }
@@ -526,6 +544,7 @@ impl SimStore {
             tags,
             storage_class,
             parts,
+            written_ms: 0,
         };
         state.log(format!(
             "client: put s3://{bucket}/{key} ({size} B, etag {etag})"
@@ -541,16 +560,57 @@ impl SimStore {
         state.remove_object(bucket, key)
     }
 
-    /// Sets an object's tags as a client would (no notice).
+    /// Sets an object's tags as a client would; a notifying bucket announces it.
     pub fn set_tags(&self, bucket: &str, key: &str, tags: Vec<Tag>) {
         let mut state = self.lock();
-        if let Some(object) = state
-            .buckets
-            .get_mut(bucket)
-            .and_then(|b| b.objects.get_mut(key))
-        {
-            object.tags = tags;
+        state.log(format!("client: tags of s3://{bucket}/{key} := {tags:?}"));
+        let sequencer = state.next_sequencer();
+        let Some(b) = state.buckets.get_mut(bucket) else {
+            return;
+        };
+        let Some(object) = b.objects.get_mut(key) else {
+            return;
+        };
+        object.tags = tags;
+        let notice = Notice {
+            kind: NoticeKind::Tagged,
+            bucket: bucket.to_string(),
+            key: key.to_string(),
+            etag: Some(object.etag.clone()),
+            size: object.content.len(),
+            sequencer,
+        };
+        if b.notify {
+            state.notices.push(notice);
         }
+    }
+
+    /// Replaces an object's headers and metadata in place, as `CopyObject` of an object onto
+    /// itself does: same bytes, and the same ETag unless the object was made by parts (the copy
+    /// is a single-part object).
+    pub fn replace_metadata(
+        &self,
+        bucket: &str,
+        key: &str,
+        headers: ContentHeaders,
+        metadata: BTreeMap<String, String>,
+    ) {
+        let mut state = self.lock();
+        let Some(mut object) = state
+            .buckets
+            .get(bucket)
+            .and_then(|b| b.objects.get(key).cloned())
+        else {
+            return;
+        };
+        state.log(format!(
+            "client: in-place copy of s3://{bucket}/{key} with new metadata"
+        ));
+        object.headers = headers;
+        object.metadata = metadata;
+        object.etag = object.content.digest();
+        object.parts = None;
+        state.put_object(bucket, key, object);
     }
 
     /// An object, as it is now.
@@ -599,6 +659,11 @@ impl SimStore {
         self.lock().log(line);
     }
 
+    /// Requests that took effect so far, per operation.
+    pub fn applied(&self) -> BTreeMap<&'static str, u64> {
+        self.lock().applied.clone()
+    }
+
     /// Requests served so far, per operation.
     pub fn requests(&self) -> BTreeMap<&'static str, u64> {
         self.lock().requests.clone()
@@ -636,10 +701,17 @@ impl SimStore {
             *state.requests.entry(op).or_default() += 1;
             state.maybe_other_write();
             let fault = state.fault(op, &place);
+            let apply = |state: &mut State| {
+                let result = effect(state);
+                if result.is_ok() {
+                    *state.applied.entry(op).or_default() += 1;
+                }
+                result
+            };
             let result = match fault {
                 Fault::Before(failure) => Err(failure),
-                Fault::None => effect(&mut state),
-                Fault::After(failure) => effect(&mut state).and(Err(failure)),
+                Fault::None => apply(&mut state),
+                Fault::After(failure) => apply(&mut state).and(Err(failure)),
             };
             let now = tokio::time::Instant::now();
             let shown = match &result {
@@ -783,6 +855,7 @@ impl Store for SimStore {
                 tags: source.tags,
                 storage_class: request.attributes.storage_class.clone(),
                 parts: None,
+                written_ms: 0,
             };
             state.put_object(at.bucket, at.key, object);
             Ok(())
@@ -802,6 +875,7 @@ impl Store for SimStore {
             check_tags(tags, "CreateMultipartUpload")?;
             state.next_upload += 1;
             let id = format!("upload-{}", state.next_upload);
+            let initiated_ms = state.now_ms();
             let bucket = state.bucket(at.bucket, "CreateMultipartUpload")?;
             bucket.uploads.insert(
                 id.clone(),
@@ -812,6 +886,7 @@ impl Store for SimStore {
                     tags: tags.to_vec(),
                     storage_class: attributes.storage_class.clone(),
                     parts: BTreeMap::new(),
+                    initiated_ms,
                 },
             );
             Ok(id)
@@ -946,6 +1021,7 @@ impl Store for SimStore {
                 tags: upload.tags,
                 storage_class: upload.storage_class,
                 parts: Some(sizes),
+                written_ms: 0,
             };
             state.bucket(at.bucket, op)?.uploads.remove(upload_id);
             state.put_object(at.bucket, at.key, object);
@@ -1011,6 +1087,7 @@ impl Store for SimStore {
                 .map(|(id, u)| Upload {
                     key: u.key.clone(),
                     upload_id: id.clone(),
+                    initiated_ms: Some(u.initiated_ms),
                 })
                 .collect())
         })
@@ -1089,6 +1166,7 @@ impl Store for SimStore {
                 tags: Vec::new(),
                 storage_class: None,
                 parts: None,
+                written_ms: 0,
             };
             state.put_object(at.bucket, at.key, object);
             Ok(etag)

@@ -10,6 +10,8 @@ pub enum ChangeKind {
     Created,
     /// The object was deleted (or expired).
     Removed,
+    /// The object's tags were set or removed.
+    Tagged,
 }
 
 /// One object change, normalised.

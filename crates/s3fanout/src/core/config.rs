@@ -61,6 +61,12 @@ pub struct Config {
     pub source_buckets: BTreeSet<String>,
     /// Regions of source buckets given as `BUCKET@REGION`; others are in the process's region.
     pub source_regions: std::collections::BTreeMap<String, String>,
+    /// Key prefix of each source's replicas inside every target (`BUCKET?prefix=P/`): required
+    /// when several sources share the targets, so that equal keys never overwrite each other.
+    pub source_prefixes: std::collections::BTreeMap<String, String>,
+    /// Account that must own every bucket (`x-amz-expected-bucket-owner`): a bucket deleted and
+    /// re-created by someone else then never receives data.
+    pub expected_owner: Option<String>,
     /// Replica buckets, each receiving a full copy.
     pub targets: Vec<Target>,
     /// Whether `ObjectRemoved` events delete the object from every replica.
@@ -103,6 +109,8 @@ pub mod vars {
     pub const MULTIPART_PART_SIZE: &str = "MULTIPART_PART_SIZE";
     /// Milliseconds.
     pub const DEADLINE_MARGIN_MS: &str = "DEADLINE_MARGIN_MS";
+    /// A 12-digit account id.
+    pub const EXPECTED_BUCKET_OWNER: &str = "EXPECTED_BUCKET_OWNER";
 }
 
 impl Config {
@@ -111,6 +119,8 @@ impl Config {
         Config {
             source_buckets: source_buckets.into_iter().collect(),
             source_regions: Default::default(),
+            source_prefixes: Default::default(),
+            expected_owner: None,
             targets,
             replicate_deletes: false,
             concurrency: DEFAULT_CONCURRENCY,
@@ -136,18 +146,42 @@ impl Config {
         })?;
         let mut source_buckets = BTreeSet::new();
         let mut source_regions = std::collections::BTreeMap::new();
+        let mut source_prefixes = std::collections::BTreeMap::new();
         for entry in split_list(&sources_raw) {
-            let (name, region) = match entry.split_once('@') {
+            let (location, options) = entry.split_once('?').unwrap_or((entry, ""));
+            let (name, region) = match location.split_once('@') {
                 Some((name, region)) => (name, Some(region)),
-                None => (entry, None),
+                None => (location, None),
             };
             check_bucket_name(vars::SOURCE_BUCKETS, name)?;
             if let Some(region) = region {
                 check_region(vars::SOURCE_BUCKETS, entry, region)?;
                 source_regions.insert(name.to_string(), region.to_string());
             }
-            source_buckets.insert(name.to_string());
+            for (option, value) in parse_options(vars::SOURCE_BUCKETS, entry, options)? {
+                match option.as_str() {
+                    "prefix" => {
+                        check_prefix(vars::SOURCE_BUCKETS, entry, &value)?;
+                        source_prefixes.insert(name.to_string(), value);
+                    }
+                    other => {
+                        return Err(ConfigError {
+                            variable: vars::SOURCE_BUCKETS,
+                            value: entry.to_string(),
+                            reason: format!("unknown option {other:?} (known: prefix)"),
+                        })
+                    }
+                }
+            }
+            if !source_buckets.insert(name.to_string()) {
+                return Err(ConfigError {
+                    variable: vars::SOURCE_BUCKETS,
+                    value: entry.to_string(),
+                    reason: "bucket listed twice".into(),
+                });
+            }
         }
+        check_source_prefixes(&source_buckets, &source_prefixes, &sources_raw)?;
 
         let targets_raw = get(vars::REPLICA_TARGETS).ok_or_else(|| ConfigError {
             variable: vars::REPLICA_TARGETS,
@@ -172,6 +206,13 @@ impl Config {
                 });
             }
             targets.push(target);
+        }
+        if targets.is_empty() {
+            return Err(ConfigError {
+                variable: vars::REPLICA_TARGETS,
+                value: targets_raw.clone(),
+                reason: "names no target: at least one BUCKET@REGION is required".into(),
+            });
         }
 
         let replicate_deletes = match get(vars::REPLICATE_DELETES) {
@@ -225,9 +266,23 @@ impl Config {
             },
         };
 
+        let expected_owner = match get(vars::EXPECTED_BUCKET_OWNER) {
+            None => None,
+            Some(v) if v.len() == 12 && v.chars().all(|c| c.is_ascii_digit()) => Some(v),
+            Some(v) => {
+                return Err(ConfigError {
+                    variable: vars::EXPECTED_BUCKET_OWNER,
+                    value: v,
+                    reason: "expected a 12-digit AWS account id".into(),
+                })
+            }
+        };
+
         Ok(Config {
             source_buckets,
             source_regions,
+            source_prefixes,
+            expected_owner,
             targets,
             replicate_deletes,
             concurrency,
@@ -235,6 +290,22 @@ impl Config {
             part_size,
             deadline_margin,
         })
+    }
+
+    /// The prefix of `source`'s replicas inside `target`.
+    pub fn replica_prefix(&self, target: &Target, source: &str) -> String {
+        let own = self.source_prefixes.get(source).map(String::as_str);
+        format!("{}{}", target.prefix, own.unwrap_or_default())
+    }
+
+    /// The key of `source`'s object `key` inside `target`.
+    pub fn replica_key(&self, target: &Target, source: &str, key: &str) -> String {
+        format!("{}{key}", self.replica_prefix(target, source))
+    }
+
+    /// Whether a bucket is a configured source or target.
+    pub fn is_configured(&self, bucket: &str) -> bool {
+        self.source_buckets.contains(bucket) || self.target(bucket).is_some()
     }
 
     /// The configured target with this bucket name.
@@ -288,16 +359,12 @@ fn parse_target(entry: &str) -> Result<Target, ConfigError> {
         storage_class: None,
         kms_key_id: None,
     };
-    for pair in options.split('&').filter(|p| !p.is_empty()) {
-        let (name, raw_value) = pair
-            .split_once('=')
-            .ok_or_else(|| err(format!("option {pair:?} has no value")))?;
-        let value = percent_decode_str(raw_value)
-            .decode_utf8()
-            .map_err(|_| err(format!("option {name} is not valid UTF-8 once decoded")))?
-            .into_owned();
-        match name {
-            "prefix" => target.prefix = value,
+    for (name, value) in parse_options(vars::REPLICA_TARGETS, entry, options)? {
+        match name.as_str() {
+            "prefix" => {
+                check_prefix(vars::REPLICA_TARGETS, entry, &value)?;
+                target.prefix = value
+            }
             "storage_class" => {
                 if !STORAGE_CLASSES.contains(&value.as_str()) {
                     return Err(err(format!(
@@ -317,6 +384,79 @@ fn parse_target(entry: &str) -> Result<Target, ConfigError> {
         }
     }
     Ok(target)
+}
+
+/// `name=value` pairs after `?`, values percent-decoded.
+fn parse_options(
+    variable: &'static str,
+    entry: &str,
+    options: &str,
+) -> Result<Vec<(String, String)>, ConfigError> {
+    let err = |reason: String| ConfigError {
+        variable,
+        value: entry.to_string(),
+        reason,
+    };
+    options
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|pair| {
+            let (name, raw_value) = pair
+                .split_once('=')
+                .ok_or_else(|| err(format!("option {pair:?} has no value")))?;
+            let value = percent_decode_str(raw_value)
+                .decode_utf8()
+                .map_err(|_| err(format!("option {name} is not valid UTF-8 once decoded")))?
+                .into_owned();
+            Ok((name.to_string(), value))
+        })
+        .collect()
+}
+
+/// A key prefix must end with `/`: `mirror` would also cover `mirror-old/...`, keys that were
+/// never replicas, which a backfill with `delete` would then remove.
+fn check_prefix(variable: &'static str, entry: &str, prefix: &str) -> Result<(), ConfigError> {
+    if prefix.is_empty() || prefix.ends_with('/') {
+        return Ok(());
+    }
+    Err(ConfigError {
+        variable,
+        value: entry.to_string(),
+        reason: format!("prefix {prefix:?} must end with \"/\" (as {prefix:?}/)"),
+    })
+}
+
+/// Several sources writing to the same targets need their own, non-overlapping prefixes.
+fn check_source_prefixes(
+    sources: &BTreeSet<String>,
+    prefixes: &std::collections::BTreeMap<String, String>,
+    raw: &str,
+) -> Result<(), ConfigError> {
+    if sources.len() < 2 {
+        return Ok(());
+    }
+    let err = |reason: String| ConfigError {
+        variable: vars::SOURCE_BUCKETS,
+        value: raw.to_string(),
+        reason,
+    };
+    for source in sources {
+        if prefixes.get(source).is_none_or(String::is_empty) {
+            return Err(err(format!(
+                "several sources share the targets, so each needs its own prefix there ({source}?prefix={source}%2F): otherwise equal keys overwrite each other's replicas"
+            )));
+        }
+    }
+    for (a, pa) in prefixes {
+        for (b, pb) in prefixes {
+            if a != b && pb.starts_with(pa.as_str()) {
+                return Err(err(format!(
+                    "the prefixes of {a} ({pa:?}) and {b} ({pb:?}) overlap: a backfill of one with delete would reach the other's replicas"
+                )));
+            }
+        }
+    }
+    Ok(())
 }
 
 fn check_region(variable: &'static str, entry: &str, region: &str) -> Result<(), ConfigError> {
@@ -370,7 +510,7 @@ mod tests {
     #[test]
     fn parses_targets_with_options() {
         let c = parse(&[
-            ("SOURCE_BUCKETS", "src-a, src-b"),
+            ("SOURCE_BUCKETS", "src-a?prefix=a%2F, src-b?prefix=b%2F"),
             (
                 "REPLICA_TARGETS",
                 "rep-1@us-west-2, rep-2@eu-west-1?prefix=mirror%2F&storage_class=STANDARD_IA&kms_key_id=arn%3Aaws%3Akms%3Aeu-west-1%3A1%3Akey%2Fk",
@@ -398,7 +538,10 @@ mod tests {
     #[test]
     fn source_buckets_may_name_their_region() {
         let c = parse(&[
-            ("SOURCE_BUCKETS", "src-a@eu-west-1,src-b"),
+            (
+                "SOURCE_BUCKETS",
+                "src-a@eu-west-1?prefix=a/,src-b?prefix=b/",
+            ),
             ("REPLICA_TARGETS", "rep@us-east-1"),
         ])
         .unwrap();
@@ -408,6 +551,9 @@ mod tests {
             Some("eu-west-1")
         );
         assert_eq!(c.source_regions.get("src-b"), None);
+        let target = &c.targets[0];
+        assert_eq!(c.replica_key(target, "src-a", "k"), "a/k");
+        assert_eq!(c.replica_key(target, "src-b", "k"), "b/k");
         let err = parse(&[
             ("SOURCE_BUCKETS", "src@Mars 1"),
             ("REPLICA_TARGETS", "rep@us-east-1"),
@@ -545,7 +691,47 @@ mod tests {
                 "1 to 1024",
             ),
         ];
-        for (pairs, needle, reason) in cases {
+        let more: &[Case] = &[
+            (
+                &[("SOURCE_BUCKETS", "src"), ("REPLICA_TARGETS", ",")],
+                "REPLICA_TARGETS",
+                "names no target",
+            ),
+            (
+                &[
+                    ("SOURCE_BUCKETS", "src"),
+                    ("REPLICA_TARGETS", "rep@us-east-1?prefix=mirror"),
+                ],
+                "mirror",
+                "must end with \"/\"",
+            ),
+            (
+                &[
+                    ("SOURCE_BUCKETS", "src-a,src-b"),
+                    ("REPLICA_TARGETS", "rep@us-east-1"),
+                ],
+                "src-a",
+                "needs its own prefix",
+            ),
+            (
+                &[
+                    ("SOURCE_BUCKETS", "src-a?prefix=a/,src-b?prefix=a/b/"),
+                    ("REPLICA_TARGETS", "rep@us-east-1"),
+                ],
+                "src-b",
+                "overlap",
+            ),
+            (
+                &[
+                    ("SOURCE_BUCKETS", "src"),
+                    ("REPLICA_TARGETS", "rep@us-east-1"),
+                    ("EXPECTED_BUCKET_OWNER", "12345"),
+                ],
+                "EXPECTED_BUCKET_OWNER",
+                "12-digit",
+            ),
+        ];
+        for (pairs, needle, reason) in cases.iter().chain(more) {
             let message = parse(pairs).unwrap_err().to_string();
             assert!(
                 message.contains(needle),

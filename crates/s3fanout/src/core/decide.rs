@@ -7,10 +7,13 @@
 //! settles; replicate, backfill, verify, dry runs, Batch Operations and the command-line tool
 //! all go through it.
 
+use std::collections::BTreeSet;
+
 use super::change::ChangeKind;
 use super::config::Target;
 use super::keys::MAX_KEY_BYTES;
-use super::object::{parts_in_etag, Layout, ObjectHead};
+use super::object::{parts_in_etag, Layout, ObjectHead, Tag};
+use super::provenance::{self, would_loop};
 
 /// S3's smallest part (but the last).
 pub const MIN_PART_BYTES: u64 = 5 * 1024 * 1024;
@@ -70,6 +73,18 @@ pub enum Purpose {
     },
     /// Verify or dry run: find what a sync would do, write nothing.
     Check,
+    /// After a write that read its source earlier: the replica must end as the source is now,
+    /// deleted if the source is gone and deletes propagate.
+    Recheck(Scope),
+}
+
+/// What a re-check after a write compares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// Content, headers and metadata (after a `CopyObject`, which copies tags with them).
+    Content,
+    /// Tags as well (after a copy by parts, whose tags were read when it began, or a tag update).
+    ContentAndTags,
 }
 
 /// The configuration the decision depends on.
@@ -95,6 +110,15 @@ pub struct Facts<'a> {
     /// The source ETag the change was announced with (by an event or a listing); a source that
     /// no longer has it changed since, and its own announcement covers it.
     pub announced: Option<&'a str>,
+    /// The source bucket.
+    pub bucket: &'a str,
+    /// Every configured source bucket: an object recording one of the others as its source is a
+    /// replica made from it, and copying it onward would loop.
+    pub sources: &'a BTreeSet<String>,
+    /// The source's tags, once read (tag changes only).
+    pub source_tags: Option<&'a [Tag]>,
+    /// The replica's tags, once read (tag changes only).
+    pub replica_tags: Option<&'a [Tag]>,
 }
 
 /// Something to read before deciding.
@@ -106,6 +130,10 @@ pub enum Need {
     SourceLayout,
     /// The replica's headers and provenance (`HeadObject`).
     ReplicaHead,
+    /// The source's tags (`GetObjectTagging`).
+    SourceTags,
+    /// The replica's tags (`GetObjectTagging`).
+    ReplicaTags,
 }
 
 /// How to copy.
@@ -129,7 +157,7 @@ pub enum Settled {
     SourceGone,
     /// The source no longer has the announced content; the newer content's announcement covers it.
     SourceChanged,
-    /// The source object is itself a replica written by this tool.
+    /// The source object is a replica of another configured source: copying it would loop.
     IsReplica,
     /// A delete event while deletes are not propagated.
     DeletesOff,
@@ -177,18 +205,20 @@ pub enum Action {
     Copy(Method),
     /// Delete the replica.
     Delete,
+    /// Set the source's tags on the replica, which holds the source's content already.
+    SetTags,
     /// Nothing (more) to do.
     Done(Settled),
     /// The replica cannot be written; someone must change the configuration.
     Refuse(Refusal),
 }
 
-/// Decides the next step for the replica of `key` in `target`.
+/// Decides the next step for the replica `replica_key` in `target`.
 pub fn decide(
     purpose: Purpose,
     facts: &Facts,
     target: &Target,
-    key: &str,
+    replica_key: &str,
     rules: &Rules,
 ) -> Action {
     let (etag, size) = match facts.source {
@@ -197,30 +227,42 @@ pub fn decide(
         SourceSeen::Absent => return source_absent(purpose, facts, rules),
         SourceSeen::Listed { etag, size } => (etag.as_str(), *size),
         SourceSeen::Headed(head) => {
-            if facts.announced.is_some_and(|a| a != head.etag) {
-                return Action::Done(Settled::SourceChanged);
-            }
-            if head.is_replica() && purpose != Purpose::Check {
+            if purpose != Purpose::Check && would_loop(&head.metadata, facts.bucket, facts.sources)
+            {
                 return Action::Done(Settled::IsReplica);
             }
             (head.etag.as_str(), head.size)
         }
     };
+    // The source no longer has the announced content. Its newer content's own announcement
+    // would copy it, but an earlier attempt of this change may have landed its copy after that
+    // one's: so the replica is brought to the source as it is now all the same.
+    let changed = matches!(facts.source, SourceSeen::Headed(head)
+        if facts.announced.is_some_and(|a| a != head.etag));
+    let current = if changed {
+        Action::Done(Settled::SourceChanged)
+    } else {
+        tags_step(purpose, facts)
+    };
     let drift = match facts.replica {
         ReplicaSeen::Unknown => return Action::Read(Need::ReplicaHead),
         ReplicaSeen::Absent => Settled::Missing,
         ReplicaSeen::Listed { size: r_size, .. } if *r_size != size => Settled::Different,
-        ReplicaSeen::Listed { etag: r_etag, .. } if r_etag == etag => {
-            return Action::Done(Settled::UpToDate)
-        }
+        ReplicaSeen::Listed { etag: r_etag, .. } if r_etag == etag => return current,
         // Equal sizes but different ETags: only the replica's provenance can tell (SSE-KMS, or
         // a copy by parts of a single-part source).
         ReplicaSeen::Listed { .. } => return Action::Read(Need::ReplicaHead),
         ReplicaSeen::Headed(replica) => {
             let recorded = replica.recorded_etag() == Some(etag);
             let same = replica.etag == etag && replica.size == size;
-            if recorded || same {
-                return Action::Done(Settled::UpToDate);
+            // An in-place copy changes headers or metadata and keeps the ETag: when both sides
+            // were read, they must match too.
+            let attributes = match facts.source {
+                SourceSeen::Headed(head) => same_attributes(head, replica),
+                _ => true,
+            };
+            if (recorded || same) && attributes {
+                return current;
             }
             Settled::Different
         }
@@ -228,7 +270,7 @@ pub fn decide(
     if purpose == Purpose::Check {
         return Action::Done(drift);
     }
-    let replica_key_bytes = target.prefix.len() + key.len();
+    let replica_key_bytes = replica_key.len();
     if replica_key_bytes > MAX_KEY_BYTES {
         return Action::Refuse(Refusal::KeyTooLong {
             bytes: replica_key_bytes,
@@ -239,31 +281,79 @@ pub fn decide(
         // A copy needs the source's headers (content headers, metadata, storage class).
         return Action::Read(Need::SourceHead);
     };
-    match copy_method(head, facts.layout, rules) {
+    match copy_method(head, facts.layout, rules, facts.bucket) {
         Some(method) => Action::Copy(method),
         None => Action::Read(Need::SourceLayout),
     }
 }
 
+/// The replica holds the source's content: done, unless the change was to the tags.
+fn tags_step(purpose: Purpose, facts: &Facts) -> Action {
+    if !matches!(
+        purpose,
+        Purpose::Replicate(ChangeKind::Tagged) | Purpose::Recheck(Scope::ContentAndTags)
+    ) {
+        return Action::Done(Settled::UpToDate);
+    }
+    match (facts.source_tags, facts.replica_tags) {
+        (None, _) => Action::Read(Need::SourceTags),
+        (_, None) => Action::Read(Need::ReplicaTags),
+        (Some(source), Some(replica)) if same_tags(source, replica) => {
+            Action::Done(Settled::UpToDate)
+        }
+        _ => Action::SetTags,
+    }
+}
+
+fn same_tags(a: &[Tag], b: &[Tag]) -> bool {
+    let mut a = a.to_vec();
+    let mut b = b.to_vec();
+    a.sort();
+    b.sort();
+    a == b
+}
+
+/// Content headers and user metadata (provenance aside) equal on both sides.
+fn same_attributes(source: &ObjectHead, replica: &ObjectHead) -> bool {
+    let own = |head: &ObjectHead| {
+        head.metadata
+            .iter()
+            .filter(|(k, _)| !provenance::is_provenance_key(k))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect::<Vec<_>>()
+    };
+    source.headers == replica.headers && own(source) == own(replica)
+}
+
 fn source_not_listed(purpose: Purpose) -> Action {
     match purpose {
         // Deleting needs the source's own word that the object is gone.
-        Purpose::Sync { delete: true } | Purpose::Replicate(_) => Action::Read(Need::SourceHead),
+        Purpose::Sync { delete: true } | Purpose::Replicate(_) | Purpose::Recheck(_) => {
+            Action::Read(Need::SourceHead)
+        }
         Purpose::Sync { delete: false } => Action::Done(Settled::Kept),
         Purpose::Check => Action::Done(Settled::Extraneous),
     }
 }
 
 fn source_absent(purpose: Purpose, facts: &Facts, rules: &Rules) -> Action {
+    // A created object that is gone was deleted since. Its delete covers the replica, unless an
+    // earlier attempt of this change landed a copy after that delete: so it goes all the same
+    // when deletes propagate.
+    let created = facts.announced.is_some()
+        || matches!(
+            purpose,
+            Purpose::Replicate(ChangeKind::Created | ChangeKind::Tagged)
+        );
     let delete = match purpose {
-        // Announced content that is gone was deleted since; its own delete covers the replica.
-        _ if facts.announced.is_some() => return Action::Done(Settled::SourceGone),
-        Purpose::Replicate(ChangeKind::Created) => return Action::Done(Settled::SourceGone),
-        Purpose::Replicate(ChangeKind::Removed) => rules.replicate_deletes,
+        Purpose::Replicate(_) | Purpose::Recheck(_) => rules.replicate_deletes,
         Purpose::Sync { delete } => delete,
+        Purpose::Check if created => return Action::Done(Settled::SourceGone),
         Purpose::Check => return Action::Done(Settled::Extraneous),
     };
     match (delete, facts.replica) {
+        (_, ReplicaSeen::Absent) if created => Action::Done(Settled::SourceGone),
+        (false, _) if created => Action::Done(Settled::SourceGone),
         (_, ReplicaSeen::Absent) => Action::Done(Settled::BothAbsent),
         (true, _) => Action::Delete,
         (false, _) if matches!(purpose, Purpose::Replicate(_)) => Action::Done(Settled::DeletesOff),
@@ -272,13 +362,24 @@ fn source_absent(purpose: Purpose, facts: &Facts, rules: &Rules) -> Action {
 }
 
 /// How to copy this source, or `None` when its part layout must be read first.
-fn copy_method(head: &ObjectHead, layout: Option<Layout>, rules: &Rules) -> Option<Method> {
+fn copy_method(
+    head: &ObjectHead,
+    layout: Option<Layout>,
+    rules: &Rules,
+    bucket: &str,
+) -> Option<Method> {
     if parts_in_etag(&head.etag).is_some() {
         match layout? {
             // Same parts, same ETag: a listing alone then shows the replica is current.
             Layout::Uniform(part_size) => return Some(Method::Parts { part_size }),
             Layout::Irregular => {}
         }
+    }
+    // Without room for provenance, only an equal ETag shows the replica is current: one
+    // CopyObject keeps a single-part source's ETag, where parts would not.
+    let provenance = provenance::fits(&head.metadata, bucket, &head.etag);
+    if !provenance && parts_in_etag(&head.etag).is_none() && head.size <= MAX_PART_BYTES {
+        return Some(Method::Single);
     }
     Some(if head.size > rules.multipart_threshold {
         Method::Parts {
@@ -299,7 +400,7 @@ pub fn part_size(object_size: u64, configured: u64) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::provenance::SOURCE_ETAG;
+    use crate::core::provenance::{SOURCE_BUCKET, SOURCE_ETAG};
 
     const MIB: u64 = 1024 * 1024;
     const RULES: Rules = Rules {
@@ -320,6 +421,10 @@ mod tests {
             storage_class: None,
             kms_key_id: None,
         }
+    }
+
+    fn sources() -> BTreeSet<String> {
+        ["src".to_string(), "other-src".to_string()].into()
     }
 
     fn head(etag: &str, size: u64) -> ObjectHead {
@@ -360,11 +465,16 @@ mod tests {
         announced: Option<&str>,
         rules: &Rules,
     ) -> Action {
+        let sources = sources();
         let facts = Facts {
             source: &source,
             layout,
             replica: &replica,
             announced,
+            bucket: "src",
+            sources: &sources,
+            source_tags: None,
+            replica_tags: None,
         };
         decide(purpose, &facts, &target(), "k", rules)
     }
@@ -431,31 +541,44 @@ mod tests {
         );
     }
 
+    /// The source moved on since the announcement: the replica is still brought to the source
+    /// as it is now, since an earlier attempt of this change may have written an older copy.
     #[test]
-    fn announced_content_that_changed_or_went_is_left_to_its_own_event() {
+    fn announced_content_that_changed_or_went_still_converges() {
+        let new = || S::Headed(Box::new(head("new", 10)));
         assert_eq!(
-            run(
-                CREATED,
-                S::Headed(Box::new(head("new", 10))),
-                R::Unknown,
-                Some("old")
-            ),
+            run(CREATED, new(), R::Unknown, Some("old")),
+            Read(Need::ReplicaHead)
+        );
+        assert_eq!(
+            run(CREATED, new(), replica_of("old", 10, "x"), Some("old")),
+            Copy(Method::Single)
+        );
+        assert_eq!(
+            run(CREATED, new(), replica_of("new", 10, "x"), Some("old")),
             Done(Settled::SourceChanged)
         );
+        // Gone: deleted when deletes propagate, left (SourceGone) otherwise or when absent.
+        assert_eq!(run(CREATED, S::Absent, R::Unknown, Some("old")), Delete);
         assert_eq!(
-            run(CREATED, S::Absent, R::Unknown, Some("old")),
+            run(CREATED, S::Absent, R::Absent, Some("old")),
             Done(Settled::SourceGone)
         );
+        let off = Rules {
+            replicate_deletes: false,
+            ..RULES
+        };
         assert_eq!(
-            run(CREATED, S::Absent, R::Unknown, None),
+            run_with(CREATED, S::Absent, None, R::Unknown, None, &off),
             Done(Settled::SourceGone)
         );
     }
 
     #[test]
-    fn replicas_are_never_copied_onward() {
+    fn replicas_of_another_source_are_never_copied_onward() {
         let mut h = head("e", 10);
         h.metadata.insert(SOURCE_ETAG.into(), "e0".into());
+        h.metadata.insert(SOURCE_BUCKET.into(), "other-src".into());
         assert_eq!(
             run(CREATED, S::Headed(Box::new(h.clone())), R::Unknown, None),
             Done(Settled::IsReplica)
@@ -463,6 +586,97 @@ mod tests {
         assert_eq!(
             run(SYNC, S::Headed(Box::new(h)), R::Absent, Some("e")),
             Done(Settled::IsReplica)
+        );
+    }
+
+    /// A replica copied back into its own source, or a promoted replica bucket whose objects
+    /// name a bucket that is no longer a source, is replicated like any object.
+    #[test]
+    fn restored_and_promoted_replicas_are_replicated() {
+        for recorded in ["src", "old-source-now-gone"] {
+            let mut h = head("e", 10);
+            h.metadata.insert(SOURCE_ETAG.into(), "e".into());
+            h.metadata.insert(SOURCE_BUCKET.into(), recorded.into());
+            assert_eq!(
+                run(CREATED, S::Headed(Box::new(h)), R::Unknown, None),
+                Read(Need::ReplicaHead),
+                "recorded source {recorded}"
+            );
+        }
+    }
+
+    /// An in-place copy that fixes `Content-Type` keeps the ETag: the headers decide.
+    #[test]
+    fn metadata_only_changes_are_copied() {
+        let mut source = head("e", 10);
+        source.headers.content_type = Some("text/csv".into());
+        let mut replica = head("x", 10);
+        replica.metadata.insert(SOURCE_ETAG.into(), "e".into());
+        replica.headers.content_type = Some("binary/octet-stream".into());
+        assert_eq!(
+            run(
+                CREATED,
+                S::Headed(Box::new(source.clone())),
+                R::Headed(Box::new(replica.clone())),
+                Some("e")
+            ),
+            Copy(Method::Single)
+        );
+        replica.headers.content_type = Some("text/csv".into());
+        replica.metadata.insert("owner".into(), "old".into());
+        assert_eq!(
+            run(
+                CREATED,
+                S::Headed(Box::new(source.clone())),
+                R::Headed(Box::new(replica.clone())),
+                Some("e")
+            ),
+            Copy(Method::Single)
+        );
+        replica.metadata.remove("owner");
+        assert_eq!(
+            run(
+                CREATED,
+                S::Headed(Box::new(source)),
+                R::Headed(Box::new(replica)),
+                Some("e")
+            ),
+            Done(Settled::UpToDate)
+        );
+    }
+
+    #[test]
+    fn tag_changes_compare_and_set_tags() {
+        let tag = |v: &str| Tag {
+            key: "team".into(),
+            value: v.into(),
+        };
+        let source = S::Headed(Box::new(head("e", 10)));
+        let replica = replica_of("e", 10, "x");
+        let tagged = Purpose::Replicate(ChangeKind::Tagged);
+        let sources = sources();
+        let decide_with = |s: Option<&[Tag]>, r: Option<&[Tag]>| {
+            let facts = Facts {
+                source: &source,
+                layout: None,
+                replica: &replica,
+                announced: None,
+                bucket: "src",
+                sources: &sources,
+                source_tags: s,
+                replica_tags: r,
+            };
+            decide(tagged, &facts, &target(), "k", &RULES)
+        };
+        let (a, b) = ([tag("a")], [tag("b")]);
+        assert_eq!(decide_with(None, None), Read(Need::SourceTags));
+        assert_eq!(decide_with(Some(&a), None), Read(Need::ReplicaTags));
+        assert_eq!(decide_with(Some(&a), Some(&b)), SetTags);
+        assert_eq!(decide_with(Some(&a), Some(&a)), Done(Settled::UpToDate));
+        // A replica that lacks the content is copied, tags and all.
+        assert_eq!(
+            run(tagged, S::Headed(Box::new(head("e", 10))), R::Absent, None),
+            Copy(Method::Single)
         );
     }
 
@@ -678,21 +892,49 @@ mod tests {
         );
     }
 
+    /// Provenance that would pass S3's 2 KB of user metadata is left out; the copy then keeps
+    /// the source's ETag, by which the replica is known to be current.
+    #[test]
+    fn without_room_for_provenance_the_copy_keeps_the_etag() {
+        let mut full = head("e", 100 * MIB);
+        full.metadata.insert("big".into(), "x".repeat(2030));
+        assert_eq!(
+            run(CREATED, S::Headed(Box::new(full.clone())), R::Absent, None),
+            Copy(Method::Single)
+        );
+        let mut replica = head("e", 100 * MIB);
+        replica.metadata = full.metadata.clone();
+        assert_eq!(
+            run(
+                CREATED,
+                S::Headed(Box::new(full)),
+                R::Headed(Box::new(replica)),
+                None
+            ),
+            Done(Settled::UpToDate)
+        );
+    }
+
     #[test]
     fn keys_too_long_for_the_target_are_refused() {
         let facts_source = S::Headed(Box::new(head("e", 1)));
         let replica = R::Absent;
+        let sources = sources();
         let facts = Facts {
             source: &facts_source,
             layout: None,
             replica: &replica,
             announced: None,
+            bucket: "src",
+            sources: &sources,
+            source_tags: None,
+            replica_tags: None,
         };
         let mut long = target();
         long.prefix = "p/".repeat(10);
         let key = "k".repeat(MAX_KEY_BYTES - 5);
         assert!(matches!(
-            decide(CREATED, &facts, &long, &key, &RULES),
+            decide(CREATED, &facts, &long, &format!("{}{key}", long.prefix), &RULES),
             Refuse(Refusal::KeyTooLong { bytes, .. }) if bytes == MAX_KEY_BYTES + 15
         ));
     }

@@ -38,6 +38,8 @@ pub struct ObjectHead {
     pub storage_class: Option<String>,
     /// Part count, for a HEAD with a part number of a multipart object.
     pub parts_count: Option<u32>,
+    /// When it was last written, in milliseconds since the Unix epoch (S3 gives whole seconds).
+    pub last_modified_ms: Option<i64>,
 }
 
 impl ObjectHead {

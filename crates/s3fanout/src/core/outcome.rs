@@ -171,6 +171,8 @@ pub enum Outcome {
     UpToDate,
     /// The replica was deleted (or was already absent).
     Deleted,
+    /// The replica held the source's content; its tags were set to the source's.
+    TagsUpdated,
     /// Finished: the source no longer has the content the event announced; the event for the
     /// newer content replicates it.
     SourceChanged,
@@ -216,6 +218,7 @@ impl Outcome {
             Outcome::Copied => "copied",
             Outcome::UpToDate => "up_to_date",
             Outcome::Deleted => "deleted",
+            Outcome::TagsUpdated => "tags_updated",
             Outcome::SourceChanged => "source_changed",
             Outcome::SourceGone => "source_gone",
             Outcome::SourceExists => "source_exists",

@@ -18,6 +18,16 @@ use crate::store::{
     CopyRequest, ObjectAt, Part, PartCopyRequest, ReplicaAttributes, Store, WriteCondition,
 };
 
+/// What a copy by parts does with its upload when the deadline stops it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum AtDeadline {
+    /// Leave it open: the redelivered event resumes it, copying only the missing parts.
+    LeaveOpen,
+    /// Abort it: nothing is sure to come back to this key (a backfill's next invocation may
+    /// find the replica current by other means).
+    Abort,
+}
+
 /// Attempts to abort an upload that failed: an upload left behind is billed storage.
 const ABORT_ATTEMPTS: u32 = 10;
 
@@ -28,6 +38,9 @@ pub(crate) enum CopyError {
     SourceChanged,
     /// The source object is gone.
     SourceGone,
+    /// The upload was completed or aborted by another invocation copying the same object:
+    /// what the replica holds now must be read again.
+    Superseded,
     /// Anything else.
     Failed(Failure),
 }
@@ -38,10 +51,40 @@ impl From<Failure> for CopyError {
             CopyError::SourceChanged
         } else if failure.code.as_deref() == Some("NoSuchKey") {
             CopyError::SourceGone
+        } else if failure.is_missing_upload() {
+            CopyError::Superseded
         } else {
             CopyError::Failed(failure)
         }
     }
+}
+
+/// Whether an upload in progress holds only parts of the source as `head` describes it: it was
+/// created after the source was last written (so every part it received, each pinned to the
+/// ETag of its day, came from this very version). Last-Modified has whole seconds, so the
+/// upload must start at least a second after it.
+fn resumable(initiated_ms: Option<i64>, head: &ObjectHead) -> bool {
+    match (initiated_ms, head.last_modified_ms) {
+        (Some(initiated), Some(written)) => initiated >= written + 1000,
+        _ => false,
+    }
+}
+
+/// Aborts the uploads in progress for `destination` that cannot be resumed for the source as
+/// it is now (`None`: the source is gone): left behind by a copy the deadline stopped, whose
+/// change then found the source changed.
+pub(crate) async fn abort_stale<S: Store>(
+    store: &S,
+    destination: ObjectAt<'_>,
+    current: Option<&ObjectHead>,
+) -> Result<(), Failure> {
+    for upload in store.list_uploads(destination).await? {
+        if current.is_some_and(|head| resumable(upload.initiated_ms, head)) {
+            continue;
+        }
+        abort_upload(store, destination, &upload.upload_id).await?;
+    }
+    Ok(())
 }
 
 /// What the replica of `head` is written with at `target`.
@@ -57,16 +100,32 @@ fn attributes(source_bucket: &str, head: &ObjectHead, target: &Target) -> Replic
     }
 }
 
-/// Copies the source (as `head` describes it) to `destination` by `method`.
+/// Where and how one copy writes.
+pub(crate) struct Destination<'a> {
+    /// The target the replica belongs to.
+    pub target: &'a Target,
+    /// The replica.
+    pub at: ObjectAt<'a>,
+    /// One request or parts.
+    pub method: Method,
+    /// What a copy by parts stopped by the deadline does with its upload.
+    pub at_deadline: AtDeadline,
+}
+
+/// Copies the source (as `head` describes it) to the destination.
 pub(crate) async fn copy<S: Store>(
     replicator: &Replicator<S>,
     source: ObjectAt<'_>,
     head: &ObjectHead,
-    target: &Target,
-    destination: ObjectAt<'_>,
-    method: Method,
+    to: Destination<'_>,
     deadline: &Deadline,
 ) -> Result<(), CopyError> {
+    let Destination {
+        target,
+        at: destination,
+        method,
+        at_deadline,
+    } = to;
     let attributes = attributes(source.bucket, head, target);
     match method {
         Method::Single => {
@@ -91,7 +150,8 @@ pub(crate) async fn copy<S: Store>(
                 destination,
                 part_size,
             };
-            plan.run(replicator, &attributes, deadline).await
+            plan.run(replicator, head, &attributes, at_deadline, deadline)
+                .await
         }
     }
 }
@@ -106,14 +166,104 @@ struct Multipart<'a> {
 }
 
 impl Multipart<'_> {
-    /// Creates the upload, copies the parts, completes it; any failure aborts the upload so
-    /// that none is left behind.
+    /// Resumes an upload an earlier invocation left for this source, or creates one; copies
+    /// the missing parts; completes it. A failure aborts the upload so that none is left
+    /// behind, but the deadline leaves it open for the next delivery to resume.
     async fn run<S: Store>(
+        &self,
+        replicator: &Replicator<S>,
+        head: &ObjectHead,
+        attributes: &ReplicaAttributes,
+        at_deadline: AtDeadline,
+        deadline: &Deadline,
+    ) -> Result<(), CopyError> {
+        let store = replicator.store();
+        let (upload_id, done) = match self.find_resumable(replicator, head, deadline).await? {
+            Some(found) => found,
+            None => (
+                self.create(replicator, attributes, deadline).await?,
+                Vec::new(),
+            ),
+        };
+        let result = self
+            .parts_and_complete(replicator, &upload_id, done, deadline)
+            .await;
+        match result {
+            Ok(()) => Ok(()),
+            Err(CopyError::Failed(failure))
+                if failure.kind == FailureKind::Deferred
+                    && at_deadline == AtDeadline::LeaveOpen =>
+            {
+                tracing::info!(bucket = %self.destination.bucket, key = %self.destination.key,
+                    upload_id, "copy by parts continues in the next invocation");
+                Err(CopyError::Failed(failure))
+            }
+            Err(CopyError::Superseded) => Err(CopyError::Superseded),
+            Err(error) => Err(
+                match abort_upload(store, self.destination, &upload_id).await {
+                    Ok(()) => error,
+                    Err(abort_failure) => CopyError::Failed(abort_failure),
+                },
+            ),
+        }
+    }
+
+    /// An upload in progress for this source version and part size, with the parts it holds;
+    /// uploads that cannot be resumed are aborted.
+    async fn find_resumable<S: Store>(
+        &self,
+        replicator: &Replicator<S>,
+        head: &ObjectHead,
+        deadline: &Deadline,
+    ) -> Result<Option<(String, Vec<Part>)>, Failure> {
+        let store = replicator.store();
+        let uploads = replicator
+            .call(deadline, store.list_uploads(self.destination))
+            .await?;
+        let mut found = None;
+        for upload in uploads {
+            if found.is_none() && resumable(upload.initiated_ms, head) {
+                let parts = replicator
+                    .call(
+                        deadline,
+                        store.list_parts(self.destination, &upload.upload_id),
+                    )
+                    .await;
+                match parts {
+                    Ok(parts) if self.fits_layout(&parts) => {
+                        found = Some((upload.upload_id, parts));
+                        continue;
+                    }
+                    Ok(_) => {}
+                    Err(failure) if failure.is_missing_upload() => continue,
+                    Err(failure) => return Err(failure),
+                }
+            }
+            abort_upload(store, self.destination, &upload.upload_id).await?;
+        }
+        Ok(found)
+    }
+
+    /// Whether parts already uploaded are the parts this copy would make.
+    fn fits_layout(&self, parts: &[Part]) -> bool {
+        let count = self.size.div_ceil(self.part_size).max(1);
+        parts.iter().all(|p| {
+            let number = u64::from(p.number);
+            let expected = if number == count {
+                self.size - (count - 1) * self.part_size
+            } else {
+                self.part_size
+            };
+            (1..=count).contains(&number) && p.size == expected
+        })
+    }
+
+    async fn create<S: Store>(
         &self,
         replicator: &Replicator<S>,
         attributes: &ReplicaAttributes,
         deadline: &Deadline,
-    ) -> Result<(), CopyError> {
+    ) -> Result<String, CopyError> {
         let store = replicator.store();
         // CreateMultipartUpload cannot copy tags: read them from the source and set them here.
         let tags = replicator
@@ -125,36 +275,29 @@ impl Multipart<'_> {
                 store.create_upload(self.destination, attributes, &tags),
             )
             .await;
-        let upload_id = match created {
-            Ok(upload_id) => upload_id,
+        match created {
+            Ok(upload_id) => Ok(upload_id),
             Err(failure) => {
                 // A timeout or a reset may have lost the answer of an upload S3 did create.
                 if failure.is_transient() {
                     self.abort_orphans(store).await;
                 }
-                return Err(failure.into());
+                Err(failure.into())
             }
-        };
-        let result = self
-            .parts_and_complete(replicator, &upload_id, deadline)
-            .await;
-        if let Err(error) = result {
-            return Err(match self.abort(store, &upload_id).await {
-                Ok(()) => error,
-                Err(abort_failure) => CopyError::Failed(abort_failure),
-            });
         }
-        Ok(())
     }
 
     async fn parts_and_complete<S: Store>(
         &self,
         replicator: &Replicator<S>,
         upload_id: &str,
+        done: Vec<Part>,
         deadline: &Deadline,
     ) -> Result<(), CopyError> {
         let store = replicator.store();
         let count = self.size.div_ceil(self.part_size).max(1);
+        let have: std::collections::BTreeSet<u64> =
+            done.iter().map(|p| u64::from(p.number)).collect();
         let copy_part = |number: u64| async move {
             let first = (number - 1) * self.part_size;
             let last = (first + self.part_size).min(self.size).saturating_sub(1);
@@ -176,11 +319,15 @@ impl Multipart<'_> {
         };
         // Parts run concurrently; the engine's guard bounds requests across all copies. The
         // first failure stops the rest.
-        let mut parts: Vec<Part> = stream::iter(1..=count)
+        let missing: Vec<u64> = (1..=count).filter(|n| !have.contains(n)).collect();
+        let width = missing.len().clamp(1, 64);
+        let copied: Vec<Part> = stream::iter(missing)
             .map(copy_part)
-            .buffer_unordered(count.min(64) as usize)
+            .buffer_unordered(width)
             .try_collect()
             .await?;
+        let mut parts = done;
+        parts.extend(copied);
         parts.sort_by_key(|p| p.number);
         replicator
             .call(
@@ -199,7 +346,9 @@ impl Multipart<'_> {
             match store.list_uploads(self.destination).await {
                 Ok(uploads) => {
                     for upload in uploads {
-                        if let Err(failure) = self.abort(store, &upload.upload_id).await {
+                        if let Err(failure) =
+                            abort_upload(store, self.destination, &upload.upload_id).await
+                        {
                             tracing::error!(error = %failure.message, "orphaned upload left open");
                         }
                     }
@@ -213,32 +362,36 @@ impl Multipart<'_> {
             }
         }
     }
+}
 
-    /// Aborts the upload, retrying: an upload left behind is billed storage. Runs past the
-    /// deadline's soft stop on purpose (the margin leaves room for it).
-    async fn abort<S: Store>(&self, store: &S, upload_id: &str) -> Result<(), Failure> {
-        let mut last = None;
-        for attempt in 1..=ABORT_ATTEMPTS {
-            match store.abort_upload(self.destination, upload_id).await {
-                Ok(()) => return Ok(()),
-                Err(failure) if failure.is_missing_upload() || failure.status == Some(404) => {
-                    return Ok(())
-                }
-                Err(failure) => {
-                    tracing::warn!(bucket = %self.destination.bucket, key = %self.destination.key,
-                        upload_id, attempt, error = %failure.message, "abort of multipart upload failed");
-                    last = Some(failure);
-                }
+/// Aborts an upload, retrying: an upload left behind is billed storage. Runs past the
+/// deadline's soft stop on purpose (the margin leaves room for it).
+async fn abort_upload<S: Store>(
+    store: &S,
+    destination: ObjectAt<'_>,
+    upload_id: &str,
+) -> Result<(), Failure> {
+    let mut last = None;
+    for attempt in 1..=ABORT_ATTEMPTS {
+        match store.abort_upload(destination, upload_id).await {
+            Ok(()) => return Ok(()),
+            Err(failure) if failure.is_missing_upload() || failure.status == Some(404) => {
+                return Ok(())
             }
-            tokio::time::sleep(Duration::from_millis(50 * u64::from(attempt))).await;
+            Err(failure) => {
+                tracing::warn!(bucket = %destination.bucket, key = %destination.key,
+                    upload_id, attempt, error = %failure.message, "abort of multipart upload failed");
+                last = Some(failure);
+            }
         }
-        let failure = last.unwrap_or_else(|| Failure::new(FailureKind::Retryable, "abort failed"));
-        Err(Failure::new(
-            FailureKind::Retryable,
-            format!(
-                "multipart upload {upload_id} of s3://{}/{} could not be aborted ({}); a lifecycle rule for incomplete uploads removes it",
-                self.destination.bucket, self.destination.key, failure.message
-            ),
-        ))
+        tokio::time::sleep(Duration::from_millis(50 * u64::from(attempt))).await;
     }
+    let failure = last.unwrap_or_else(|| Failure::new(FailureKind::Retryable, "abort failed"));
+    Err(Failure::new(
+        FailureKind::Retryable,
+        format!(
+            "multipart upload {upload_id} of s3://{}/{} could not be aborted ({}); a lifecycle rule for incomplete uploads removes it",
+            destination.bucket, destination.key, failure.message
+        ),
+    ))
 }

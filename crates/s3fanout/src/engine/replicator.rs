@@ -8,14 +8,14 @@ use futures::future::join_all;
 use tokio::sync::{OnceCell, Semaphore};
 use tokio::time::Instant;
 
-use super::copy::{self, CopyError};
+use super::copy::{self, AtDeadline, CopyError, Destination};
 use super::deadline::Deadline;
 use crate::core::change::{Change, ChangeKind};
 use crate::core::config::{Config, ConfigError, Target};
 use crate::core::decide::{
-    decide, Action, Facts, Method, Need, Purpose, ReplicaSeen, Rules, Settled, SourceSeen,
+    decide, Action, Facts, Method, Need, Purpose, ReplicaSeen, Rules, Scope, Settled, SourceSeen,
 };
-use crate::core::object::{layout_of, parts_in_etag, Layout, ObjectHead};
+use crate::core::object::{layout_of, parts_in_etag, Layout, ObjectHead, Tag};
 use crate::core::outcome::{
     ChangeReport, Failure, FailureKind, IgnoreReason, Outcome, TargetReport,
 };
@@ -24,9 +24,18 @@ use crate::store::clients::Clients;
 use crate::store::s3::S3Store;
 use crate::store::{ObjectAt, Store, WriteCondition};
 
+/// Where a request stands in the work on one replica.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Deciding what to do: nothing starts after the soft deadline.
+    Starting,
+    /// Checking a write that already landed.
+    Finishing,
+}
+
 /// Reads and writes for one replica before the engine gives up on it settling (the source
 /// changing faster than it can be copied): the change is then retried.
-const MAX_STEPS: usize = 16;
+const MAX_STEPS: usize = 64;
 
 /// Replicates changes of the source buckets to every configured target.
 #[derive(Debug)]
@@ -67,6 +76,8 @@ pub(crate) struct Job<'a> {
     pub key: &'a str,
     /// The ETag the change was announced with.
     pub announced: Option<&'a str>,
+    /// The size the change was announced with.
+    pub announced_size: Option<u64>,
     /// What is known of the source before any read (a listing, or nothing).
     pub seen: SourceSeen,
     head: OnceCell<Result<SourceSeen, Failure>>,
@@ -89,10 +100,17 @@ impl<'a> Job<'a> {
             region,
             key,
             announced,
+            announced_size: None,
             seen,
             head: OnceCell::new(),
             layout: OnceCell::new(),
         }
+    }
+
+    /// With the size the change was announced with.
+    pub fn sized(mut self, size: Option<u64>) -> Self {
+        self.announced_size = size;
+        self
     }
 
     /// The source object's place.
@@ -148,13 +166,27 @@ impl<S: Store> Replicator<S> {
         deadline: &Deadline,
         work: impl Future<Output = Result<T, Failure>>,
     ) -> Result<T, Failure> {
+        self.call_in(Phase::Starting, deadline, work).await
+    }
+
+    /// [`Replicator::call`] for a request of the given phase: reads that finish a write may
+    /// start after the soft deadline (the margin leaves room for them), only the hard one
+    /// bounds them.
+    async fn call_in<T>(
+        &self,
+        phase: Phase,
+        deadline: &Deadline,
+        work: impl Future<Output = Result<T, Failure>>,
+    ) -> Result<T, Failure> {
         let _permit = self
             .limit
             .acquire()
             .await
             .expect("semaphore is never closed");
-        if let Some(refused) = deadline.refuse_new_work() {
-            return Err(refused);
+        if phase == Phase::Starting {
+            if let Some(refused) = deadline.refuse_new_work() {
+                return Err(refused);
+            }
         }
         deadline.bound(work).await
     }
@@ -195,7 +227,7 @@ impl<S: Store> Replicator<S> {
                 change: change.clone(),
                 targets: targets
                     .iter()
-                    .map(|t| report(change, t, started, outcome.clone()))
+                    .map(|t| report(&self.config, change, t, started, outcome.clone()))
                     .collect(),
             };
         }
@@ -211,7 +243,7 @@ impl<S: Store> Replicator<S> {
                     change: change.clone(),
                     targets: targets
                         .iter()
-                        .map(|t| report(change, t, started, outcome.clone()))
+                        .map(|t| report(&self.config, change, t, started, outcome.clone()))
                         .collect(),
                 };
             }
@@ -223,11 +255,12 @@ impl<S: Store> Replicator<S> {
             key,
             // A delete announces no content: whatever the source holds now is what counts.
             match change.kind {
-                ChangeKind::Created => change.etag.as_deref(),
+                ChangeKind::Created | ChangeKind::Tagged => change.etag.as_deref(),
                 ChangeKind::Removed => None,
             },
             seen,
-        );
+        )
+        .sized(change.size.and_then(|s| u64::try_from(s).ok()));
         let work = targets.iter().map(|target| async {
             let outcome = self
                 .settle(&job, target, ReplicaSeen::Unknown, deadline)
@@ -235,7 +268,7 @@ impl<S: Store> Replicator<S> {
             let bytes = copied_bytes(&job, &outcome);
             TargetReport {
                 bytes,
-                ..report(change, target, started, outcome)
+                ..report(&self.config, change, target, started, outcome)
             }
         });
         ChangeReport {
@@ -299,7 +332,7 @@ impl<S: Store> Replicator<S> {
         replica: ReplicaSeen,
         deadline: &Deadline,
     ) -> Outcome {
-        let replica_key = target.replica_key(job.key);
+        let replica_key = self.config.replica_key(target, job.bucket, job.key);
         let replica_at = ObjectAt {
             bucket: &target.bucket,
             region: Some(&target.region),
@@ -311,22 +344,31 @@ impl<S: Store> Replicator<S> {
         let mut replica = replica;
         let mut layout = None;
         let mut announced = job.announced;
-        // After a write, what was read before is stale: the source is read again, unshared.
+        let mut source_tags: Option<Vec<Tag>> = None;
+        let mut replica_tags: Option<Vec<Tag>> = None;
         let mut wrote: Option<Outcome> = None;
+        // After a write (or a copy refused because the source moved on), what was read before
+        // is stale: the source is read again, unshared, and the reads may finish the work past
+        // the soft deadline.
+        let mut phase = Phase::Starting;
         for _ in 0..MAX_STEPS {
             let facts = Facts {
                 source: &source,
                 layout,
                 replica: &replica,
                 announced,
+                bucket: job.bucket,
+                sources: &self.config.source_buckets,
+                source_tags: source_tags.as_deref(),
+                replica_tags: replica_tags.as_deref(),
             };
-            match decide(purpose, &facts, target, job.key, &rules) {
+            match decide(purpose, &facts, target, &replica_key, &rules) {
                 Action::Read(Need::SourceHead) => {
-                    let read = match wrote {
-                        Some(_) => self.read_source(job, deadline).await,
-                        None => job
+                    let read = match phase {
+                        Phase::Finishing => self.read_source(job, phase, deadline).await,
+                        Phase::Starting => job
                             .head
-                            .get_or_init(|| self.read_source(job, deadline))
+                            .get_or_init(|| self.read_source(job, Phase::Starting, deadline))
                             .await
                             .clone(),
                     };
@@ -339,9 +381,9 @@ impl<S: Store> Replicator<S> {
                     let SourceSeen::Headed(head) = &source else {
                         return internal("the layout was asked before the source's headers");
                     };
-                    let read = match wrote {
-                        Some(_) => self.read_layout(job, head, deadline).await,
-                        None => job
+                    let read = match phase {
+                        Phase::Finishing => self.read_layout(job, head, deadline).await,
+                        Phase::Starting => job
                             .layout
                             .get_or_init(|| self.read_layout(job, head, deadline))
                             .await
@@ -353,46 +395,104 @@ impl<S: Store> Replicator<S> {
                     }
                 }
                 Action::Read(Need::ReplicaHead) => {
-                    match self.call(deadline, self.store.head(replica_at, None)).await {
+                    let read = self.call_in(phase, deadline, self.store.head(replica_at, None));
+                    match read.await {
                         Ok(Some(head)) => replica = ReplicaSeen::Headed(Box::new(head)),
                         Ok(None) => replica = ReplicaSeen::Absent,
                         Err(failure) => return Outcome::Failed(failure),
                     }
                 }
+                Action::Read(Need::SourceTags) => {
+                    let read = self.call_in(phase, deadline, self.store.get_tags(job.source()));
+                    match read.await {
+                        Ok(tags) => source_tags = Some(tags),
+                        Err(failure) if failure.is_missing_object() => source = SourceSeen::Unknown,
+                        Err(failure) => return Outcome::Failed(failure),
+                    }
+                }
+                Action::Read(Need::ReplicaTags) => {
+                    let read = self.call_in(phase, deadline, self.store.get_tags(replica_at));
+                    match read.await {
+                        Ok(tags) => replica_tags = Some(tags),
+                        Err(failure) if failure.is_missing_object() => {
+                            replica = ReplicaSeen::Absent
+                        }
+                        Err(failure) => return Outcome::Failed(failure),
+                    }
+                }
+                Action::SetTags => {
+                    let tags = source_tags.take().unwrap_or_default();
+                    let set = self
+                        .call(deadline, self.store.put_tags(replica_at, &tags))
+                        .await;
+                    match set {
+                        Ok(()) => {}
+                        Err(failure) if failure.is_missing_object() => {
+                            replica = ReplicaSeen::Absent;
+                            continue;
+                        }
+                        Err(failure) => return Outcome::Failed(failure),
+                    }
+                    wrote = Some(Outcome::TagsUpdated);
+                    // Tagging cannot be made conditional: read the source again, and if its
+                    // content or tags changed meanwhile, bring the replica to them.
+                    replica_tags = Some(tags);
+                    source = SourceSeen::Unknown;
+                    layout = None;
+                    announced = None;
+                    phase = Phase::Finishing;
+                    purpose = Purpose::Recheck(Scope::ContentAndTags);
+                }
                 Action::Copy(method) => {
                     let SourceSeen::Headed(head) = &source else {
                         return internal("a copy was decided without the source's headers");
                     };
-                    let written = copy::copy(
-                        self,
-                        job.source(),
-                        head,
+                    let to = Destination {
                         target,
-                        replica_at,
+                        at: replica_at,
                         method,
-                        deadline,
-                    )
-                    .await;
+                        at_deadline: match job.purpose {
+                            Purpose::Replicate(_) => AtDeadline::LeaveOpen,
+                            _ => AtDeadline::Abort,
+                        },
+                    };
+                    let written = copy::copy(self, job.source(), head, to, deadline).await;
                     match written {
                         Ok(()) => {}
-                        Err(CopyError::SourceChanged) => {
-                            return wrote.unwrap_or(Outcome::SourceChanged)
+                        Err(CopyError::SourceChanged | CopyError::SourceGone) => {
+                            // The source moved on since it was read: decide again from what
+                            // it holds now (the replica may hold an older copy of this change).
+                            source = SourceSeen::Unknown;
+                            layout = None;
+                            phase = Phase::Finishing;
+                            continue;
                         }
-                        Err(CopyError::SourceGone) => return wrote.unwrap_or(Outcome::SourceGone),
+                        Err(CopyError::Superseded) => {
+                            // Another invocation completed or aborted the same upload.
+                            replica = ReplicaSeen::Unknown;
+                            source = SourceSeen::Unknown;
+                            layout = None;
+                            phase = Phase::Finishing;
+                            continue;
+                        }
                         Err(CopyError::Failed(failure)) => return Outcome::Failed(failure),
                     }
                     wrote = Some(Outcome::Copied);
-                    if method == Method::Single {
-                        // One request read and wrote at once: nothing older can land after it.
-                        return Outcome::Copied;
-                    }
-                    // A copy by parts read its source over many requests and landed later: if
-                    // the source changed meanwhile, a newer replica may have landed before it.
-                    replica = ReplicaSeen::Headed(Box::new(copied(head)));
+                    // The copy landed after its source was read: if the source changed
+                    // meanwhile, a newer replica may have landed before it (an in-place copy
+                    // that changes only metadata keeps the ETag the copy was pinned to).
+                    let scope = match method {
+                        Method::Single => Scope::Content,
+                        Method::Parts { .. } => Scope::ContentAndTags,
+                    };
+                    replica = ReplicaSeen::Headed(Box::new(copied(head, job.bucket)));
                     source = SourceSeen::Unknown;
                     layout = None;
                     announced = None;
-                    purpose = Purpose::Replicate(ChangeKind::Removed);
+                    phase = Phase::Finishing;
+                    source_tags = None;
+                    replica_tags = None;
+                    purpose = Purpose::Recheck(scope);
                 }
                 Action::Delete => {
                     let deleted = self
@@ -411,10 +511,17 @@ impl<S: Store> Replicator<S> {
                     source = SourceSeen::Unknown;
                     layout = None;
                     announced = None;
-                    purpose = Purpose::Replicate(ChangeKind::Removed);
+                    phase = Phase::Finishing;
+                    purpose = Purpose::Recheck(Scope::Content);
                 }
                 Action::Done(settled) => {
-                    return wrote.unwrap_or_else(|| settled_outcome(job.purpose, settled))
+                    if let Some(keep) = self.left_upload(job, &source, settled) {
+                        if let Err(failure) = copy::abort_stale(&self.store, replica_at, keep).await
+                        {
+                            return Outcome::Failed(failure);
+                        }
+                    }
+                    return wrote.unwrap_or_else(|| settled_outcome(job.purpose, settled));
                 }
                 Action::Refuse(refusal) => {
                     return Outcome::Failed(Failure::permanent(refusal.describe()))
@@ -430,16 +537,60 @@ impl<S: Store> Replicator<S> {
         ))
     }
 
-    async fn read_source(&self, job: &Job<'_>, deadline: &Deadline) -> Result<SourceSeen, Failure> {
+    /// When an event settles, an earlier delivery of it may have left a copy by parts open at
+    /// its deadline that nothing will resume: `Some` with the source version an
+    /// upload may still be for (`None` inside: none), when uploads must be looked for.
+    fn left_upload<'h>(
+        &self,
+        job: &Job<'_>,
+        source: &'h SourceSeen,
+        settled: Settled,
+    ) -> Option<Option<&'h ObjectHead>> {
+        if !matches!(job.purpose, Purpose::Replicate(_)) {
+            return None;
+        }
+        let head = match source {
+            SourceSeen::Headed(head) => Some(&**head),
+            _ => None,
+        };
+        let by_parts = |etag: &str, size: u64| {
+            parts_in_etag(etag).is_some() || size > self.config.multipart_threshold
+        };
+        let large = head.is_some_and(|h| by_parts(&h.etag, h.size))
+            || job
+                .announced
+                .is_some_and(|etag| by_parts(etag, job.announced_size.unwrap_or(0)))
+            || job
+                .announced_size
+                .is_some_and(|size| size > self.config.multipart_threshold);
+        match settled {
+            // The replica is current, or the object is gone: any upload for it is superfluous.
+            Settled::UpToDate | Settled::BothAbsent | Settled::DeletesOff => large.then_some(None),
+            // A newer version may be being copied by parts right now: keep its upload.
+            Settled::SourceChanged | Settled::SourceGone => large.then_some(head),
+            _ => None,
+        }
+    }
+
+    async fn read_source(
+        &self,
+        job: &Job<'_>,
+        phase: Phase,
+        deadline: &Deadline,
+    ) -> Result<SourceSeen, Failure> {
         if let Some(head) = self
-            .call(deadline, self.store.head(job.source(), None))
+            .call_in(phase, deadline, self.store.head(job.source(), None))
             .await?
         {
             return Ok(SourceSeen::Headed(Box::new(head)));
         }
         // A missing source bucket must never pass for deleted objects (their replicas would go).
         let exists = self
-            .call(deadline, self.store.bucket_exists(job.bucket, job.region))
+            .call_in(
+                phase,
+                deadline,
+                self.store.bucket_exists(job.bucket, job.region),
+            )
             .await?;
         if exists {
             Ok(SourceSeen::Absent)
@@ -474,17 +625,15 @@ impl<S: Store> Replicator<S> {
     }
 }
 
-/// What a replica written from `head` is known to hold.
-fn copied(head: &ObjectHead) -> ObjectHead {
-    let mut replica = ObjectHead {
+/// What a replica written from `head` of `bucket` is known to hold (its own ETag aside).
+fn copied(head: &ObjectHead, bucket: &str) -> ObjectHead {
+    ObjectHead {
         etag: String::new(),
         size: head.size,
+        headers: head.headers.clone(),
+        metadata: provenance::replica_metadata(&head.metadata, bucket, &head.etag),
         ..Default::default()
-    };
-    replica
-        .metadata
-        .insert(provenance::SOURCE_ETAG.into(), head.etag.clone());
-    replica
+    }
 }
 
 fn settled_outcome(purpose: Purpose, settled: Settled) -> Outcome {
@@ -510,14 +659,15 @@ fn internal(what: &str) -> Outcome {
     Outcome::Failed(Failure::permanent(format!("internal error: {what}")))
 }
 
-pub(crate) fn report(
+fn report(
+    config: &Config,
     change: &Change,
     target: &Target,
     started: Instant,
     outcome: Outcome,
 ) -> TargetReport {
     let duration = started.elapsed();
-    let key = target.replica_key(&change.key);
+    let key = config.replica_key(target, &change.bucket, &change.key);
     let duration_ms = duration.as_millis() as u64;
     match &outcome {
         Outcome::Failed(failure) => tracing::error!(

@@ -165,6 +165,10 @@ async fn run_task<S: Store>(
             Outcome::SourceGone => {
                 permanent.push(format!("{line}: the source object does not exist"))
             }
+            // Deletes propagate, so the replica of the missing object went too.
+            Outcome::Deleted => permanent.push(format!(
+                "{line}: the source object does not exist; its replica was removed"
+            )),
             Outcome::IsReplica => permanent.push(format!("{line}: the object is a replica")),
             _ => done.push(line),
         }

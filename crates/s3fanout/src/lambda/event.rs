@@ -231,6 +231,8 @@ fn kind_of_notification(name: &str) -> Option<ChangeKind> {
         Some(ChangeKind::Created)
     } else if name.starts_with("ObjectRemoved:") || name.starts_with("LifecycleExpiration:") {
         Some(ChangeKind::Removed)
+    } else if name.starts_with("ObjectTagging:") {
+        Some(ChangeKind::Tagged)
     } else {
         None
     }
@@ -272,6 +274,7 @@ fn parse_eventbridge(value: &Value) -> Result<Option<Change>, EventError> {
     let kind = match event.detail_type.as_str() {
         "Object Created" => ChangeKind::Created,
         "Object Deleted" => ChangeKind::Removed,
+        "Object Tags Added" | "Object Tags Deleted" => ChangeKind::Tagged,
         other => {
             tracing::info!(
                 detail_type = other,

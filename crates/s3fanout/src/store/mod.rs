@@ -100,6 +100,8 @@ pub struct Upload {
     pub key: String,
     /// Upload id.
     pub upload_id: String,
+    /// When it was created, in milliseconds since the Unix epoch.
+    pub initiated_ms: Option<i64>,
 }
 
 /// One page of a listing.

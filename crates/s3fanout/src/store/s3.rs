@@ -120,6 +120,7 @@ fn object_head(out: &HeadObjectOutput) -> ObjectHead {
         metadata,
         storage_class: out.storage_class().map(|c| c.as_str().to_string()),
         parts_count: out.parts_count().and_then(|n| u32::try_from(n).ok()),
+        last_modified_ms: out.last_modified().and_then(|t| t.to_millis().ok()),
     }
 }
 
@@ -368,6 +369,7 @@ impl Store for S3Store {
             .map(|u| Upload {
                 key: at.key.to_string(),
                 upload_id: u.upload_id().unwrap_or_default().to_string(),
+                initiated_ms: u.initiated().and_then(|t| t.to_millis().ok()),
             })
             .collect())
     }

@@ -311,7 +311,7 @@ pub async fn run_paged<S: Store>(
             Cursor::new(
                 &t.bucket,
                 Some(&t.region),
-                &t.prefix,
+                &config.replica_prefix(t, &source_bucket),
                 &request.prefix,
                 resume.as_deref(),
                 page_size,
@@ -531,7 +531,8 @@ impl<S: Store> Context<'_, S> {
             &item.key,
             announced,
             seen,
-        );
+        )
+        .sized(item.source.as_ref().map(|l| l.size));
         let work = item
             .replicas
             .iter()
@@ -581,7 +582,7 @@ fn tally(
             counts.listed += 1;
         }
         let note = match outcome {
-            Outcome::UpToDate => {
+            Outcome::UpToDate | Outcome::TagsUpdated => {
                 counts.up_to_date += 1;
                 None
             }

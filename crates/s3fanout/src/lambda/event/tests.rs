@@ -133,6 +133,12 @@ fn events_that_do_not_change_content_are_ignored() {
     let mut eb = fixture("eventbridge-created.json");
     eb["detail-type"] = "Object Restore Completed".into();
     assert!(direct(&eb).is_empty());
+    // Tag changes are changes: replicas take the new tags.
+    eb["detail-type"] = "Object Tags Added".into();
+    assert_eq!(direct(&eb)[0].kind, ChangeKind::Tagged);
+    let tagging = serde_json::json!({"Records":[{"eventName":"ObjectTagging:Put",
+        "s3":{"bucket":{"name":"b"},"object":{"key":"k"}}}]});
+    assert_eq!(direct(&tagging)[0].kind, ChangeKind::Tagged);
     let test_event = serde_json::json!({"Service":"Amazon S3","Event":"s3:TestEvent","Bucket":"b"});
     assert!(direct(&test_event).is_empty());
 }
