@@ -166,6 +166,39 @@ def describe(client, bucket, key):
     return body, {h: head.get(h) for h in HEADERS}, head.get("Metadata", {}), tags, head["ETag"].strip('"')
 
 
+def run_canary(env, sqs, queue_url, queue_arn, replicas, rounds=2):
+    """The canary in local mode: it writes its object to the source and measures when each
+    replica has it, while its notification travels queue -> replicate function -> replicas as
+    above; the second round also reads the first round's canary back from every replica."""
+    print("\ncanary (local mode): lag from the canary's write to each replica having it")
+    function = Function(env)
+    canary_env = {**tool_env(), **env, "CANARY_WAIT_MS": "30000", "CANARY_POLL_MS": "100", "RUST_LOG": "warn"}
+    build = subprocess.run(["cargo", "build", "--quiet", "-p", "canary"], cwd=ROOT, env=canary_env)
+    if build.returncode != 0:
+        function.stop()
+        return ["canary: build failed"]
+    canary = subprocess.Popen(["cargo", "run", "--quiet", "-p", "canary", "--", "--local", "--rounds", str(rounds),
+                               "--interval-ms", "1000"], cwd=ROOT, env=canary_env, stdout=subprocess.PIPE, text=True)
+    failed = []
+    try:
+        # Deliver the canary's notifications as the event source mapping would, until it is done.
+        while canary.poll() is None:
+            messages = drain(sqs, queue_url, expected=1, timeout=0.5)
+            failed += deliver(function, sqs, queue_url, queue_arn, messages)
+        output = canary.stdout.read()
+    finally:
+        function.stop()
+    print("  " + output.rstrip().replace("\n", "\n  "))
+    problems = [f"canary message {m} failed" for m in failed]
+    lines = [line for line in output.splitlines() if line.strip().startswith("s3://")]
+    if canary.returncode != 0 or len(lines) != rounds * len(replicas):
+        problems.append(f"canary: exit {canary.returncode}, output {output!r}")
+    problems += [f"canary: {line.strip()}" for line in lines if "not there" in line or "STALE" in line or "FAILED" in line]
+    if not [line for line in lines if "read back intact" in line]:
+        problems.append("canary: no previous canary was read back")
+    return problems
+
+
 def main():
     run = uuid.uuid4().hex[:6]
     source, replicas = f"demo-source-{run}", [(f"demo-replica-{r}-{run}", r) for r in REPLICA_REGIONS]
@@ -278,6 +311,7 @@ def main():
     print("-" * len(header))
     print(f"{'objects in replica':<36}" + "".join(
         f"{len(s3(r).list_objects_v2(Bucket=b).get('Contents', [])):>16}" for b, r in replicas))
+    problems += run_canary(env, sqs, queue_url, queue_arn, replicas)
     if problems:
         print("\nFAILED:\n  " + "\n  ".join(problems))
         print("e2e: 0 passed, 1 failed")

@@ -80,9 +80,15 @@ fn print_round(canary: &Canary, round: &Round) {
         round.key,
         canary.config().source_bucket
     );
-    for target in &round.targets {
+    let names: Vec<String> = round
+        .targets
+        .iter()
+        .map(|t| format!("s3://{} ({})", t.bucket, t.region))
+        .collect();
+    let width = names.iter().map(String::len).max().unwrap_or(0);
+    for (target, name) in round.targets.iter().zip(&names) {
         let lag = if target.measured {
-            format!("{} ms", target.lag_ms)
+            format!("lag {} ms", target.lag_ms)
         } else {
             format!("not there after {} ms", target.lag_ms)
         };
@@ -91,12 +97,7 @@ fn print_round(canary: &Canary, round: &Round) {
             Some(Ok(())) => "previous canary read back intact".to_string(),
             Some(Err(e)) => format!("previous canary read back FAILED: {e}"),
         };
-        println!(
-            "  {:<40} lag {:<24} {}{}",
-            format!("s3://{} ({})", target.bucket, target.region),
-            lag,
-            if target.stale { "STALE; " } else { "" },
-            read_back
-        );
+        let stale = if target.stale { "STALE; " } else { "" };
+        println!("  {name:<width$}  {lag:<14}  {stale}{read_back}");
     }
 }
