@@ -648,6 +648,8 @@ def test_iam_targets_from_the_list(aws, all_stacks):
         for role in ("ReplicateRole", "BackfillRole"):
             perms = role_perms(aws, stack, role)
             assert perms["s3:ListBucket"] == bucket_arns([SOURCE, *targets])
+            # A copy by parts cut by the deadline is found again to be resumed.
+            assert perms["s3:ListBucketMultipartUploads"] == bucket_arns(targets)
             assert perms["s3:GetObject"] == object_arns([SOURCE, *targets])
             assert perms["s3:GetObjectTagging"] == object_arns([SOURCE, *targets])
             for action in (
@@ -658,7 +660,8 @@ def test_iam_targets_from_the_list(aws, all_stacks):
             ):
                 assert perms[action] == object_arns(targets), (stack["name"], role, action)
             assert not any(a.startswith("s3:") and a not in {
-                "s3:ListBucket", "s3:GetObject", "s3:GetObjectTagging", "s3:GetObjectVersion",
+                "s3:ListBucket", "s3:ListBucketMultipartUploads",
+                "s3:GetObject", "s3:GetObjectTagging", "s3:GetObjectVersion",
                 "s3:PutObject", "s3:PutObjectTagging", "s3:AbortMultipartUpload",
                 "s3:ListMultipartUploadParts", "s3:DeleteObject",
             } for a in perms), perms
@@ -760,10 +763,11 @@ def test_eventbridge_rule(aws, full_stack, minimal_stack):
     rule = events.describe_rule(Name=rule_name)
     assert rule["State"] == "ENABLED"
     # "Object Deleted" carries DeleteObject and lifecycle expirations alike
-    # (detail.reason); a reason filter would drop the expirations.
+    # (detail.reason); a reason filter would drop the expirations. Deletes arrive whatever
+    # ReplicateDeletes says (a delete may make an older version current), and tag changes too.
     assert json.loads(rule["EventPattern"]) == {
         "source": ["aws.s3"],
-        "detail-type": ["Object Created", "Object Deleted"],
+        "detail-type": ["Object Created", "Object Deleted", "Object Tags Added", "Object Tags Deleted"],
         "detail": {"bucket": {"name": [SOURCE]}},
     }
     [target] = events.list_targets_by_rule(Rule=rule_name)["Targets"]
@@ -783,20 +787,18 @@ def test_eventbridge_rule(aws, full_stack, minimal_stack):
 def test_source_wiring_command(full_stack, minimal_stack, six_stack):
     assert "EventBridgeConfiguration" in full_stack["outputs"]["SourceWiringCommand"]
 
-    command = minimal_stack["outputs"]["SourceWiringCommand"]
-    assert f"--bucket {SOURCE}" in command
-    assert minimal_stack["outputs"]["QueueArn"] in command
-    assert '"s3:ObjectCreated:*"' in command
-    assert "ObjectRemoved" not in command and "LifecycleExpiration" not in command
-
-    command = six_stack["outputs"]["SourceWiringCommand"]
-    assert six_stack["outputs"]["QueueArn"] in command
-    configuration = json.loads(command.split("--notification-configuration ", 1)[1].strip("'"))
-    assert configuration["QueueConfigurations"][0]["Events"] == [
-        "s3:ObjectCreated:*",
-        "s3:ObjectRemoved:*",
-        "s3:LifecycleExpiration:*",
-    ]
+    # Deletes and tag changes are wired whether deletes propagate or not.
+    for stack in (minimal_stack, six_stack):
+        command = stack["outputs"]["SourceWiringCommand"]
+        assert f"--bucket {SOURCE}" in command
+        assert stack["outputs"]["QueueArn"] in command
+        configuration = json.loads(command.split("--notification-configuration ", 1)[1].strip("'"))
+        assert configuration["QueueConfigurations"][0]["Events"] == [
+            "s3:ObjectCreated:*",
+            "s3:ObjectRemoved:*",
+            "s3:LifecycleExpiration:*",
+            "s3:ObjectTagging:*",
+        ]
 
 
 # --------------------------------------------------------------------------- replication: alarms

@@ -173,3 +173,42 @@ async fn delete_is_skipped_when_source_exists_again() {
     assert_eq!(report.targets[0].outcome, Outcome::SourceExists);
     assert_eq!(delete.num_calls(), 0);
 }
+
+/// With an expected owner, every request names it, so that a bucket deleted and re-created by
+/// another account answers 403 instead of receiving (or giving) data.
+#[tokio::test]
+async fn every_request_names_the_expected_bucket_owner() {
+    const OWNER: &str = "111122223333";
+    let head = mock!(Client::head_object)
+        .match_requests(|r| r.expected_bucket_owner() == Some(OWNER) && r.bucket() == Some("src"))
+        .then_output(|| {
+            HeadObjectOutput::builder()
+                .e_tag("\"abc\"")
+                .content_length(3)
+                .build()
+        });
+    let head_replica = mock!(Client::head_object)
+        .match_requests(|r| r.expected_bucket_owner() == Some(OWNER) && r.bucket() == Some("t1"))
+        .then_http_response(|| s3_error(404, "NotFound"));
+    let copy = mock!(Client::copy_object)
+        .match_requests(|r| {
+            r.expected_bucket_owner() == Some(OWNER)
+                && r.expected_source_bucket_owner() == Some(OWNER)
+        })
+        .then_output(|| CopyObjectOutput::builder().build());
+    let client: Client = mock_client!(
+        aws_sdk_s3,
+        RuleMode::MatchAny,
+        &[&head, &head_replica, &copy]
+    );
+    let mut config = Config::new(["src".to_string()], vec![target("t1")]);
+    config.expected_owner = Some(OWNER.into());
+    let replicator = Replicator::new(config, Clients::fixed(client));
+    let report = replicator
+        .apply_change(&created("src", "k"), &Deadline::none())
+        .await;
+    assert_eq!(report.targets[0].outcome, Outcome::Copied);
+    // The check after landing reads the source again.
+    assert_eq!((head.num_calls(), copy.num_calls()), (2, 1));
+    assert_eq!(head_replica.num_calls(), 1);
+}

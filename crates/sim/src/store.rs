@@ -553,6 +553,27 @@ impl SimStore {
         etag
     }
 
+    /// Makes an older version current, as deleting the latest version of a versioned bucket
+    /// does: the object is there, and what is announced is a removal.
+    pub fn roll_back(&self, bucket: &str, key: &str, older: NewObject) {
+        self.put(bucket, key, older);
+        let mut state = self.lock();
+        let Some(notice) = state.notices.pop() else {
+            return;
+        };
+        state.log(format!(
+            "client: rolled s3://{bucket}/{key} back (a removal is announced)"
+        ));
+        let sequencer = state.next_sequencer();
+        state.notices.push(Notice {
+            kind: NoticeKind::Removed,
+            etag: None,
+            size: 0,
+            sequencer,
+            ..notice
+        });
+    }
+
     /// Deletes an object as a client would; whether it existed.
     pub fn remove(&self, bucket: &str, key: &str) -> bool {
         let mut state = self.lock();

@@ -80,6 +80,10 @@ enum Op {
     /// An in-place copy with new headers and metadata.
     Metadata(String, ContentHeaders, BTreeMap<String, String>),
     Tags(String, Vec<Tag>),
+    /// A replica copied back into the source (its provenance comes along).
+    Restore(String, String),
+    /// An older version made current: the source has an object, a removal is announced.
+    RollBack(String, Box<NewObject>),
 }
 
 fn scenario(rng: &mut Rng) -> Scenario {
@@ -115,6 +119,31 @@ fn scenario(rng: &mut Rng) -> Scenario {
                     key,
                     headers,
                     BTreeMap::from([("fixed".into(), format!("f{id}"))]),
+                );
+            }
+            if rng.chance(0.06) {
+                let target = format!("replica-{}", rng.below(0..n_targets as u64));
+                return Op::Restore(key, target);
+            }
+            if rng.chance(0.06) {
+                let id = rng.below(0..1000);
+                // Objects of a replica bucket promoted to be the source name their old source.
+                let from = if rng.chance(0.5) {
+                    "old-source"
+                } else {
+                    SOURCE
+                };
+                let metadata = BTreeMap::from([
+                    (SOURCE_ETAG.to_string(), format!("e{id}")),
+                    (SOURCE_BUCKET.to_string(), from.to_string()),
+                ]);
+                return Op::RollBack(
+                    key,
+                    Box::new(NewObject {
+                        size: rng.below(1..50_000),
+                        metadata,
+                        ..Default::default()
+                    }),
                 );
             }
             if rng.chance(0.1) {
@@ -505,6 +534,24 @@ fn apply(store: &SimStore, op: Op) {
             store.replace_metadata(SOURCE, &key, headers, metadata)
         }
         Op::Tags(key, tags) => store.set_tags(SOURCE, &key, tags),
+        Op::Restore(key, target) => {
+            // `aws s3 cp s3://replica/k s3://source/k`: content and metadata, provenance included.
+            let prefix = if target == "replica-1" { "mirror/" } else { "" };
+            for replica_key in [format!("{prefix}{key}"), key.clone()] {
+                if let Some(replica) = store.object(&target, &replica_key) {
+                    let new = NewObject {
+                        size: replica.content.len(),
+                        headers: replica.headers,
+                        metadata: replica.metadata,
+                        tags: replica.tags,
+                        ..Default::default()
+                    };
+                    store.put(SOURCE, &key, new);
+                    break;
+                }
+            }
+        }
+        Op::RollBack(key, older) => store.roll_back(SOURCE, &key, *older),
     }
 }
 

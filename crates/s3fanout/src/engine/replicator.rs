@@ -59,7 +59,8 @@ impl Replicator<S3Store> {
 
     /// A replicator over S3 with these clients.
     pub fn new(config: Config, clients: Clients) -> Self {
-        Self::with_store(config, S3Store::new(clients))
+        let store = S3Store::new(clients).with_expected_owner(config.expected_owner.clone());
+        Self::with_store(config, store)
     }
 }
 

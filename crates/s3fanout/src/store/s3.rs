@@ -24,12 +24,24 @@ use crate::core::provenance::bare_etag;
 #[derive(Debug)]
 pub struct S3Store {
     clients: Clients,
+    /// Sent as `x-amz-expected-bucket-owner` (and `x-amz-source-expected-bucket-owner` on
+    /// copies): S3 refuses the request with 403 when another account owns the bucket.
+    owner: Option<String>,
 }
 
 impl S3Store {
     /// A store over these clients.
     pub fn new(clients: Clients) -> Self {
-        S3Store { clients }
+        S3Store {
+            clients,
+            owner: None,
+        }
+    }
+
+    /// Requires every bucket, source and target, to belong to this account.
+    pub fn with_expected_owner(mut self, account: Option<String>) -> Self {
+        self.owner = account;
+        self
     }
 
     /// The clients, for callers that need S3 beyond the port (tests, tools).
@@ -134,6 +146,7 @@ impl Store for S3Store {
             .client(at.region)
             .head_object()
             .bucket(at.bucket)
+            .set_expected_bucket_owner(self.owner.clone())
             .key(at.key)
             .set_part_number(part.map(|p| p as i32))
             .send()
@@ -156,6 +169,7 @@ impl Store for S3Store {
             .client(region)
             .head_bucket()
             .bucket(bucket)
+            .set_expected_bucket_owner(self.owner.clone())
             .send()
             .await
         {
@@ -183,6 +197,7 @@ impl Store for S3Store {
             .client(region)
             .list_objects_v2()
             .bucket(bucket)
+            .set_expected_bucket_owner(self.owner.clone())
             .prefix(prefix)
             .max_keys(max_keys as i32);
         request = match from {
@@ -218,9 +233,11 @@ impl Store for S3Store {
             .client(at.region)
             .copy_object()
             .bucket(at.bucket)
+            .set_expected_bucket_owner(self.owner.clone())
             .key(at.key)
             .copy_source(copy_source(request.source.bucket, request.source.key, None))
             .copy_source_if_match(quoted(request.source_etag))
+            .set_expected_source_bucket_owner(self.owner.clone())
             .metadata_directive(MetadataDirective::Replace)
             .tagging_directive(TaggingDirective::Copy);
         let builder = with_condition!(builder, &request.condition);
@@ -242,6 +259,7 @@ impl Store for S3Store {
             .client(at.region)
             .create_multipart_upload()
             .bucket(at.bucket)
+            .set_expected_bucket_owner(self.owner.clone())
             .key(at.key)
             .set_tagging((!tagging.is_empty()).then_some(tagging));
         let out = with_attributes!(builder, attributes)
@@ -265,11 +283,13 @@ impl Store for S3Store {
             .client(at.region)
             .upload_part_copy()
             .bucket(at.bucket)
+            .set_expected_bucket_owner(self.owner.clone())
             .key(at.key)
             .upload_id(request.upload_id)
             .part_number(request.part_number as i32)
             .copy_source(copy_source(request.source.bucket, request.source.key, None))
             .copy_source_if_match(quoted(request.source_etag))
+            .set_expected_source_bucket_owner(self.owner.clone())
             .copy_source_range(format!("bytes={}-{}", request.first, request.last))
             .send()
             .await
@@ -301,6 +321,7 @@ impl Store for S3Store {
             .client(at.region)
             .complete_multipart_upload()
             .bucket(at.bucket)
+            .set_expected_bucket_owner(self.owner.clone())
             .key(at.key)
             .upload_id(upload_id)
             .multipart_upload(
@@ -319,6 +340,7 @@ impl Store for S3Store {
         self.client(at.region)
             .abort_multipart_upload()
             .bucket(at.bucket)
+            .set_expected_bucket_owner(self.owner.clone())
             .key(at.key)
             .upload_id(upload_id)
             .send()
@@ -335,6 +357,7 @@ impl Store for S3Store {
             let out = client
                 .list_parts()
                 .bucket(at.bucket)
+                .set_expected_bucket_owner(self.owner.clone())
                 .key(at.key)
                 .upload_id(upload_id)
                 .set_part_number_marker(marker.clone())
@@ -358,6 +381,7 @@ impl Store for S3Store {
             .client(at.region)
             .list_multipart_uploads()
             .bucket(at.bucket)
+            .set_expected_bucket_owner(self.owner.clone())
             .prefix(at.key)
             .send()
             .await
@@ -379,6 +403,7 @@ impl Store for S3Store {
             .client(at.region)
             .delete_object()
             .bucket(at.bucket)
+            .set_expected_bucket_owner(self.owner.clone())
             .key(at.key);
         let builder = match condition {
             WriteCondition::Matches(etag) => builder.if_match(quoted(etag)),
@@ -396,6 +421,7 @@ impl Store for S3Store {
             .client(at.region)
             .get_object_tagging()
             .bucket(at.bucket)
+            .set_expected_bucket_owner(self.owner.clone())
             .key(at.key)
             .send()
             .await
@@ -428,6 +454,7 @@ impl Store for S3Store {
         self.client(at.region)
             .put_object_tagging()
             .bucket(at.bucket)
+            .set_expected_bucket_owner(self.owner.clone())
             .key(at.key)
             .tagging(tagging)
             .send()
@@ -446,6 +473,7 @@ impl Store for S3Store {
             .client(at.region)
             .put_object()
             .bucket(at.bucket)
+            .set_expected_bucket_owner(self.owner.clone())
             .key(at.key)
             .content_type("application/json")
             .body(aws_sdk_s3::primitives::ByteStream::from(body.to_vec()));
@@ -461,6 +489,7 @@ impl Store for S3Store {
             .client(at.region)
             .get_object()
             .bucket(at.bucket)
+            .set_expected_bucket_owner(self.owner.clone())
             .key(at.key)
             .send()
             .await;
