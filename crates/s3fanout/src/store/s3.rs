@@ -27,6 +27,8 @@ pub struct S3Store {
     /// Sent as `x-amz-expected-bucket-owner` (and `x-amz-source-expected-bucket-owner` on
     /// copies): S3 refuses the request with 403 when another account owns the bucket.
     owner: Option<String>,
+    /// Attempt timeout of every request but copies.
+    attempt: std::time::Duration,
 }
 
 impl S3Store {
@@ -35,7 +37,22 @@ impl S3Store {
         S3Store {
             clients,
             owner: None,
+            attempt: ATTEMPT_TIMEOUT,
         }
+    }
+
+    /// With another attempt timeout for the requests that are not copies.
+    pub fn with_attempt_timeout(mut self, attempt: std::time::Duration) -> Self {
+        self.attempt = attempt;
+        self
+    }
+
+    fn bounded(&self) -> aws_sdk_s3::config::Builder {
+        aws_sdk_s3::config::Builder::default().timeout_config(
+            aws_config::timeout::TimeoutConfig::builder()
+                .operation_attempt_timeout(self.attempt)
+                .build(),
+        )
     }
 
     /// Requires every bucket, source and target, to belong to this account.
@@ -56,6 +73,11 @@ impl S3Store {
         }
     }
 }
+
+/// How long one attempt of a request that is not a copy may take before the SDK retries it: a
+/// stalled connection then costs one attempt, not the whole invocation. Copies can take
+/// minutes (5 GiB in one request); the invocation's hard deadline bounds them.
+pub const ATTEMPT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
 
 fn location(at: ObjectAt<'_>) -> String {
     format!("s3://{}/{}", at.bucket, at.key)
@@ -149,6 +171,8 @@ impl Store for S3Store {
             .set_expected_bucket_owner(self.owner.clone())
             .key(at.key)
             .set_part_number(part.map(|p| p as i32))
+            .customize()
+            .config_override(self.bounded())
             .send()
             .await;
         match result {
@@ -170,6 +194,8 @@ impl Store for S3Store {
             .head_bucket()
             .bucket(bucket)
             .set_expected_bucket_owner(self.owner.clone())
+            .customize()
+            .config_override(self.bounded())
             .send()
             .await
         {
@@ -204,13 +230,18 @@ impl Store for S3Store {
             ListFrom::Token(token) => request.continuation_token(token),
             ListFrom::StartAfter(after) => request.set_start_after(after.map(str::to_string)),
         };
-        let page = request.send().await.map_err(|err| {
-            let mut f = failure(&err, "ListObjectsV2", &format!("s3://{bucket}/{prefix}"));
-            if f.code.as_deref() == Some("NoSuchBucket") {
-                f.message = format!("bucket {bucket:?} does not exist");
-            }
-            f
-        })?;
+        let page = request
+            .customize()
+            .config_override(self.bounded())
+            .send()
+            .await
+            .map_err(|err| {
+                let mut f = failure(&err, "ListObjectsV2", &format!("s3://{bucket}/{prefix}"));
+                if f.code.as_deref() == Some("NoSuchBucket") {
+                    f.message = format!("bucket {bucket:?} does not exist");
+                }
+                f
+            })?;
         let objects = page
             .contents()
             .iter()
@@ -263,6 +294,7 @@ impl Store for S3Store {
             .key(at.key)
             .set_tagging((!tagging.is_empty()).then_some(tagging));
         let out = with_attributes!(builder, attributes)
+            .config_override(self.bounded())
             .send()
             .await
             .map_err(|err| failure(&err, "CreateMultipartUpload", &location(at)))?;
@@ -343,6 +375,8 @@ impl Store for S3Store {
             .set_expected_bucket_owner(self.owner.clone())
             .key(at.key)
             .upload_id(upload_id)
+            .customize()
+            .config_override(self.bounded())
             .send()
             .await
             .map(|_| ())
@@ -361,6 +395,8 @@ impl Store for S3Store {
                 .key(at.key)
                 .upload_id(upload_id)
                 .set_part_number_marker(marker.clone())
+                .customize()
+                .config_override(self.bounded())
                 .send()
                 .await
                 .map_err(|err| failure(&err, "ListParts", &location(at)))?;
@@ -383,6 +419,8 @@ impl Store for S3Store {
             .bucket(at.bucket)
             .set_expected_bucket_owner(self.owner.clone())
             .prefix(at.key)
+            .customize()
+            .config_override(self.bounded())
             .send()
             .await
             .map_err(|err| failure(&err, "ListMultipartUploads", &location(at)))?;
@@ -410,6 +448,8 @@ impl Store for S3Store {
             WriteCondition::Any | WriteCondition::Absent => builder,
         };
         builder
+            .customize()
+            .config_override(self.bounded())
             .send()
             .await
             .map(|_| ())
@@ -423,6 +463,8 @@ impl Store for S3Store {
             .bucket(at.bucket)
             .set_expected_bucket_owner(self.owner.clone())
             .key(at.key)
+            .customize()
+            .config_override(self.bounded())
             .send()
             .await
             .map_err(|err| failure(&err, "GetObjectTagging", &location(at)))?;
@@ -457,6 +499,8 @@ impl Store for S3Store {
             .set_expected_bucket_owner(self.owner.clone())
             .key(at.key)
             .tagging(tagging)
+            .customize()
+            .config_override(self.bounded())
             .send()
             .await
             .map(|_| ())
@@ -478,6 +522,8 @@ impl Store for S3Store {
             .content_type("application/json")
             .body(aws_sdk_s3::primitives::ByteStream::from(body.to_vec()));
         let out = with_condition!(request, condition)
+            .customize()
+            .config_override(self.bounded())
             .send()
             .await
             .map_err(|err| failure(&err, "PutObject", &location(at)))?;
@@ -491,6 +537,8 @@ impl Store for S3Store {
             .bucket(at.bucket)
             .set_expected_bucket_owner(self.owner.clone())
             .key(at.key)
+            .customize()
+            .config_override(self.bounded())
             .send()
             .await;
         let out = match result {
@@ -538,6 +586,49 @@ fn encode_tags(tags: &[Tag]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A server that accepts connections and never answers: each attempt gives up after the
+    /// attempt timeout, so the request fails (retryable) instead of hanging the invocation.
+    #[tokio::test]
+    async fn a_stalled_connection_costs_the_attempt_timeout() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let endpoint = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((stream, _)) = listener.accept().await {
+                held.push(stream);
+            }
+        });
+        let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .endpoint_url(&endpoint)
+            .region(aws_config::Region::new("us-east-1"))
+            .credentials_provider(aws_sdk_s3::config::Credentials::new(
+                "k", "s", None, None, "t",
+            ))
+            .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(2))
+            .load()
+            .await;
+        let store = S3Store::new(Clients::new(config, true))
+            .with_attempt_timeout(std::time::Duration::from_millis(300));
+        let started = std::time::Instant::now();
+        let at = ObjectAt {
+            bucket: "b",
+            region: Some("us-east-1"),
+            key: "k",
+        };
+        let failure = store.head(at, None).await.unwrap_err();
+        let took = started.elapsed();
+        assert_eq!(
+            failure.kind,
+            crate::core::outcome::FailureKind::Retryable,
+            "{failure:?}"
+        );
+        assert!(
+            took >= std::time::Duration::from_millis(600)
+                && took < std::time::Duration::from_secs(10),
+            "two attempts of 300 ms, took {took:?}"
+        );
+    }
 
     #[test]
     fn tags_are_form_encoded_for_the_header() {
