@@ -164,7 +164,8 @@ pub async fn put_rich(client: &Client, bucket: &str, key: &str, body: &[u8]) -> 
         .content_language("en-GB")
         .metadata("owner", "team-a")
         .metadata("note", "hello world")
-        .tagging("class=gold&tier=1")
+        // A tag value with a space and one with a literal `+` (form-encoded in x-amz-tagging).
+        .tagging("class=gold%2Bplated&team=data+lake&tier=1")
         .customize()
         .mutate_request(|req| {
             req.headers_mut()

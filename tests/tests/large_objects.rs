@@ -46,6 +46,24 @@ async fn multipart_copy_preserves_headers_metadata_tags_class_and_encryption() {
     }
     for target in &setup.targets {
         assert_replica(&setup, key, target).await;
+        // CreateMultipartUpload carries the tags form-encoded: a space and a literal `+`
+        // come through as they were.
+        let tags = setup
+            .target_client(target)
+            .get_object_tagging()
+            .bucket(&target.bucket)
+            .key(key)
+            .send()
+            .await
+            .unwrap();
+        let value = |k: &str| {
+            tags.tag_set()
+                .iter()
+                .find(|t| t.key() == k)
+                .map(|t| t.value().to_string())
+        };
+        assert_eq!(value("class").as_deref(), Some("gold+plated"));
+        assert_eq!(value("team").as_deref(), Some("data lake"));
         let head = setup
             .target_client(target)
             .head_object()
