@@ -104,6 +104,9 @@ pub struct VerifyArgs {
     /// Objects and targets covered.
     #[command(flatten)]
     pub selection: Selection,
+    /// Also compare headers, user metadata and tags (reads both sides of every object).
+    #[arg(long)]
+    pub full: bool,
 }
 
 /// Parses the command line, exiting with status 2 (0 for `--help`) when it is not valid. The

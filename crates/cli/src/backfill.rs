@@ -1,7 +1,7 @@
 //! `s3fanout backfill` and `s3fanout verify`: the backfill engine run to the end from a shell.
 
 use clap::ArgMatches;
-use s3fanout::backfill::{self, BackfillRequest, Mode, Summary};
+use s3fanout::backfill::{self, BackfillRequest, Compare, Mode, Summary};
 use s3fanout::Deadline;
 
 use crate::args::{ordered_filters, BackfillArgs, Selection, VerifyArgs};
@@ -32,7 +32,14 @@ pub async fn run_backfill(args: &BackfillArgs, matches: &ArgMatches) -> Result<V
 
 /// Compares only; problems are drift and failed checks.
 pub async fn run_verify(args: &VerifyArgs, matches: &ArgMatches) -> Result<Verdict, Fatal> {
-    let request = request(Mode::Verify, &args.selection, matches);
+    let request = BackfillRequest {
+        compare: if args.full {
+            Compare::Full
+        } else {
+            Compare::Listing
+        },
+        ..request(Mode::Verify, &args.selection, matches)
+    };
     let summary = execute(&request).await?;
     if args.selection.json {
         crate::print_json(&summary)?;

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use s3fanout::backfill::{run_paged, BackfillRequest, Mode, Summary};
+use s3fanout::backfill::{run_paged, BackfillRequest, Compare, Mode, Summary};
 use s3fanout::core::object::ContentHeaders;
 use s3fanout::lambda::{backfill, invocation};
 use s3fanout::{Change, Config, Deadline, Outcome, Replicator, Target};
@@ -277,4 +277,52 @@ async fn a_duplicate_delivery_copies_nothing() {
         .iter()
         .all(|t| t.outcome == Outcome::UpToDate));
     assert_eq!(r.store().requests()["CopyObject"], copies);
+}
+
+/// An in-place metadata change keeps the ETag and a tag change leaves the listing as it was:
+/// a verify by listing cannot see them, a full verify reports both.
+#[tokio::test(start_paused = true)]
+async fn a_full_verify_reports_metadata_and_tag_drift() {
+    let r = replicator(vec![target(0, "")], Faults::NONE);
+    let store = r.store();
+    for key in ["headers", "tags", "same"] {
+        store.put(SOURCE, key, small(3));
+    }
+    sync(&r, BackfillRequest::default(), 1000).await;
+    store.replace_metadata(
+        SOURCE,
+        "headers",
+        ContentHeaders {
+            content_type: Some("text/csv".into()),
+            ..Default::default()
+        },
+        BTreeMap::from([("k".to_string(), "v".to_string())]),
+    );
+    store.set_tags(
+        SOURCE,
+        "tags",
+        vec![s3fanout::core::object::Tag {
+            key: "team".into(),
+            value: "data lake".into(),
+        }],
+    );
+    let verify = |compare| BackfillRequest {
+        mode: Mode::Verify,
+        compare,
+        ..Default::default()
+    };
+    let by_listing = sync(&r, verify(Compare::Listing), 1000).await;
+    assert_eq!(by_listing.targets["rep-0"].different, 0);
+    let before = store.requests();
+    let full = sync(&r, verify(Compare::Full), 1000).await;
+    let counts = &full.targets["rep-0"];
+    assert_eq!((counts.different, counts.up_to_date), (2, 1), "{counts:?}");
+    let drifted: Vec<&str> = full.examples.iter().map(|e| e.key.as_str()).collect();
+    assert_eq!(drifted, ["headers", "tags"]);
+    let after = store.requests();
+    assert_eq!(
+        after.get("CopyObject"),
+        before.get("CopyObject"),
+        "verify writes nothing"
+    );
 }

@@ -73,6 +73,9 @@ pub enum Purpose {
     },
     /// Verify or dry run: find what a sync would do, write nothing.
     Check,
+    /// Verify comparing everything: headers, user metadata and tags too, which listings do not
+    /// show (two HEADs and two tag reads per object and target).
+    Audit,
     /// After a write that read its source earlier: the replica must end as the source is now,
     /// deleted if the source is gone and deletes propagate.
     Recheck(Scope),
@@ -85,6 +88,13 @@ pub enum Scope {
     Content,
     /// Tags as well (after a copy by parts, whose tags were read when it began, or a tag update).
     ContentAndTags,
+}
+
+impl Purpose {
+    /// Whether this look only reports (verify, dry run).
+    pub fn writes_nothing(self) -> bool {
+        matches!(self, Purpose::Check | Purpose::Audit)
+    }
 }
 
 /// The configuration the decision depends on.
@@ -227,7 +237,7 @@ pub fn decide(
         SourceSeen::Absent => return source_absent(purpose, facts, rules),
         SourceSeen::Listed { etag, size } => (etag.as_str(), *size),
         SourceSeen::Headed(head) => {
-            if purpose != Purpose::Check && would_loop(&head.metadata, facts.bucket, facts.sources)
+            if !purpose.writes_nothing() && would_loop(&head.metadata, facts.bucket, facts.sources)
             {
                 return Action::Done(Settled::IsReplica);
             }
@@ -267,7 +277,7 @@ pub fn decide(
             Settled::Different
         }
     };
-    if purpose == Purpose::Check {
+    if purpose.writes_nothing() {
         return Action::Done(drift);
     }
     let replica_key_bytes = replica_key.len();
@@ -291,7 +301,9 @@ pub fn decide(
 fn tags_step(purpose: Purpose, facts: &Facts) -> Action {
     if !matches!(
         purpose,
-        Purpose::Replicate(ChangeKind::Tagged) | Purpose::Recheck(Scope::ContentAndTags)
+        Purpose::Replicate(ChangeKind::Tagged)
+            | Purpose::Recheck(Scope::ContentAndTags)
+            | Purpose::Audit
     ) {
         return Action::Done(Settled::UpToDate);
     }
@@ -301,6 +313,7 @@ fn tags_step(purpose: Purpose, facts: &Facts) -> Action {
         (Some(source), Some(replica)) if same_tags(source, replica) => {
             Action::Done(Settled::UpToDate)
         }
+        _ if purpose == Purpose::Audit => Action::Done(Settled::Different),
         _ => Action::SetTags,
     }
 }
@@ -332,7 +345,7 @@ fn source_not_listed(purpose: Purpose) -> Action {
             Action::Read(Need::SourceHead)
         }
         Purpose::Sync { delete: false } => Action::Done(Settled::Kept),
-        Purpose::Check => Action::Done(Settled::Extraneous),
+        Purpose::Check | Purpose::Audit => Action::Done(Settled::Extraneous),
     }
 }
 
@@ -348,8 +361,8 @@ fn source_absent(purpose: Purpose, facts: &Facts, rules: &Rules) -> Action {
     let delete = match purpose {
         Purpose::Replicate(_) | Purpose::Recheck(_) => rules.replicate_deletes,
         Purpose::Sync { delete } => delete,
-        Purpose::Check if created => return Action::Done(Settled::SourceGone),
-        Purpose::Check => return Action::Done(Settled::Extraneous),
+        Purpose::Check | Purpose::Audit if created => return Action::Done(Settled::SourceGone),
+        Purpose::Check | Purpose::Audit => return Action::Done(Settled::Extraneous),
     };
     match (delete, facts.replica) {
         (_, ReplicaSeen::Absent) if created => Action::Done(Settled::SourceGone),
@@ -811,6 +824,35 @@ mod tests {
                 None
             ),
             Done(Settled::Extraneous)
+        );
+    }
+
+    /// A full verify reads both sides: headers, metadata or tags that drifted are reported.
+    #[test]
+    fn a_full_verify_reports_header_and_tag_drift() {
+        let mut source = head("e", 10);
+        source.headers.content_type = Some("text/csv".into());
+        let replica = replica_of("e", 10, "x");
+        assert_eq!(
+            run(
+                Purpose::Audit,
+                S::Headed(Box::new(source.clone())),
+                replica.clone(),
+                Some("e")
+            ),
+            Done(Settled::Different)
+        );
+        let mut same = head("x", 10);
+        same.metadata.insert(SOURCE_ETAG.into(), "e".into());
+        same.headers.content_type = Some("text/csv".into());
+        assert_eq!(
+            run(
+                Purpose::Audit,
+                S::Headed(Box::new(source)),
+                R::Headed(Box::new(same)),
+                Some("e")
+            ),
+            Read(Need::SourceTags)
         );
     }
 

@@ -676,6 +676,11 @@ fn report(
             outcome = outcome.name(), kind = ?failure.kind, code = failure.code.as_deref().unwrap_or(""),
             error = %failure.message, duration_ms, "replication failed"
         ),
+        Outcome::IsReplica => tracing::warn!(
+            source_bucket = %change.bucket, key = %change.key, target = %target.bucket,
+            outcome = outcome.name(), duration_ms,
+            "not replicated: the object is a replica of another configured source"
+        ),
         _ => tracing::info!(
             source_bucket = %change.bucket, key = %change.key, target = %target.bucket,
             outcome = outcome.name(), duration_ms, "replicated"

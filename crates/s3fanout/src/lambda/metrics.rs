@@ -34,6 +34,7 @@ struct Tally {
     replicated: u64,
     failed: u64,
     deferred: u64,
+    refused: u64,
     bytes: u64,
     latencies: Vec<u64>,
 }
@@ -56,6 +57,8 @@ fn lines(reports: &[ChangeReport], timestamp: u64) -> Vec<String> {
                 }
                 Outcome::Failed(f) if f.kind == FailureKind::Deferred => tally.deferred += 1,
                 Outcome::Failed(_) => tally.failed += 1,
+                // Not copied because the object is a replica of another configured source.
+                Outcome::IsReplica => tally.refused += 1,
                 _ => {}
             }
         }
@@ -67,6 +70,7 @@ fn lines(reports: &[ChangeReport], timestamp: u64) -> Vec<String> {
             json!({"Name": "ReplicatedObjects", "Unit": "Count"}),
             json!({"Name": "FailedCopies", "Unit": "Count"}),
             json!({"Name": "DeferredCopies", "Unit": "Count"}),
+            json!({"Name": "RefusedLoops", "Unit": "Count"}),
             json!({"Name": "BytesReplicated", "Unit": "Bytes"}),
         ];
         let mut first = json!({
@@ -74,6 +78,7 @@ fn lines(reports: &[ChangeReport], timestamp: u64) -> Vec<String> {
             "ReplicatedObjects": tally.replicated,
             "FailedCopies": tally.failed,
             "DeferredCopies": tally.deferred,
+            "RefusedLoops": tally.refused,
             "BytesReplicated": tally.bytes,
         });
         if let Some(chunk) = chunks.next() {
@@ -155,6 +160,7 @@ mod tests {
                 target("b", failed, 0, 0),
                 target("a", Outcome::UpToDate, 0, 0),
                 target("b", deferred, 0, 0),
+                target("b", Outcome::IsReplica, 0, 0),
             ],
         }];
         let lines = parse(&lines(&reports, 7));
@@ -175,6 +181,8 @@ mod tests {
             (Some(0), Some(1))
         );
         assert_eq!(lines[1]["DeferredCopies"].as_u64(), Some(1));
+        assert_eq!(lines[1]["RefusedLoops"].as_u64(), Some(1));
+        assert_eq!(lines[0]["RefusedLoops"].as_u64(), Some(0));
         assert_eq!(lines[0]["DeferredCopies"].as_u64(), Some(0));
         let declared = &lines[1]["_aws"]["CloudWatchMetrics"][0];
         assert_eq!(declared["Namespace"], NAMESPACE);

@@ -47,6 +47,17 @@ pub enum Mode {
     Verify,
 }
 
+/// What verify compares.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Compare {
+    /// Size and ETag from the listings (provenance where they cannot tell).
+    #[default]
+    Listing,
+    /// Headers, user metadata and tags as well: two HEADs and two tag reads per object.
+    Full,
+}
+
 /// The backfill payload (also the command-line tool's options).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -67,6 +78,9 @@ pub struct BackfillRequest {
     pub filters: Vec<Filter>,
     /// Report what would be done without doing it.
     pub dry_run: bool,
+    /// Verify: `listing` (default) compares what listings show (size and ETag, provenance where
+    /// they cannot tell); `full` also reads headers, metadata and tags on both sides.
+    pub compare: Compare,
     /// Delete replica objects that no longer exist at the source.
     pub delete: bool,
     /// Objects worked on at once (default: `COPY_CONCURRENCY`).
@@ -268,10 +282,11 @@ pub async fn run_paged<S: Store>(
         .chain(request.include.iter().map(|p| Filter::Include(p.clone())))
         .chain(request.filters.iter().cloned())
         .collect();
-    let purpose = match request.mode {
-        Mode::Sync if !request.dry_run => Purpose::Sync {
+    let purpose = match (request.mode, request.compare) {
+        (Mode::Sync, _) if !request.dry_run => Purpose::Sync {
             delete: request.delete,
         },
+        (Mode::Verify, Compare::Full) => Purpose::Audit,
         _ => Purpose::Check,
     };
 
@@ -514,7 +529,10 @@ impl<S: Store> Context<'_, S> {
         skip: Option<&Vec<String>>,
         deadline: &Deadline,
     ) -> Vec<(usize, Outcome)> {
+        // A full verify reads both sides: a listing shows neither headers, metadata nor tags.
+        let full = self.purpose == Purpose::Audit;
         let (seen, announced) = match &item.source {
+            Some(listed) if full => (SourceSeen::Unknown, Some(listed.etag.as_str())),
             Some(listed) => (
                 SourceSeen::Listed {
                     etag: listed.etag.clone(),
@@ -543,6 +561,7 @@ impl<S: Store> Context<'_, S> {
             })
             .map(|(t, replica)| {
                 let seen = match replica {
+                    Some(_) if full => ReplicaSeen::Unknown,
                     Some(listed) => ReplicaSeen::Listed {
                         etag: listed.etag.clone(),
                         size: listed.size,
