@@ -326,3 +326,62 @@ async fn a_full_verify_reports_metadata_and_tag_drift() {
         "verify writes nothing"
     );
 }
+
+/// An object too large for one invocation is copied over many: each delivery resumes the upload
+/// the previous one left at its deadline, and every part is copied once.
+#[tokio::test(start_paused = true)]
+async fn a_huge_object_is_copied_across_many_windows_each_part_once() {
+    const MIB: u64 = 1024 * 1024;
+    let r = {
+        let store = SimStore::new(
+            11,
+            Faults {
+                max_latency: Duration::from_millis(40),
+                ..Faults::NONE
+            },
+        );
+        store.create_bucket(SOURCE, false);
+        store.create_bucket("rep-0", false);
+        let mut config = Config::new([SOURCE.to_string()], vec![target(0, "")]);
+        config.concurrency = 4;
+        config.multipart_threshold = 5 * MIB;
+        config.part_size = 5 * MIB;
+        Replicator::with_store(config, store)
+    };
+    let size = 2 * 1024 * MIB;
+    let parts = size.div_ceil(5 * MIB);
+    let etag = r.store().put(SOURCE, "huge.bin", small(size));
+    // Deliveries come later than the write's second (uploads begun within it are not resumed).
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let change = Change::created(SOURCE, "huge.bin").with_etag(&etag);
+    let mut windows = 0;
+    loop {
+        windows += 1;
+        assert!(windows < 200, "no progress");
+        let deadline = Deadline::after(Duration::from_millis(500), Duration::from_millis(100));
+        let report = r
+            .apply_before(std::slice::from_ref(&change), &deadline)
+            .await;
+        match &report[0].targets[0].outcome {
+            Outcome::Copied => break,
+            Outcome::Failed(f) if f.kind == s3fanout::FailureKind::Deferred => {}
+            other => panic!("window {windows}: {other:?}"),
+        }
+        // Left open for the next delivery.
+        assert_eq!(r.store().uploads("rep-0").len(), 1, "window {windows}");
+    }
+    let applied = r.store().applied();
+    println!(
+        "huge object: {parts} parts, {windows} windows, {} part copies took effect",
+        applied["UploadPartCopy"]
+    );
+    assert!(windows >= 10, "{windows} windows");
+    assert_eq!(applied["UploadPartCopy"], parts, "each part copied once");
+    assert_eq!(applied["CreateMultipartUpload"], 1);
+    assert!(r.store().uploads("rep-0").is_empty());
+    let replica = r.store().object("rep-0", "huge.bin").unwrap();
+    assert_eq!(
+        replica.content,
+        r.store().object(SOURCE, "huge.bin").unwrap().content
+    );
+}
