@@ -385,3 +385,29 @@ async fn a_huge_object_is_copied_across_many_windows_each_part_once() {
         r.store().object(SOURCE, "huge.bin").unwrap().content
     );
 }
+
+/// EventBridge keys are used as delivered; should the service ever deliver them form-encoded
+/// instead, the decoded spelling names the object and is used.
+#[tokio::test(start_paused = true)]
+async fn eventbridge_keys_work_raw_or_form_encoded() {
+    let r = replicator(vec![target(0, "")], Faults::NONE);
+    r.store().put(SOURCE, "a+b c.txt", small(3));
+    let event = |key: &str| {
+        json!({"source": "aws.s3", "detail-type": "Object Created", "region": "us-east-1",
+            "detail": {"bucket": {"name": SOURCE}, "object": {"key": key}}})
+    };
+    // As delivered: the key itself.
+    invocation::handle(&r, &event("a+b c.txt"), &Deadline::none())
+        .await
+        .unwrap();
+    assert!(r.store().object("rep-0", "a+b c.txt").is_some());
+    // Form-encoded, as notification records carry keys: no object under that spelling, the
+    // decoded one is used.
+    r.store().remove("rep-0", "a+b c.txt");
+    let out = invocation::handle(&r, &event("a%2Bb+c.txt"), &Deadline::none())
+        .await
+        .unwrap();
+    assert_eq!(out["outcomes"], json!({"copied": 1}));
+    assert!(r.store().object("rep-0", "a+b c.txt").is_some());
+    assert!(r.store().object("rep-0", "a%2Bb+c.txt").is_none());
+}
