@@ -8,6 +8,7 @@
 //! all go through it.
 
 use std::collections::BTreeSet;
+use std::time::Duration;
 
 use super::change::ChangeKind;
 use super::config::Target;
@@ -106,7 +107,14 @@ pub struct Rules {
     pub multipart_threshold: u64,
     /// Part size of those copies.
     pub part_size: u64,
+    /// How long one invocation may work, when known: no part may need longer.
+    pub window: Option<Duration>,
 }
+
+/// The copy rate one `UploadPartCopy` is assumed to reach at least (S3 copies server-side;
+/// across regions a single request has been seen at tens of MiB/s). Only objects above 48.8 GiB,
+/// whose 10,000 parts must each be larger than 5 MiB, are judged by it.
+pub const ASSUMED_PART_RATE: u64 = 16 * 1024 * 1024;
 
 /// Everything known when deciding.
 #[derive(Debug, Clone, Copy)]
@@ -186,6 +194,16 @@ pub enum Settled {
 /// Why a replica cannot be written at all.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Refusal {
+    /// The object needs parts so large (10,000 at most) that one cannot be copied within an
+    /// invocation, even at the assumed rate: no number of invocations would finish it.
+    NeverFits {
+        /// Object size.
+        size: u64,
+        /// The smallest part size the part limit allows.
+        part: u64,
+        /// One invocation's time.
+        window: Duration,
+    },
     /// The target's prefix makes the key longer than S3 allows.
     KeyTooLong {
         /// Bytes in the replica key.
@@ -199,6 +217,12 @@ impl Refusal {
     /// For people.
     pub fn describe(&self) -> String {
         match self {
+            Refusal::NeverFits { size, part, window } => format!(
+                "an object of {size} bytes needs parts of at least {part} bytes (S3 allows 10,000), and one such part needs about {} s at {} MiB/s, longer than the {} s an invocation has: raise the function timeout (900 s at most) or copy it with S3 Batch Operations' own copy",
+                part / ASSUMED_PART_RATE,
+                ASSUMED_PART_RATE / (1024 * 1024),
+                window.as_secs()
+            ),
             Refusal::KeyTooLong { bytes, prefix } => format!(
                 "replica key is {bytes} bytes with prefix {prefix:?}: above S3's {MAX_KEY_BYTES}-byte limit"
             ),
@@ -291,6 +315,17 @@ pub fn decide(
         // A copy needs the source's headers (content headers, metadata, storage class).
         return Action::Read(Need::SourceHead);
     };
+    let smallest_part = part_size(head.size, MIN_PART_BYTES);
+    if let Some(window) = rules.window {
+        let needs = Duration::from_secs(smallest_part / ASSUMED_PART_RATE);
+        if smallest_part > MIN_PART_BYTES && needs > window {
+            return Action::Refuse(Refusal::NeverFits {
+                size: head.size,
+                part: smallest_part,
+                window,
+            });
+        }
+    }
     match copy_method(head, facts.layout, rules, facts.bucket) {
         Some(method) => Action::Copy(method),
         None => Action::Read(Need::SourceLayout),
@@ -420,6 +455,7 @@ mod tests {
         replicate_deletes: true,
         multipart_threshold: 64 * MIB,
         part_size: 64 * MIB,
+        window: None,
     };
     const CREATED: Purpose = Purpose::Replicate(ChangeKind::Created);
     const REMOVED: Purpose = Purpose::Replicate(ChangeKind::Removed);
@@ -955,6 +991,51 @@ mod tests {
             ),
             Done(Settled::UpToDate)
         );
+    }
+
+    /// 48 TiB needs 10,000 parts of about 5 GiB; at the assumed rate one takes about 320 s: a
+    /// 300 s function can never finish it, a 900 s one can (resuming window after window).
+    #[test]
+    fn objects_whose_parts_cannot_fit_any_window_are_refused() {
+        let huge = S::Headed(Box::new(head("e", 48 * 1024 * 1024 * MIB)));
+        let short = Rules {
+            window: Some(Duration::from_secs(300)),
+            ..RULES
+        };
+        match run_with(CREATED, huge.clone(), None, R::Absent, None, &short) {
+            Refuse(refusal @ Refusal::NeverFits { .. }) => {
+                let text = refusal.describe();
+                assert!(
+                    text.contains("52776558133248 bytes") && text.contains("300 s"),
+                    "{text}"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        let long = Rules {
+            window: Some(Duration::from_secs(900)),
+            ..RULES
+        };
+        assert!(matches!(
+            run_with(CREATED, huge, None, R::Absent, None, &long),
+            Copy(Method::Parts { .. })
+        ));
+        // Below 48.8 GiB parts of 5 MiB do: any window that copies one part will do.
+        let tiny = Rules {
+            window: Some(Duration::from_millis(20)),
+            ..RULES
+        };
+        assert!(matches!(
+            run_with(
+                CREATED,
+                S::Headed(Box::new(head("e", 40 * 1024 * MIB))),
+                None,
+                R::Absent,
+                None,
+                &tiny
+            ),
+            Copy(Method::Parts { .. })
+        ));
     }
 
     #[test]

@@ -16,6 +16,8 @@ pub struct Deadline {
     soft: Option<Instant>,
     hard: Option<Instant>,
     margin: Duration,
+    /// The whole invocation's working time, from its start to the soft stop.
+    window: Option<Duration>,
 }
 
 impl Deadline {
@@ -25,16 +27,19 @@ impl Deadline {
             soft: None,
             hard: None,
             margin: Duration::ZERO,
+            window: None,
         }
     }
 
     /// A deadline at `at`: new requests stop `margin` before it, in-flight work a quarter of the
     /// margin before it, which leaves time to abort uploads and answer.
     pub fn at(at: Instant, margin: Duration) -> Self {
+        let soft = at.checked_sub(margin).unwrap_or_else(Instant::now);
         Deadline {
-            soft: Some(at.checked_sub(margin).unwrap_or_else(Instant::now)),
+            soft: Some(soft),
             hard: Some(at.checked_sub(margin / 4).unwrap_or_else(Instant::now)),
             margin,
+            window: Some(soft.saturating_duration_since(Instant::now())),
         }
     }
 
@@ -78,6 +83,11 @@ impl Deadline {
             )),
             _ => None,
         }
+    }
+
+    /// How long this invocation may work in all (from its start to the soft stop).
+    pub fn window(&self) -> Option<Duration> {
+        self.window
     }
 
     /// Whether no new request may start.

@@ -152,11 +152,12 @@ impl<S: Store> Replicator<S> {
         self.config.source_regions.get(bucket).map(String::as_str)
     }
 
-    fn rules(&self) -> Rules {
+    fn rules(&self, deadline: &Deadline) -> Rules {
         Rules {
             replicate_deletes: self.config.replicate_deletes,
             multipart_threshold: self.config.multipart_threshold,
             part_size: self.config.part_size,
+            window: deadline.window(),
         }
     }
 
@@ -339,7 +340,7 @@ impl<S: Store> Replicator<S> {
             region: Some(&target.region),
             key: &replica_key,
         };
-        let rules = self.rules();
+        let rules = self.rules(deadline);
         let mut purpose = job.purpose;
         let mut source = job.seen.clone();
         let mut replica = replica;
