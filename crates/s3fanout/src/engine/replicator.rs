@@ -568,8 +568,12 @@ impl<S: Store> Replicator<S> {
         match settled {
             // The replica is current, or the object is gone: any upload for it is superfluous.
             Settled::UpToDate | Settled::BothAbsent | Settled::DeletesOff => large.then_some(None),
-            // A newer version may be being copied by parts right now: keep its upload.
-            Settled::SourceChanged | Settled::SourceGone => large.then_some(head),
+            // A newer version may be being copied by parts right now: keep its upload, unless
+            // the source as it is now is not copied by parts at all.
+            Settled::SourceChanged | Settled::SourceGone => {
+                let by_parts_now = head.filter(|h| by_parts(&h.etag, h.size));
+                large.then_some(by_parts_now)
+            }
             _ => None,
         }
     }
