@@ -91,6 +91,21 @@ pub struct NewObject {
     pub storage_class: Option<String>,
 }
 
+impl NewObject {
+    /// `size` bytes of text with one metadata pair, as most tests need.
+    pub fn plain(size: u64) -> Self {
+        NewObject {
+            size,
+            headers: ContentHeaders {
+                content_type: Some("text/plain".into()),
+                ..Default::default()
+            },
+            metadata: BTreeMap::from([("k".to_string(), "v".to_string())]),
+            ..Default::default()
+        }
+    }
+}
+
 /// An object as the simulator holds it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SimObject {

@@ -3,12 +3,10 @@
 //! written where the operator says, the continuation's size with 1,024-byte keys, and verify
 //! and dry run stopping at the deadline like sync.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use s3fanout::backfill::chain::RESERVED_PREFIX;
 use s3fanout::backfill::{run_paged, BackfillRequest, Mode, StopReason, Summary};
-use s3fanout::core::object::ContentHeaders;
 use s3fanout::lambda::backfill::handle_invocation_as;
 use s3fanout::store::ObjectAt;
 use s3fanout::{Config, Deadline, Replicator, Store, Target};
@@ -48,21 +46,10 @@ fn replicator(targets: usize, latency_ms: u64, concurrency: usize) -> Replicator
     Replicator::with_store(config, store)
 }
 
-fn object(size: u64) -> NewObject {
-    NewObject {
-        size,
-        headers: ContentHeaders {
-            content_type: Some("text/plain".into()),
-            ..Default::default()
-        },
-        metadata: BTreeMap::from([("k".to_string(), "v".to_string())]),
-        ..Default::default()
-    }
-}
-
 fn fill(r: &Replicator<SimStore>, n: usize) {
     for i in 0..n {
-        r.store().put(SOURCE, &format!("k{i:04}"), object(10));
+        r.store()
+            .put(SOURCE, &format!("k{i:04}"), NewObject::plain(10));
     }
 }
 
@@ -353,7 +340,7 @@ async fn the_continuation_stays_small_with_long_keys() {
     for i in 0..1000 {
         let key = format!("{i:04}/{}", "x".repeat(1019));
         assert_eq!(key.len(), 1024);
-        r.store().put(SOURCE, &key, object(10));
+        r.store().put(SOURCE, &key, NewObject::plain(10));
     }
     let mut payload = json!({"auto_continue": true});
     let mut sizes = Vec::new();
@@ -406,9 +393,9 @@ async fn verify_and_dry_run_stop_at_the_deadline_like_sync() {
         let r = replicator(1, 30, 4);
         for i in 0..200 {
             let key = format!("k{i:04}");
-            r.store().put(SOURCE, &key, object(10));
+            r.store().put(SOURCE, &key, NewObject::plain(10));
             // Same size, other bytes: settling each key needs a HEAD of the replica.
-            r.store().put("rep-0", &key, object(10));
+            r.store().put("rep-0", &key, NewObject::plain(10));
         }
         let mut request = BackfillRequest {
             mode,

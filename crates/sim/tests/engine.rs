@@ -34,18 +34,6 @@ fn replicator(targets: Vec<Target>, faults: Faults) -> Replicator<SimStore> {
     Replicator::with_store(config, store)
 }
 
-fn small(size: u64) -> NewObject {
-    NewObject {
-        size,
-        headers: ContentHeaders {
-            content_type: Some("text/plain".into()),
-            ..Default::default()
-        },
-        metadata: BTreeMap::from([("k".to_string(), "v".to_string())]),
-        ..Default::default()
-    }
-}
-
 async fn sync(r: &Replicator<SimStore>, request: BackfillRequest, page: u32) -> Summary {
     run_paged(r, &request, &Deadline::none(), &|_| {}, page)
         .await
@@ -62,16 +50,16 @@ async fn the_merge_crosses_every_page_boundary_in_s3_order() {
         let store = r.store();
         let source_keys = ["Z", "a", "a/b", "é", "日", "日/z"];
         for key in source_keys {
-            store.put(SOURCE, key, small(3));
+            store.put(SOURCE, key, NewObject::plain(3));
         }
         // Replica-only runs: before, between and after the source's keys.
         for key in ["A0", "A1", "b0", "b1", "b2", "月", "龍1", "龍2"] {
-            store.put("rep-0", key, small(1));
-            store.put("rep-1", &format!("mirror/{key}"), small(1));
+            store.put("rep-0", key, NewObject::plain(1));
+            store.put("rep-1", &format!("mirror/{key}"), NewObject::plain(1));
         }
         // Already current at one target, stale at the other.
         let current = store.object(SOURCE, "a").unwrap();
-        store.put("rep-1", "mirror/é", small(9));
+        store.put("rep-1", "mirror/é", NewObject::plain(9));
 
         let summary = sync(
             &r,
@@ -129,7 +117,7 @@ async fn a_stopped_run_continues_without_repeating_or_double_counting() {
     );
     let store = r.store();
     for i in 0..40 {
-        store.put(SOURCE, &format!("k{i:03}"), small(10 + i));
+        store.put(SOURCE, &format!("k{i:03}"), NewObject::plain(10 + i));
     }
     let mut request = BackfillRequest {
         concurrency: Some(4),
@@ -173,10 +161,10 @@ async fn a_stopped_run_continues_without_repeating_or_double_counting() {
 async fn verify_and_dry_run_report_without_writing() {
     let r = replicator(vec![target(0, "")], Faults::NONE);
     let store = r.store();
-    store.put(SOURCE, "missing", small(3));
-    store.put(SOURCE, "different", small(3));
-    store.put("rep-0", "different", small(4));
-    store.put("rep-0", "extra", small(1));
+    store.put(SOURCE, "missing", NewObject::plain(3));
+    store.put(SOURCE, "different", NewObject::plain(3));
+    store.put("rep-0", "different", NewObject::plain(4));
+    store.put("rep-0", "extra", NewObject::plain(1));
     let before = store.requests();
     let verify = sync(
         &r,
@@ -215,7 +203,7 @@ async fn verify_and_dry_run_report_without_writing() {
 #[tokio::test(start_paused = true)]
 async fn the_sqs_batch_response_names_exactly_the_failed_messages() {
     let r = replicator(vec![target(0, "")], Faults::NONE);
-    r.store().put(SOURCE, "ok.txt", small(3));
+    r.store().put(SOURCE, "ok.txt", NewObject::plain(3));
     let record = |bucket: &str, key: &str| {
         json!({"Records": [{"eventSource": "aws:s3", "eventName": "ObjectCreated:Put",
             "s3": {"bucket": {"name": bucket}, "object": {"key": key}}}]})
@@ -243,7 +231,7 @@ async fn the_sqs_batch_response_names_exactly_the_failed_messages() {
 #[tokio::test(start_paused = true)]
 async fn batch_operations_tasks_answer_per_outcome() {
     let r = replicator(vec![target(0, "")], Faults::NONE);
-    r.store().put(SOURCE, "a b.txt", small(3));
+    r.store().put(SOURCE, "a b.txt", NewObject::plain(3));
     let event = json!({"invocationSchemaVersion": "2.0", "invocationId": "i",
     "job": {"id": "j", "userArguments": {}},
     "tasks": [
@@ -263,7 +251,7 @@ async fn batch_operations_tasks_answer_per_outcome() {
 #[tokio::test(start_paused = true)]
 async fn a_duplicate_delivery_copies_nothing() {
     let r = replicator(vec![target(0, ""), target(1, "")], Faults::NONE);
-    let etag = r.store().put(SOURCE, "k", small(3));
+    let etag = r.store().put(SOURCE, "k", NewObject::plain(3));
     let change = Change::created(SOURCE, "k").with_etag(etag);
     let first = r.apply(std::slice::from_ref(&change)).await;
     assert!(first[0]
@@ -286,7 +274,7 @@ async fn a_full_verify_reports_metadata_and_tag_drift() {
     let r = replicator(vec![target(0, "")], Faults::NONE);
     let store = r.store();
     for key in ["headers", "tags", "same"] {
-        store.put(SOURCE, key, small(3));
+        store.put(SOURCE, key, NewObject::plain(3));
     }
     sync(&r, BackfillRequest::default(), 1000).await;
     store.replace_metadata(
@@ -350,7 +338,7 @@ async fn a_huge_object_is_copied_across_many_windows_each_part_once() {
     };
     let size = 2 * 1024 * MIB;
     let parts = size.div_ceil(5 * MIB);
-    let etag = r.store().put(SOURCE, "huge.bin", small(size));
+    let etag = r.store().put(SOURCE, "huge.bin", NewObject::plain(size));
     // Deliveries come later than the write's second (uploads begun within it are not resumed).
     tokio::time::sleep(Duration::from_secs(2)).await;
     let change = Change::created(SOURCE, "huge.bin").with_etag(&etag);
@@ -391,7 +379,7 @@ async fn a_huge_object_is_copied_across_many_windows_each_part_once() {
 #[tokio::test(start_paused = true)]
 async fn eventbridge_keys_work_raw_or_form_encoded() {
     let r = replicator(vec![target(0, "")], Faults::NONE);
-    r.store().put(SOURCE, "a+b c.txt", small(3));
+    r.store().put(SOURCE, "a+b c.txt", NewObject::plain(3));
     let event = |key: &str| {
         json!({"source": "aws.s3", "detail-type": "Object Created", "region": "us-east-1",
             "detail": {"bucket": {"name": SOURCE}, "object": {"key": key}}})
