@@ -8,6 +8,7 @@ use tokio::time::Instant;
 use aws_sdk_s3::types::{ServerSideEncryption, StorageClass};
 use fault_proxy::{FaultProxy, Rule};
 use integration::*;
+use s3fanout::backfill::{self, BackfillRequest};
 use s3fanout::{Config, Deadline, FailureKind, Outcome, Replicator};
 
 const MIB: usize = 1024 * 1024;
@@ -322,6 +323,73 @@ async fn a_multipart_copy_cut_by_the_deadline_is_resumed_by_the_next_delivery() 
             && !s.query.contains("uploadId")),
         "no new upload"
     );
+    assert_eq!(
+        uploads_in_progress(&setup.clients, &target.bucket, &target.region).await,
+        0
+    );
+    assert_replica(&setup, "slow", target).await;
+}
+
+/// The same through a backfill: the invocation the deadline stops leaves the upload open and
+/// returns a continuation; the next invocation copies only the missing part.
+#[tokio::test]
+#[ignore = "needs the local S3 server (make test)"]
+async fn a_backfill_copy_by_parts_cut_by_the_deadline_is_resumed_by_its_continuation() {
+    let setup = Setup::new(1).await;
+    let target = &setup.targets[0];
+    put_sized(&setup.source_client(), &setup.source, "slow", 11 * MIB).await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let (proxy, replicator) = through_proxy(
+        multipart_config(&setup),
+        &target.bucket,
+        Rule {
+            latency: Duration::from_secs(3),
+            only_query: Some("partNumber=3".into()),
+            ..Rule::default()
+        },
+    )
+    .await;
+    let started = Instant::now();
+    let deadline = Deadline::at(
+        started + Duration::from_millis(1500),
+        Duration::from_millis(800),
+    );
+    let first = backfill::run(&replicator, &BackfillRequest::default(), &deadline, &|_| {})
+        .await
+        .unwrap();
+    assert!(started.elapsed() < Duration::from_millis(1500));
+    assert!(!first.done);
+    assert!(first.stopped.is_none(), "{:?}", first.stopped);
+    assert_eq!(first.parts_copied, 2, "{first:?}");
+    assert_eq!(
+        uploads_in_progress(&setup.clients, &target.bucket, &target.region).await,
+        1
+    );
+
+    proxy.clear_rules();
+    proxy.take_seen();
+    let request = BackfillRequest {
+        continuation: first.continuation.map(|c| *c),
+        ..Default::default()
+    };
+    let second = backfill::run(&replicator, &request, &Deadline::none(), &|_| {})
+        .await
+        .unwrap();
+    assert!(second.done, "{second:?}");
+    assert_eq!(second.targets[&target.bucket].copied, 1, "{second:?}");
+    assert_eq!(second.parts_copied, 3);
+    let part_copies: Vec<String> = proxy
+        .take_seen()
+        .into_iter()
+        .filter(|s| s.copy && s.query.contains("partNumber="))
+        .map(|s| s.query)
+        .collect();
+    assert_eq!(
+        part_copies.len(),
+        1,
+        "only the missing part: {part_copies:?}"
+    );
+    assert!(part_copies[0].contains("partNumber=3"), "{part_copies:?}");
     assert_eq!(
         uploads_in_progress(&setup.clients, &target.bucket, &target.region).await,
         0

@@ -118,6 +118,7 @@ mod tests {
             continuation: Some(Continuation {
                 start_after: "photos/0999.jpg".into(),
                 done_after: Default::default(),
+                open_uploads: Default::default(),
                 so_far: Summary::default(),
                 run: Some(Hop {
                     run_id: "nightly".into(),

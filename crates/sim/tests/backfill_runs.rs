@@ -437,3 +437,125 @@ async fn verify_and_dry_run_stop_at_the_deadline_like_sync() {
         assert_eq!(requests.get("CopyObject"), None, "{mode:?} wrote");
     }
 }
+
+/// A backfill of an object whose copy by parts needs many invocations leaves the upload open
+/// at each deadline; the next hop resumes it, copying only the missing parts, and the parts
+/// count as progress so that the chain never stops for lack of it.
+#[tokio::test(start_paused = true)]
+async fn a_huge_object_is_backfilled_across_many_hops_each_part_once() {
+    const MIB: u64 = 1024 * 1024;
+    let r = {
+        let store = SimStore::new(
+            11,
+            Faults {
+                max_latency: Duration::from_millis(40),
+                ..Faults::NONE
+            },
+        );
+        for bucket in [SOURCE, "rep-0", "rep-1"] {
+            store.create_bucket(bucket, false);
+        }
+        let mut config = Config::new([SOURCE.to_string()], vec![target(0), target(1)]);
+        config.concurrency = 4;
+        config.multipart_threshold = 5 * MIB;
+        config.part_size = 5 * MIB;
+        Replicator::with_store(config, store)
+    };
+    let size = 2 * 1024 * MIB;
+    let parts = size.div_ceil(5 * MIB);
+    r.store().put(SOURCE, "a-small", NewObject::plain(10));
+    r.store().put(SOURCE, "huge.bin", NewObject::plain(size));
+    r.store().put(SOURCE, "z-small", NewObject::plain(10));
+    // Uploads begun within the source's own second are not resumed.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut payload = json!({"auto_continue": true, "run_id": "huge"});
+    let mut hops = 0;
+    let summary = loop {
+        hops += 1;
+        assert!(hops < 200, "no convergence");
+        let deadline = Deadline::after(Duration::from_millis(500), Duration::from_millis(100));
+        let (answer, next) = invoke(&r, &payload, deadline, &format!("inv-{hops}")).await;
+        match next {
+            Some(next) => {
+                // Open for the next hop, one per target at most.
+                assert!(r.store().uploads("rep-0").len() <= 1, "hop {hops}");
+                payload = serde_json::to_value(&next).unwrap();
+            }
+            None => break answer,
+        }
+    };
+    let applied = r.store().applied();
+    println!(
+        "huge object backfilled: {parts} parts to 2 targets, {hops} invocations, {} part copies took effect, parts_copied {}",
+        applied["UploadPartCopy"], summary["parts_copied"]
+    );
+    assert_eq!(summary["done"], true, "{summary}");
+    assert!(summary["stopped"].is_null(), "{summary}");
+    assert!(hops >= 10, "{hops} invocations");
+    assert_eq!(
+        applied["UploadPartCopy"],
+        2 * parts,
+        "each part copied once"
+    );
+    assert_eq!(applied["CreateMultipartUpload"], 2);
+    // Counted as answered: a part the hard deadline cut may have landed unseen.
+    let counted = summary["parts_copied"].as_u64().unwrap();
+    assert!(counted > 0 && counted <= 2 * parts, "{counted}");
+    for t in ["rep-0", "rep-1"] {
+        assert!(r.store().uploads(t).is_empty(), "{t}: upload left");
+        assert_eq!(settled(&summary, t), (3, 3), "{summary}");
+        let replica = r.store().object(t, "huge.bin").unwrap();
+        assert_eq!(
+            replica.content,
+            r.store().object(SOURCE, "huge.bin").unwrap().content
+        );
+    }
+}
+
+/// An upload a backfill's invocation left open is aborted when the next invocation finds the
+/// key settled some other way (here the source was overwritten with a small object, which the
+/// next invocation copies in one request).
+#[tokio::test(start_paused = true)]
+async fn an_upload_left_open_is_aborted_when_the_key_settles_otherwise() {
+    const MIB: u64 = 1024 * 1024;
+    let r = {
+        let store = SimStore::new(
+            11,
+            Faults {
+                max_latency: Duration::from_millis(40),
+                ..Faults::NONE
+            },
+        );
+        for bucket in [SOURCE, "rep-0"] {
+            store.create_bucket(bucket, false);
+        }
+        let mut config = Config::new([SOURCE.to_string()], vec![target(0)]);
+        config.concurrency = 4;
+        config.multipart_threshold = 5 * MIB;
+        config.part_size = 5 * MIB;
+        Replicator::with_store(config, store)
+    };
+    r.store()
+        .put(SOURCE, "huge.bin", NewObject::plain(1024 * MIB));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let deadline = || Deadline::after(Duration::from_millis(500), Duration::from_millis(100));
+    let (_, next) = invoke(&r, &json!({"auto_continue": true}), deadline(), "inv-0").await;
+    let next = next.expect("continues");
+    assert_eq!(r.store().uploads("rep-0").len(), 1);
+    let open = &next.continuation.as_ref().unwrap().open_uploads;
+    assert!(open.contains("huge.bin"), "{open:?}");
+
+    r.store().put(SOURCE, "huge.bin", NewObject::plain(10));
+    let payload = serde_json::to_value(&next).unwrap();
+    let (answer, next) = invoke(&r, &payload, deadline(), "inv-1").await;
+    assert!(next.is_none(), "{answer}");
+    assert_eq!(answer["done"], true, "{answer}");
+    assert!(
+        r.store().uploads("rep-0").is_empty(),
+        "the upload for the old version is aborted"
+    );
+    assert_eq!(
+        r.store().object("rep-0", "huge.bin").unwrap().content,
+        r.store().object(SOURCE, "huge.bin").unwrap().content
+    );
+}

@@ -3,6 +3,7 @@
 //! class and encryption, every request is pinned to the source ETag, and bytes never pass
 //! through this process.
 
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures::stream::{self, StreamExt, TryStreamExt};
@@ -18,14 +19,25 @@ use crate::store::{
     CopyRequest, ObjectAt, Part, PartCopyRequest, ReplicaAttributes, Store, WriteCondition,
 };
 
-/// What a copy by parts does with its upload when the deadline stops it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum AtDeadline {
-    /// Leave it open: the redelivered event resumes it, copying only the missing parts.
-    LeaveOpen,
-    /// Abort it: nothing is sure to come back to this key (a backfill's next invocation may
-    /// find the replica current by other means).
-    Abort,
+/// What copies by parts of one object did, whether or not they completed.
+#[derive(Debug, Default)]
+pub(crate) struct PartsProgress {
+    /// Parts copied (as answered).
+    copied: AtomicU64,
+    /// Whether the deadline left an upload open.
+    left_open: AtomicBool,
+}
+
+impl PartsProgress {
+    /// Parts copied.
+    pub fn copied(&self) -> u64 {
+        self.copied.load(Ordering::Relaxed)
+    }
+
+    /// Whether an upload was left open for a later invocation.
+    pub fn left_open(&self) -> bool {
+        self.left_open.load(Ordering::Relaxed)
+    }
 }
 
 /// Attempts to abort an upload that failed: an upload left behind is billed storage.
@@ -108,8 +120,8 @@ pub(crate) struct Destination<'a> {
     pub at: ObjectAt<'a>,
     /// One request or parts.
     pub method: Method,
-    /// What a copy by parts stopped by the deadline does with its upload.
-    pub at_deadline: AtDeadline,
+    /// What a copy by parts did, whether or not it completes.
+    pub progress: &'a PartsProgress,
 }
 
 /// Copies the source (as `head` describes it) to the destination.
@@ -124,7 +136,7 @@ pub(crate) async fn copy<S: Store>(
         target,
         at: destination,
         method,
-        at_deadline,
+        progress,
     } = to;
     let attributes = attributes(source.bucket, head, target);
     match method {
@@ -149,9 +161,9 @@ pub(crate) async fn copy<S: Store>(
                 size: head.size,
                 destination,
                 part_size,
+                progress,
             };
-            plan.run(replicator, head, &attributes, at_deadline, deadline)
-                .await
+            plan.run(replicator, head, &attributes, deadline).await
         }
     }
 }
@@ -163,18 +175,19 @@ struct Multipart<'a> {
     size: u64,
     destination: ObjectAt<'a>,
     part_size: u64,
+    progress: &'a PartsProgress,
 }
 
 impl Multipart<'_> {
     /// Resumes an upload an earlier invocation left for this source, or creates one; copies
     /// the missing parts; completes it. A failure aborts the upload so that none is left
-    /// behind, but the deadline leaves it open for the next delivery to resume.
+    /// behind, but the deadline leaves it open: a redelivered event, or a backfill's next
+    /// invocation, comes back to this key and resumes it.
     async fn run<S: Store>(
         &self,
         replicator: &Replicator<S>,
         head: &ObjectHead,
         attributes: &ReplicaAttributes,
-        at_deadline: AtDeadline,
         deadline: &Deadline,
     ) -> Result<(), CopyError> {
         let store = replicator.store();
@@ -190,10 +203,8 @@ impl Multipart<'_> {
             .await;
         match result {
             Ok(()) => Ok(()),
-            Err(CopyError::Failed(failure))
-                if failure.kind == FailureKind::Deferred
-                    && at_deadline == AtDeadline::LeaveOpen =>
-            {
+            Err(CopyError::Failed(failure)) if failure.kind == FailureKind::Deferred => {
+                self.progress.left_open.store(true, Ordering::Relaxed);
                 tracing::info!(bucket = %self.destination.bucket, key = %self.destination.key,
                     upload_id, "copy by parts continues in the next invocation");
                 Err(CopyError::Failed(failure))
@@ -311,6 +322,7 @@ impl Multipart<'_> {
                 last,
             };
             let etag = replicator.call(deadline, store.copy_part(&request)).await?;
+            self.progress.copied.fetch_add(1, Ordering::Relaxed);
             Ok::<_, Failure>(Part {
                 number: number as u32,
                 etag,

@@ -8,7 +8,7 @@ use futures::future::join_all;
 use tokio::sync::{OnceCell, Semaphore};
 use tokio::time::Instant;
 
-use super::copy::{self, AtDeadline, CopyError, Destination};
+use super::copy::{self, CopyError, Destination, PartsProgress};
 use super::deadline::Deadline;
 use crate::core::change::{Change, ChangeKind};
 use crate::core::config::{Config, ConfigError, Target};
@@ -83,6 +83,22 @@ pub(crate) struct Job<'a> {
     pub seen: SourceSeen,
     head: OnceCell<Result<SourceSeen, Failure>>,
     layout: OnceCell<Result<Layout, Failure>>,
+    /// What copies by parts of this job did, even when the deadline stopped them: a run that
+    /// copied parts moved forward although no object finished.
+    parts: PartsProgress,
+    /// Whether an earlier invocation may have left an upload open for this key.
+    pub upload: LeftUpload,
+}
+
+/// Whether an earlier invocation may have left a copy by parts open for a key.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum LeftUpload {
+    /// Not known to: events about large objects are checked anyway.
+    #[default]
+    Unknown,
+    /// A backfill's earlier invocation did: when the key settles, uploads that cannot be
+    /// resumed for the source as it is are aborted.
+    MayBeOpen,
 }
 
 impl<'a> Job<'a> {
@@ -105,12 +121,30 @@ impl<'a> Job<'a> {
             seen,
             head: OnceCell::new(),
             layout: OnceCell::new(),
+            parts: PartsProgress::default(),
+            upload: LeftUpload::Unknown,
         }
+    }
+
+    /// Parts copied so far for this job (copies by parts only).
+    pub fn parts_copied(&self) -> u64 {
+        self.parts.copied()
+    }
+
+    /// Whether a copy by parts of this job was left open at the deadline.
+    pub fn left_open(&self) -> bool {
+        self.parts.left_open()
     }
 
     /// With the size the change was announced with.
     pub fn sized(mut self, size: Option<u64>) -> Self {
         self.announced_size = size;
+        self
+    }
+
+    /// Knowing whether an earlier invocation may have left an upload open for the key.
+    pub fn left(mut self, upload: LeftUpload) -> Self {
+        self.upload = upload;
         self
     }
 
@@ -453,10 +487,7 @@ impl<S: Store> Replicator<S> {
                         target,
                         at: replica_at,
                         method,
-                        at_deadline: match job.purpose {
-                            Purpose::Replicate(_) => AtDeadline::LeaveOpen,
-                            _ => AtDeadline::Abort,
-                        },
+                        progress: &job.parts,
                     };
                     let written = copy::copy(self, job.source(), head, to, deadline).await;
                     match written {
@@ -539,8 +570,9 @@ impl<S: Store> Replicator<S> {
         ))
     }
 
-    /// When an event settles, an earlier delivery of it may have left a copy by parts open at
-    /// its deadline that nothing will resume: `Some` with the source version an
+    /// When an event settles (or a backfill's key an earlier invocation left a copy by parts
+    /// open for), an earlier delivery may have left an upload open at its deadline that
+    /// nothing will resume: `Some` with the source version an
     /// upload may still be for (`None` inside: none), when uploads must be looked for.
     fn left_upload<'h>(
         &self,
@@ -548,7 +580,8 @@ impl<S: Store> Replicator<S> {
         source: &'h SourceSeen,
         settled: Settled,
     ) -> Option<Option<&'h ObjectHead>> {
-        if !matches!(job.purpose, Purpose::Replicate(_)) {
+        let marked = job.upload == LeftUpload::MayBeOpen;
+        if !matches!(job.purpose, Purpose::Replicate(_)) && !marked {
             return None;
         }
         let head = match source {
@@ -558,7 +591,8 @@ impl<S: Store> Replicator<S> {
         let by_parts = |etag: &str, size: u64| {
             parts_in_etag(etag).is_some() || size > self.config.multipart_threshold
         };
-        let large = head.is_some_and(|h| by_parts(&h.etag, h.size))
+        let large = marked
+            || head.is_some_and(|h| by_parts(&h.etag, h.size))
             || job
                 .announced
                 .is_some_and(|etag| by_parts(etag, job.announced_size.unwrap_or(0)))

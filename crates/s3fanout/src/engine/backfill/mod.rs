@@ -19,7 +19,7 @@ pub mod filter;
 mod listing;
 mod merge;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use futures::future::join_all;
 use futures::StreamExt;
@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 use super::deadline::Deadline;
-use super::replicator::{Job, Replicator};
+use super::replicator::{Job, LeftUpload, Replicator};
 use crate::core::config::Target;
 use crate::core::decide::{Purpose, ReplicaSeen, SourceSeen};
 use crate::core::outcome::{FailureKind, Outcome};
@@ -111,6 +111,10 @@ pub struct Continuation {
     /// counted for (at most about a page): they are neither redone nor counted twice.
     #[serde(default)]
     pub done_after: BTreeMap<String, Vec<String>>,
+    /// Keys whose copy by parts the deadline left open (the upload is resumed, or aborted
+    /// if the source changed, when the key is settled again).
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub open_uploads: BTreeSet<String>,
     /// Counters up to that key.
     pub so_far: Summary,
     /// The run and hop this continuation continues, for self-continuing runs.
@@ -179,6 +183,10 @@ pub struct Summary {
     pub invocations: u32,
     /// Wall time across invocations.
     pub duration_ms: u64,
+    /// Parts copied by copies by parts, finished or not: a huge object moves a run forward
+    /// a window at a time before it counts as copied.
+    #[serde(default)]
+    pub parts_copied: u64,
     /// Where to resume, when not done.
     pub continuation: Option<Box<Continuation>>,
     /// The run's id (self-continuing and Lambda runs).
@@ -290,13 +298,14 @@ pub async fn run_paged<S: Store>(
         _ => Purpose::Check,
     };
 
-    let (mut summary, mut resume, mut done_after) = match &request.continuation {
+    let (mut summary, mut resume, mut done_after, mut open_uploads) = match &request.continuation {
         Some(c) => (
             c.so_far.clone(),
             Some(c.start_after.clone()),
             c.done_after.clone(),
+            c.open_uploads.clone(),
         ),
-        None => (Summary::default(), None, BTreeMap::new()),
+        None => (Summary::default(), None, BTreeMap::new(), BTreeSet::new()),
     };
     summary.mode = request.mode;
     summary.dry_run = request.dry_run;
@@ -307,6 +316,7 @@ pub async fn run_paged<S: Store>(
     summary.stopped = None;
     // Where this invocation starts, to tell at its end whether it moved at all.
     let started_at = (resume.clone().unwrap_or_default(), done_after.clone());
+    let mut parts_copied = 0;
     for target in &targets {
         summary.targets.entry(target.bucket.clone()).or_default();
     }
@@ -385,17 +395,30 @@ pub async fn run_paged<S: Store>(
             break;
         };
         // Items finish in any order, so that one slow object never holds the others' slots.
-        let (context, counted) = (&context, &done_after);
-        let mut results: Vec<(usize, Vec<(usize, Outcome)>)> =
-            futures::stream::iter(items.iter().enumerate())
-                .map(|(index, item)| {
-                    let skip = counted.get(&item.key);
-                    async move { (index, context.act(item, skip, deadline).await) }
-                })
-                .buffer_unordered(concurrency)
-                .collect()
-                .await;
+        let (context, counted, open) = (&context, &done_after, &open_uploads);
+        let mut results: Vec<(usize, Acted)> = futures::stream::iter(items.iter().enumerate())
+            .map(|(index, item)| {
+                let skip = counted.get(&item.key);
+                let upload = match open.contains(&item.key) {
+                    true => LeftUpload::MayBeOpen,
+                    false => LeftUpload::Unknown,
+                };
+                async move { (index, context.act(item, skip, upload, deadline).await) }
+            })
+            .buffer_unordered(concurrency)
+            .collect()
+            .await;
         results.sort_by_key(|(index, _)| *index);
+        let parts: u64 = results.iter().map(|(_, acted)| acted.parts_copied).sum();
+        summary.parts_copied += parts;
+        parts_copied += parts;
+        for (item, (_, acted)) in items.iter().zip(&results) {
+            if acted.left_open {
+                open_uploads.insert(item.key.clone());
+            } else if acted.outcomes.iter().all(|(_, o)| !is_deferred(o)) {
+                open_uploads.remove(&item.key);
+            }
+        }
 
         // Resume after the last key before the first item the deadline stopped. What finished
         // after it is counted now and remembered per key and target, so that it is neither
@@ -407,7 +430,7 @@ pub async fn run_paged<S: Store>(
         // next invocation settles it again (finding it current) and counts it then.
         let mut stopped = false;
         let mut remembered: usize = done_after.iter().map(|(k, t)| remembered_size(k, t)).sum();
-        for (item, (_, done)) in items.iter().zip(&results) {
+        for (item, (_, Acted { outcomes: done, .. })) in items.iter().zip(&results) {
             let finished: Vec<&(usize, Outcome)> =
                 done.iter().filter(|(_, o)| !is_deferred(o)).collect();
             let first_time = !done_after.contains_key(&item.key);
@@ -448,11 +471,13 @@ pub async fn run_paged<S: Store>(
     summary.duration_ms += started.elapsed().as_millis() as u64;
     if !summary.done {
         let start_after = resume.unwrap_or_default();
-        if (&start_after, &done_after) == (&started_at.0, &started_at.1) {
+        // Parts copied are progress too: the upload stays open and the next invocation
+        // copies only the parts still missing.
+        if (&start_after, &done_after) == (&started_at.0, &started_at.1) && parts_copied == 0 {
             summary.stopped = Some(Stop {
                 reason: StopReason::NoProgress,
                 detail: format!(
-                    "the invocation ended where it started (after {start_after:?}, {} keys done past it): continuing would repeat it",
+                    "the invocation ended where it started (after {start_after:?}, {} keys done past it, no parts copied): continuing would repeat it",
                     done_after.len()
                 ),
             });
@@ -464,6 +489,7 @@ pub async fn run_paged<S: Store>(
         summary.continuation = Some(Box::new(Continuation {
             start_after,
             done_after,
+            open_uploads,
             so_far,
             run: None,
         }));
@@ -511,6 +537,16 @@ fn is_deferred(outcome: &Outcome) -> bool {
         .is_some_and(|f| f.kind == FailureKind::Deferred)
 }
 
+/// What acting on one item did.
+struct Acted {
+    /// Per target (its index), what happened.
+    outcomes: Vec<(usize, Outcome)>,
+    /// Parts copied by copies by parts, finished or not.
+    parts_copied: u64,
+    /// Whether the deadline left a copy by parts open.
+    left_open: bool,
+}
+
 /// What a run needs to act on an item.
 struct Context<'a, S> {
     replicator: &'a Replicator<S>,
@@ -527,8 +563,9 @@ impl<S: Store> Context<'_, S> {
         &self,
         item: &Merged,
         skip: Option<&Vec<String>>,
+        upload: LeftUpload,
         deadline: &Deadline,
-    ) -> Vec<(usize, Outcome)> {
+    ) -> Acted {
         // A full verify reads both sides: a listing shows neither headers, metadata nor tags.
         let full = self.purpose == Purpose::Audit;
         let (seen, announced) = match &item.source {
@@ -550,7 +587,8 @@ impl<S: Store> Context<'_, S> {
             announced,
             seen,
         )
-        .sized(item.source.as_ref().map(|l| l.size));
+        .sized(item.source.as_ref().map(|l| l.size))
+        .left(upload);
         let work = item
             .replicas
             .iter()
@@ -577,7 +615,12 @@ impl<S: Store> Context<'_, S> {
                     (t, outcome)
                 }
             });
-        join_all(work).await
+        let outcomes = join_all(work).await;
+        Acted {
+            outcomes,
+            parts_copied: job.parts_copied(),
+            left_open: job.left_open(),
+        }
     }
 }
 
