@@ -78,7 +78,7 @@ async fn small_objects_honour_write_conditions_over_the_wire() {
 async fn a_chain_claims_each_hop_once_and_writes_its_summary() {
     let setup = Setup::new(2).await;
     let src = setup.source_client();
-    for i in 0..30 {
+    for i in 0..90 {
         put(&src, &setup.source, &format!("k{i:03}"), b"data").await;
     }
     let ops = unique("ops");

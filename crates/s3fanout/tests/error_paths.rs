@@ -203,12 +203,21 @@ async fn every_request_names_the_expected_bucket_owner() {
     );
     let mut config = Config::new(["src".to_string()], vec![target("t1")]);
     config.expected_owner = Some(OWNER.into());
+    config.replicate_deletes = true;
     let replicator = Replicator::new(config, Clients::fixed(client));
     let report = replicator
         .apply_change(&created("src", "k"), &Deadline::none())
         .await;
     assert_eq!(report.targets[0].outcome, Outcome::Copied);
-    // The check after landing reads the source again.
+    // A created object is copied without reading the replica; with deletes propagating, the
+    // source is read again after the copy lands.
     assert_eq!((head.num_calls(), copy.num_calls()), (2, 1));
+    assert_eq!(head_replica.num_calls(), 0);
+    // A tag change reads the replica first.
+    let mut change = created("src", "k");
+    change.kind = ChangeKind::Tagged;
+    let report = replicator.apply_change(&change, &Deadline::none()).await;
+    assert_eq!(report.targets[0].outcome, Outcome::Copied);
     assert_eq!(head_replica.num_calls(), 1);
+    assert_eq!((head.num_calls(), copy.num_calls()), (4, 2));
 }

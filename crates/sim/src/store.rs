@@ -871,9 +871,22 @@ impl Store for SimStore {
 
     async fn copy_object(&self, request: &CopyRequest<'_>) -> Result<(), Failure> {
         let at = request.destination;
+        // S3 reads the source when the copy begins and writes the replica when it ends: a
+        // source overwritten or deleted in between is still copied as it was, and the
+        // destination's condition holds at the end. Everything else may happen meanwhile.
+        self.latency().await;
+        let read = {
+            let mut state = self.lock();
+            state.copy_source(request.source, request.source_etag, "CopyObject")
+        };
+        // Copying takes a while: long enough, at times, for whole other changes to be handled.
+        let spans = self.lock().rng.below(0..6);
+        for _ in 0..spans {
+            self.latency().await;
+        }
         self.request("CopyObject", place(at), |state| {
             check_key(at.key, "CopyObject")?;
-            let source = state.copy_source(request.source, request.source_etag, "CopyObject")?;
+            let source = read?;
             if source.content.len() > MAX_PART_BYTES {
                 return Err(error(400, "InvalidRequest", format!(
                     "CopyObject {}: InvalidRequest (HTTP 400): The specified copy source is larger than the maximum allowable size for a copy source: {MAX_PART_BYTES}",

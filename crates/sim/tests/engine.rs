@@ -247,7 +247,8 @@ async fn batch_operations_tasks_answer_per_outcome() {
     assert!(r.store().object("rep-0", "a b.txt").is_some());
 }
 
-/// A duplicate delivery reads the replica's provenance and writes nothing.
+/// A duplicate delivery writes nothing: its copies are refused (`If-None-Match: *`), and the
+/// replica's provenance then shows it current.
 #[tokio::test(start_paused = true)]
 async fn a_duplicate_delivery_copies_nothing() {
     let r = replicator(vec![target(0, ""), target(1, "")], Faults::NONE);
@@ -258,13 +259,19 @@ async fn a_duplicate_delivery_copies_nothing() {
         .targets
         .iter()
         .all(|t| t.outcome == Outcome::Copied));
-    let copies = r.store().requests()["CopyObject"];
+    let copies = r.store().applied()["CopyObject"];
+    let sent = r.store().requests()["CopyObject"];
     let second = r.apply(std::slice::from_ref(&change)).await;
     assert!(second[0]
         .targets
         .iter()
         .all(|t| t.outcome == Outcome::UpToDate));
-    assert_eq!(r.store().requests()["CopyObject"], copies);
+    assert_eq!(r.store().applied()["CopyObject"], copies, "nothing written");
+    assert_eq!(
+        r.store().requests()["CopyObject"],
+        sent + 2,
+        "one refused per target"
+    );
 }
 
 /// An in-place metadata change keeps the ETag and a tag change leaves the listing as it was:

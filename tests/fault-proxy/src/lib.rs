@@ -48,6 +48,8 @@ pub struct Seen {
     pub query: String,
     /// Whether it carried `x-amz-copy-source` (CopyObject or UploadPartCopy).
     pub copy: bool,
+    /// Whether it carried `If-None-Match: *` (a write only if the key does not exist).
+    pub create_only: bool,
     /// Whether a fault was injected instead of forwarding.
     pub faulted: bool,
 }
@@ -207,6 +209,10 @@ async fn handle(
             bucket,
             query,
             copy: req.headers().contains_key("x-amz-copy-source"),
+            create_only: req
+                .headers()
+                .get("if-none-match")
+                .is_some_and(|v| v.as_bytes() == b"*"),
             faulted: !matches!(fault, Fault::None(_)),
         });
         fault

@@ -59,6 +59,8 @@ pub enum ReplicaSeen {
     },
     /// A HEAD read its headers, provenance included.
     Headed(Box<ObjectHead>),
+    /// A write found an object there (`If-None-Match: *` refused), not read yet.
+    Exists,
 }
 
 /// Why the engine looks at this replica.
@@ -85,9 +87,11 @@ pub enum Purpose {
 /// What a re-check after a write compares.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scope {
-    /// Content, headers and metadata (after a `CopyObject`, which copies tags with them).
+    /// Content, headers and metadata (after a `CopyObject` that created the replica, or a
+    /// delete).
     Content,
-    /// Tags as well (after a copy by parts, whose tags were read when it began, or a tag update).
+    /// Tags as well (after an overwrite, whose tags may be those of when it began, a copy by
+    /// parts, whose tags were read when it began, or a tag update).
     ContentAndTags,
 }
 
@@ -166,6 +170,51 @@ pub enum Method {
     },
 }
 
+/// What a copy may replace at the replica.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Replaces {
+    /// Nothing: the replica is absent, or not read yet, and the copy is made with
+    /// `If-None-Match: *`. S3 refuses it with 412 when an object is there after all.
+    Nothing,
+    /// Whatever the replica holds (an older or different copy).
+    Anything,
+}
+
+/// What follows a copy that landed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AfterCopy {
+    /// Read the source again: content (and tags, per the scope) that changed since it was read
+    /// must not be left behind by this copy.
+    Recheck(Scope),
+    /// Nothing: the copy created the replica where none was.
+    Settled,
+}
+
+/// What to do once a copy landed.
+///
+/// A copy that created the replica (`If-None-Match: *` held) needs no second look when deletes
+/// do not propagate: any later write to the replica came from an invocation that found this
+/// one there, and the source's content, metadata and tags at the time of the copy are what it
+/// holds (`x-amz-copy-source-if-match`, metadata as read for the same ETag, tags copied by S3).
+/// A newer version, an in-place metadata change or a tag change each has its own event, whose
+/// conditional write either lands after this one or makes this one fail. A delete does not:
+/// a copy that began before the source was deleted may land after the delete event found no
+/// replica, so with deletes propagating the source is read again. An overwrite is always
+/// checked: `CopyObject` keeps the ETag for a change of metadata only, so no condition on the
+/// replica's ETag can order two of them.
+pub fn after_copy(method: Method, replaces: Replaces, rules: &Rules) -> AfterCopy {
+    match (method, replaces) {
+        (Method::Single, Replaces::Nothing) if !rules.replicate_deletes => AfterCopy::Settled,
+        (Method::Single, Replaces::Nothing) => AfterCopy::Recheck(Scope::Content),
+        // S3 may copy the tags as they were when the copy began: a tag change handled while
+        // it ran would be undone by it. A tag event for a replica being created finds it
+        // absent and races it with a create of its own, so only overwrites compare tags.
+        (Method::Single, Replaces::Anything) => AfterCopy::Recheck(Scope::ContentAndTags),
+        // Tags of a copy by parts were read when it began.
+        (Method::Parts { .. }, _) => AfterCopy::Recheck(Scope::ContentAndTags),
+    }
+}
+
 /// A decision that needs no further step.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Settled {
@@ -236,7 +285,7 @@ pub enum Action {
     /// Read this first, then decide again.
     Read(Need),
     /// Copy the source to the replica.
-    Copy(Method),
+    Copy(Method, Replaces),
     /// Delete the replica.
     Delete,
     /// Set the source's tags on the replica, which holds the source's content already.
@@ -278,8 +327,13 @@ pub fn decide(
     } else {
         tags_step(purpose, facts)
     };
+    // A created object's replica is usually not there yet: the copy itself finds out
+    // (`If-None-Match: *`), which saves reading it first.
+    let blind = facts.replica == &ReplicaSeen::Unknown
+        && purpose == Purpose::Replicate(ChangeKind::Created);
     let drift = match facts.replica {
-        ReplicaSeen::Unknown => return Action::Read(Need::ReplicaHead),
+        ReplicaSeen::Unknown if blind => Settled::Missing,
+        ReplicaSeen::Unknown | ReplicaSeen::Exists => return Action::Read(Need::ReplicaHead),
         ReplicaSeen::Absent => Settled::Missing,
         ReplicaSeen::Listed { size: r_size, .. } if *r_size != size => Settled::Different,
         ReplicaSeen::Listed { etag: r_etag, .. } if r_etag == etag => return current,
@@ -326,8 +380,15 @@ pub fn decide(
             });
         }
     }
+    let replaces = match facts.replica {
+        ReplicaSeen::Unknown | ReplicaSeen::Absent => Replaces::Nothing,
+        _ => Replaces::Anything,
+    };
     match copy_method(head, facts.layout, rules, facts.bucket) {
-        Some(method) => Action::Copy(method),
+        Some(Method::Single) => Action::Copy(Method::Single, replaces),
+        // A copy by parts is too dear to start blind: the replica may be current.
+        Some(Method::Parts { .. }) if blind => Action::Read(Need::ReplicaHead),
+        Some(method) => Action::Copy(method, Replaces::Anything),
         None => Action::Read(Need::SourceLayout),
     }
 }
@@ -416,7 +477,16 @@ fn copy_method(
     rules: &Rules,
     bucket: &str,
 ) -> Option<Method> {
-    if parts_in_etag(&head.etag).is_some() {
+    let provenance = provenance::fits(&head.metadata, bucket, &head.etag);
+    let multipart = parts_in_etag(&head.etag).is_some();
+    // Up to the threshold one CopyObject does, multipart source or not: keeping a small
+    // multipart source's ETag would take a multipart upload of its parts (8 to 10 requests
+    // instead of 1), and the provenance shows the replica current just as well (a listing
+    // then cannot, so a later sync or verify reads the replica's headers).
+    if provenance && head.size <= rules.multipart_threshold {
+        return Some(Method::Single);
+    }
+    if multipart {
         match layout? {
             // Same parts, same ETag: a listing alone then shows the replica is current.
             Layout::Uniform(part_size) => return Some(Method::Parts { part_size }),
@@ -425,8 +495,7 @@ fn copy_method(
     }
     // Without room for provenance, only an equal ETag shows the replica is current: one
     // CopyObject keeps a single-part source's ETag, where parts would not.
-    let provenance = provenance::fits(&head.metadata, bucket, &head.etag);
-    if !provenance && parts_in_etag(&head.etag).is_none() && head.size <= MAX_PART_BYTES {
+    if !provenance && !multipart && head.size <= MAX_PART_BYTES {
         return Some(Method::Single);
     }
     Some(if head.size > rules.multipart_threshold {
@@ -459,6 +528,7 @@ mod tests {
     };
     const CREATED: Purpose = Purpose::Replicate(ChangeKind::Created);
     const REMOVED: Purpose = Purpose::Replicate(ChangeKind::Removed);
+    const TAGGED: Purpose = Purpose::Replicate(ChangeKind::Tagged);
     const SYNC: Purpose = Purpose::Sync { delete: false };
     const SYNC_DELETE: Purpose = Purpose::Sync { delete: true };
 
@@ -532,16 +602,63 @@ mod tests {
     use ReplicaSeen as R;
     use SourceSeen as S;
 
+    /// Only a copy that created its replica, with deletes not propagating, is done without
+    /// reading the source again.
     #[test]
-    fn an_event_reads_the_source_then_the_replica_then_copies() {
+    fn only_a_created_replica_skips_the_check_after_the_copy() {
+        let off = Rules {
+            replicate_deletes: false,
+            ..RULES
+        };
+        let parts = Method::Parts { part_size: 8 * MIB };
+        assert_eq!(
+            after_copy(Method::Single, Replaces::Nothing, &off),
+            AfterCopy::Settled
+        );
+        assert_eq!(
+            after_copy(Method::Single, Replaces::Nothing, &RULES),
+            AfterCopy::Recheck(Scope::Content)
+        );
+        assert_eq!(
+            after_copy(Method::Single, Replaces::Anything, &off),
+            AfterCopy::Recheck(Scope::ContentAndTags)
+        );
+        assert_eq!(
+            after_copy(parts, Replaces::Anything, &off),
+            AfterCopy::Recheck(Scope::ContentAndTags)
+        );
+    }
+
+    /// A created object is copied without reading its replica first: the copy is made only if
+    /// nothing is there (`If-None-Match: *`), and only when S3 finds something is it read.
+    #[test]
+    fn an_event_reads_the_source_then_copies_unless_the_replica_is_there() {
         assert_eq!(
             run(CREATED, S::Unknown, R::Unknown, Some("e")),
             Read(Need::SourceHead)
         );
+        let source = || S::Headed(Box::new(head("e", 10)));
+        assert_eq!(
+            run(CREATED, source(), R::Unknown, Some("e")),
+            Copy(Method::Single, Replaces::Nothing)
+        );
+        assert_eq!(
+            run(CREATED, source(), R::Exists, Some("e")),
+            Read(Need::ReplicaHead)
+        );
+        assert_eq!(
+            run(CREATED, source(), R::Absent, Some("e")),
+            Copy(Method::Single, Replaces::Nothing)
+        );
+        // Tag changes concern replicas that exist; copies by parts are too dear to start blind.
+        assert_eq!(
+            run(TAGGED, source(), R::Unknown, Some("e")),
+            Read(Need::ReplicaHead)
+        );
         assert_eq!(
             run(
                 CREATED,
-                S::Headed(Box::new(head("e", 10))),
+                S::Headed(Box::new(head("e", 100 * MIB))),
                 R::Unknown,
                 Some("e")
             ),
@@ -551,19 +668,10 @@ mod tests {
             run(
                 CREATED,
                 S::Headed(Box::new(head("e", 10))),
-                R::Absent,
-                Some("e")
-            ),
-            Copy(Method::Single)
-        );
-        assert_eq!(
-            run(
-                CREATED,
-                S::Headed(Box::new(head("e", 10))),
                 replica_of("old", 10, "x"),
                 None
             ),
-            Copy(Method::Single)
+            Copy(Method::Single, Replaces::Anything)
         );
     }
 
@@ -597,11 +705,11 @@ mod tests {
         let new = || S::Headed(Box::new(head("new", 10)));
         assert_eq!(
             run(CREATED, new(), R::Unknown, Some("old")),
-            Read(Need::ReplicaHead)
+            Copy(Method::Single, Replaces::Nothing)
         );
         assert_eq!(
             run(CREATED, new(), replica_of("old", 10, "x"), Some("old")),
-            Copy(Method::Single)
+            Copy(Method::Single, Replaces::Anything)
         );
         assert_eq!(
             run(CREATED, new(), replica_of("new", 10, "x"), Some("old")),
@@ -648,7 +756,7 @@ mod tests {
             h.metadata.insert(SOURCE_BUCKET.into(), recorded.into());
             assert_eq!(
                 run(CREATED, S::Headed(Box::new(h)), R::Unknown, None),
-                Read(Need::ReplicaHead),
+                Copy(Method::Single, Replaces::Nothing),
                 "recorded source {recorded}"
             );
         }
@@ -669,7 +777,7 @@ mod tests {
                 R::Headed(Box::new(replica.clone())),
                 Some("e")
             ),
-            Copy(Method::Single)
+            Copy(Method::Single, Replaces::Anything)
         );
         replica.headers.content_type = Some("text/csv".into());
         replica.metadata.insert("owner".into(), "old".into());
@@ -680,7 +788,7 @@ mod tests {
                 R::Headed(Box::new(replica.clone())),
                 Some("e")
             ),
-            Copy(Method::Single)
+            Copy(Method::Single, Replaces::Anything)
         );
         replica.metadata.remove("owner");
         assert_eq!(
@@ -725,7 +833,7 @@ mod tests {
         // A replica that lacks the content is copied, tags and all.
         assert_eq!(
             run(tagged, S::Headed(Box::new(head("e", 10))), R::Absent, None),
-            Copy(Method::Single)
+            Copy(Method::Single, Replaces::Nothing)
         );
     }
 
@@ -765,7 +873,7 @@ mod tests {
                 replica_of("old", 10, "x"),
                 None
             ),
-            Copy(Method::Single)
+            Copy(Method::Single, Replaces::Anything)
         );
     }
 
@@ -818,7 +926,7 @@ mod tests {
                 R::Absent,
                 Some("e")
             ),
-            Copy(Method::Single)
+            Copy(Method::Single, Replaces::Nothing)
         );
     }
 
@@ -919,7 +1027,7 @@ mod tests {
                 replica,
                 None
             ),
-            Copy(Method::Single)
+            Copy(Method::Single, Replaces::Anything)
         );
     }
 
@@ -933,14 +1041,29 @@ mod tests {
                 R::Absent,
                 None
             ),
-            Copy(Method::Parts {
-                part_size: 64 * MIB
-            })
+            Copy(
+                Method::Parts {
+                    part_size: 64 * MIB
+                },
+                Replaces::Anything
+            )
         );
+        // A small multipart source (the CLI uploads files above 8 MiB in 8 MiB parts): one
+        // CopyObject, its layout not even read.
         assert_eq!(
             run(
                 CREATED,
                 S::Headed(Box::new(head("e-2", 10 * MIB))),
+                R::Absent,
+                None
+            ),
+            Copy(Method::Single, Replaces::Nothing)
+        );
+        // Above the threshold, its own layout, so that the replica keeps its ETag.
+        assert_eq!(
+            run(
+                CREATED,
+                S::Headed(Box::new(head("e-13", big))),
                 R::Absent,
                 None
             ),
@@ -949,24 +1072,36 @@ mod tests {
         assert_eq!(
             run_with(
                 CREATED,
-                S::Headed(Box::new(head("e-2", 10 * MIB))),
+                S::Headed(Box::new(head("e-13", big))),
                 Some(Layout::Uniform(8 * MIB)),
                 R::Absent,
                 None,
                 &RULES
             ),
-            Copy(Method::Parts { part_size: 8 * MIB })
+            Copy(Method::Parts { part_size: 8 * MIB }, Replaces::Anything)
         );
         assert_eq!(
             run_with(
                 CREATED,
-                S::Headed(Box::new(head("e-2", 10 * MIB))),
+                S::Headed(Box::new(head("e-13", big))),
                 Some(Layout::Irregular),
                 R::Absent,
                 None,
                 &RULES
             ),
-            Copy(Method::Single)
+            Copy(
+                Method::Parts {
+                    part_size: 64 * MIB
+                },
+                Replaces::Anything
+            )
+        );
+        // Without room for provenance, a small multipart source keeps its layout too.
+        let mut full = head("e-2", 10 * MIB);
+        full.metadata.insert("big".into(), "x".repeat(2030));
+        assert_eq!(
+            run(CREATED, S::Headed(Box::new(full)), R::Absent, None),
+            Read(Need::SourceLayout)
         );
     }
 
@@ -978,7 +1113,7 @@ mod tests {
         full.metadata.insert("big".into(), "x".repeat(2030));
         assert_eq!(
             run(CREATED, S::Headed(Box::new(full.clone())), R::Absent, None),
-            Copy(Method::Single)
+            Copy(Method::Single, Replaces::Nothing)
         );
         let mut replica = head("e", 100 * MIB);
         replica.metadata = full.metadata.clone();
@@ -1018,7 +1153,7 @@ mod tests {
         };
         assert!(matches!(
             run_with(CREATED, huge, None, R::Absent, None, &long),
-            Copy(Method::Parts { .. })
+            Copy(Method::Parts { .. }, _)
         ));
         // Below 48.8 GiB parts of 5 MiB do: any window that copies one part will do.
         let tiny = Rules {
@@ -1034,7 +1169,7 @@ mod tests {
                 None,
                 &tiny
             ),
-            Copy(Method::Parts { .. })
+            Copy(Method::Parts { .. }, _)
         ));
     }
 

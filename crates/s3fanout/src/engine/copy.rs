@@ -11,7 +11,7 @@ use futures::stream::{self, StreamExt, TryStreamExt};
 use super::deadline::Deadline;
 use super::replicator::Replicator;
 use crate::core::config::Target;
-use crate::core::decide::Method;
+use crate::core::decide::{Method, Replaces};
 use crate::core::object::ObjectHead;
 use crate::core::outcome::{Failure, FailureKind};
 use crate::core::provenance;
@@ -19,11 +19,26 @@ use crate::store::{
     CopyRequest, ObjectAt, Part, PartCopyRequest, ReplicaAttributes, Store, WriteCondition,
 };
 
+/// What a copy by parts does with its upload when the deadline stops it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum AtDeadline {
+    /// Leave it open: the redelivered event or the backfill's next invocation comes back to
+    /// this key and resumes it, copying only the missing parts.
+    LeaveOpen,
+    /// Abort it: it copies a version nothing will come back for (an event about another
+    /// version, whose redelivery may find the source smaller and never look for uploads).
+    Abort,
+}
+
 /// What copies by parts of one object did, whether or not they completed.
 #[derive(Debug, Default)]
 pub(crate) struct PartsProgress {
     /// Parts copied (as answered).
     copied: AtomicU64,
+    /// Parts found in uploads resumed.
+    found: AtomicU64,
+    /// Uploads completed.
+    completed: AtomicU64,
     /// Whether the deadline left an upload open.
     left_open: AtomicBool,
 }
@@ -32,6 +47,17 @@ impl PartsProgress {
     /// Parts copied.
     pub fn copied(&self) -> u64 {
         self.copied.load(Ordering::Relaxed)
+    }
+
+    /// Parts an earlier invocation left in the uploads resumed (some may have landed after
+    /// its deadline cut their answers).
+    pub fn found(&self) -> u64 {
+        self.found.load(Ordering::Relaxed)
+    }
+
+    /// Uploads completed: the deadline may stop the check that follows.
+    pub fn completed(&self) -> u64 {
+        self.completed.load(Ordering::Relaxed)
     }
 
     /// Whether an upload was left open for a later invocation.
@@ -120,6 +146,10 @@ pub(crate) struct Destination<'a> {
     pub at: ObjectAt<'a>,
     /// One request or parts.
     pub method: Method,
+    /// What the copy may replace.
+    pub replaces: Replaces,
+    /// What a copy by parts stopped by the deadline does with its upload.
+    pub at_deadline: AtDeadline,
     /// What a copy by parts did, whether or not it completes.
     pub progress: &'a PartsProgress,
 }
@@ -136,6 +166,8 @@ pub(crate) async fn copy<S: Store>(
         target,
         at: destination,
         method,
+        replaces,
+        at_deadline,
         progress,
     } = to;
     let attributes = attributes(source.bucket, head, target);
@@ -146,7 +178,10 @@ pub(crate) async fn copy<S: Store>(
                 source_etag: &head.etag,
                 destination,
                 attributes: &attributes,
-                condition: WriteCondition::Any,
+                condition: match replaces {
+                    Replaces::Nothing => WriteCondition::Absent,
+                    Replaces::Anything => WriteCondition::Any,
+                },
             };
             let store = replicator.store();
             replicator
@@ -163,7 +198,8 @@ pub(crate) async fn copy<S: Store>(
                 part_size,
                 progress,
             };
-            plan.run(replicator, head, &attributes, deadline).await
+            plan.run(replicator, head, &attributes, at_deadline, deadline)
+                .await
         }
     }
 }
@@ -181,13 +217,13 @@ struct Multipart<'a> {
 impl Multipart<'_> {
     /// Resumes an upload an earlier invocation left for this source, or creates one; copies
     /// the missing parts; completes it. A failure aborts the upload so that none is left
-    /// behind, but the deadline leaves it open: a redelivered event, or a backfill's next
-    /// invocation, comes back to this key and resumes it.
+    /// behind; the deadline leaves it open when asked to.
     async fn run<S: Store>(
         &self,
         replicator: &Replicator<S>,
         head: &ObjectHead,
         attributes: &ReplicaAttributes,
+        at_deadline: AtDeadline,
         deadline: &Deadline,
     ) -> Result<(), CopyError> {
         let store = replicator.store();
@@ -203,7 +239,10 @@ impl Multipart<'_> {
             .await;
         match result {
             Ok(()) => Ok(()),
-            Err(CopyError::Failed(failure)) if failure.kind == FailureKind::Deferred => {
+            Err(CopyError::Failed(failure))
+                if failure.kind == FailureKind::Deferred
+                    && at_deadline == AtDeadline::LeaveOpen =>
+            {
                 self.progress.left_open.store(true, Ordering::Relaxed);
                 tracing::info!(bucket = %self.destination.bucket, key = %self.destination.key,
                     upload_id, "copy by parts continues in the next invocation");
@@ -242,6 +281,9 @@ impl Multipart<'_> {
                     .await;
                 match parts {
                     Ok(parts) if self.fits_layout(&parts) => {
+                        self.progress
+                            .found
+                            .fetch_add(parts.len() as u64, Ordering::Relaxed);
                         found = Some((upload.upload_id, parts));
                         continue;
                     }
@@ -347,6 +389,7 @@ impl Multipart<'_> {
                 store.complete_upload(self.destination, upload_id, &parts, &WriteCondition::Any),
             )
             .await?;
+        self.progress.completed.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
 

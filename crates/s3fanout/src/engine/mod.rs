@@ -5,3 +5,4 @@ pub mod backfill;
 mod copy;
 pub mod deadline;
 pub mod replicator;
+mod shared;

@@ -8,12 +8,14 @@ use futures::future::join_all;
 use tokio::sync::{OnceCell, Semaphore};
 use tokio::time::Instant;
 
-use super::copy::{self, CopyError, Destination, PartsProgress};
+use super::copy::{self, AtDeadline, CopyError, Destination, PartsProgress};
 use super::deadline::Deadline;
+use super::shared::{Fresh, Writes};
 use crate::core::change::{Change, ChangeKind};
 use crate::core::config::{Config, ConfigError, Target};
 use crate::core::decide::{
-    decide, Action, Facts, Method, Need, Purpose, ReplicaSeen, Rules, Scope, Settled, SourceSeen,
+    after_copy, decide, Action, AfterCopy, Facts, Method, Need, Purpose, Replaces, ReplicaSeen,
+    Rules, Scope, Settled, SourceSeen,
 };
 use crate::core::object::{layout_of, parts_in_etag, Layout, ObjectHead, Tag};
 use crate::core::outcome::{
@@ -88,6 +90,14 @@ pub(crate) struct Job<'a> {
     parts: PartsProgress,
     /// Whether an earlier invocation may have left an upload open for this key.
     pub upload: LeftUpload,
+    /// When the job began: reads before a write may be shared from then on.
+    began: Instant,
+    /// Source headers read again after writes, shared by the targets.
+    fresh_head: Fresh<Result<SourceSeen, Failure>>,
+    /// Source tags, shared by the targets.
+    fresh_tags: Fresh<Result<Vec<Tag>, Failure>>,
+    /// Writes of this job in flight.
+    writes: Writes,
 }
 
 /// Whether an earlier invocation may have left a copy by parts open for a key.
@@ -123,12 +133,26 @@ impl<'a> Job<'a> {
             layout: OnceCell::new(),
             parts: PartsProgress::default(),
             upload: LeftUpload::Unknown,
+            began: Instant::now(),
+            fresh_head: Fresh::new(),
+            fresh_tags: Fresh::new(),
+            writes: Writes::new(),
         }
     }
 
     /// Parts copied so far for this job (copies by parts only).
     pub fn parts_copied(&self) -> u64 {
         self.parts.copied()
+    }
+
+    /// Parts found in uploads this job resumed.
+    pub fn parts_found(&self) -> u64 {
+        self.parts.found()
+    }
+
+    /// Copies by parts of this job completed.
+    pub fn uploads_completed(&self) -> u64 {
+        self.parts.completed()
     }
 
     /// Whether a copy by parts of this job was left open at the deadline.
@@ -383,10 +407,16 @@ impl<S: Store> Replicator<S> {
         let mut source_tags: Option<Vec<Tag>> = None;
         let mut replica_tags: Option<Vec<Tag>> = None;
         let mut wrote: Option<Outcome> = None;
+        // Whether a copy found the replica there although it was not expected to be.
+        let mut create_refused = false;
+        // Writes that failed in a way that may have landed all the same.
+        let mut unsure = 0;
         // After a write (or a copy refused because the source moved on), what was read before
         // is stale: the source is read again, unshared, and the reads may finish the work past
         // the soft deadline.
         let mut phase = Phase::Starting;
+        // Since when reads must have begun to be trusted: the job's start, then the last write.
+        let mut since = job.began;
         for _ in 0..MAX_STEPS {
             let facts = Facts {
                 source: &source,
@@ -401,7 +431,12 @@ impl<S: Store> Replicator<S> {
             match decide(purpose, &facts, target, &replica_key, &rules) {
                 Action::Read(Need::SourceHead) => {
                     let read = match phase {
-                        Phase::Finishing => self.read_source(job, phase, deadline).await,
+                        Phase::Finishing => {
+                            job.writes.gathered().await;
+                            job.fresh_head
+                                .get(since, || self.read_source(job, phase, deadline))
+                                .await
+                        }
                         Phase::Starting => job
                             .head
                             .get_or_init(|| self.read_source(job, Phase::Starting, deadline))
@@ -439,7 +474,12 @@ impl<S: Store> Replicator<S> {
                     }
                 }
                 Action::Read(Need::SourceTags) => {
-                    let read = self.call_in(phase, deadline, self.store.get_tags(job.source()));
+                    if phase == Phase::Finishing {
+                        job.writes.gathered().await;
+                    }
+                    let read = job.fresh_tags.get(since, || {
+                        self.call_in(phase, deadline, self.store.get_tags(job.source()))
+                    });
                     match read.await {
                         Ok(tags) => source_tags = Some(tags),
                         Err(failure) if failure.is_missing_object() => source = SourceSeen::Unknown,
@@ -458,13 +498,27 @@ impl<S: Store> Replicator<S> {
                 }
                 Action::SetTags => {
                     let tags = source_tags.take().unwrap_or_default();
+                    let writing = job.writes.start();
                     let set = self
                         .call(deadline, self.store.put_tags(replica_at, &tags))
                         .await;
+                    drop(writing);
                     match set {
                         Ok(()) => {}
                         Err(failure) if failure.is_missing_object() => {
                             replica = ReplicaSeen::Absent;
+                            continue;
+                        }
+                        Err(failure) if maybe_landed(&failure, &mut unsure) => {
+                            // Tags from a source read earlier may have landed: a redelivery
+                            // would find the content current and never look at tags again.
+                            replica_tags = None;
+                            source = SourceSeen::Unknown;
+                            layout = None;
+                            announced = None;
+                            phase = Phase::Finishing;
+                            since = Instant::now();
+                            purpose = Purpose::Recheck(Scope::ContentAndTags);
                             continue;
                         }
                         Err(failure) => return Outcome::Failed(failure),
@@ -477,9 +531,10 @@ impl<S: Store> Replicator<S> {
                     layout = None;
                     announced = None;
                     phase = Phase::Finishing;
+                    since = Instant::now();
                     purpose = Purpose::Recheck(Scope::ContentAndTags);
                 }
-                Action::Copy(method) => {
+                Action::Copy(method, replaces) => {
                     let SourceSeen::Headed(head) = &source else {
                         return internal("a copy was decided without the source's headers");
                     };
@@ -487,17 +542,44 @@ impl<S: Store> Replicator<S> {
                         target,
                         at: replica_at,
                         method,
+                        replaces,
+                        // An event's redelivery cleans up only after a large announced version.
+                        at_deadline: match job.purpose {
+                            Purpose::Replicate(_) if job.announced != Some(head.etag.as_str()) => {
+                                AtDeadline::Abort
+                            }
+                            _ => AtDeadline::LeaveOpen,
+                        },
                         progress: &job.parts,
                     };
+                    let writing = job.writes.start();
                     let written = copy::copy(self, job.source(), head, to, deadline).await;
+                    drop(writing);
                     match written {
                         Ok(()) => {}
+                        // 412 answers both conditions alike: the replica found there (read it
+                        // first), or the source moved on (read it again if the replica is not
+                        // the reason).
+                        Err(CopyError::SourceChanged) if replaces == Replaces::Nothing => {
+                            // Whatever else, the replica is read before the next decision; the
+                            // source too once a create was refused before.
+                            replica = ReplicaSeen::Exists;
+                            if create_refused {
+                                source = SourceSeen::Unknown;
+                                layout = None;
+                                phase = Phase::Finishing;
+                                since = Instant::now();
+                            }
+                            create_refused = true;
+                            continue;
+                        }
                         Err(CopyError::SourceChanged | CopyError::SourceGone) => {
                             // The source moved on since it was read: decide again from what
                             // it holds now (the replica may hold an older copy of this change).
                             source = SourceSeen::Unknown;
                             layout = None;
                             phase = Phase::Finishing;
+                            since = Instant::now();
                             continue;
                         }
                         Err(CopyError::Superseded) => {
@@ -506,34 +588,56 @@ impl<S: Store> Replicator<S> {
                             source = SourceSeen::Unknown;
                             layout = None;
                             phase = Phase::Finishing;
+                            since = Instant::now();
+                            continue;
+                        }
+                        Err(CopyError::Failed(failure))
+                            if method == Method::Single && maybe_landed(&failure, &mut unsure) =>
+                        {
+                            // The copy may have landed, with tags as they were when it began:
+                            // read both sides again, tags too.
+                            replica = ReplicaSeen::Unknown;
+                            replica_tags = None;
+                            source = SourceSeen::Unknown;
+                            source_tags = None;
+                            layout = None;
+                            announced = None;
+                            phase = Phase::Finishing;
+                            since = Instant::now();
+                            purpose = Purpose::Recheck(Scope::ContentAndTags);
                             continue;
                         }
                         Err(CopyError::Failed(failure)) => return Outcome::Failed(failure),
                     }
-                    wrote = Some(Outcome::Copied);
-                    // The copy landed after its source was read: if the source changed
-                    // meanwhile, a newer replica may have landed before it (an in-place copy
-                    // that changes only metadata keeps the ETag the copy was pinned to).
-                    let scope = match method {
-                        Method::Single => Scope::Content,
-                        Method::Parts { .. } => Scope::ContentAndTags,
+                    let scope = match after_copy(method, replaces, &rules) {
+                        AfterCopy::Settled => {
+                            return self
+                                .finish(job, replica_at, &source, Settled::UpToDate)
+                                .await
+                                .map_or_else(Outcome::Failed, |_| Outcome::Copied);
+                        }
+                        AfterCopy::Recheck(scope) => scope,
                     };
+                    wrote = Some(Outcome::Copied);
                     replica = ReplicaSeen::Headed(Box::new(copied(head, job.bucket)));
                     source = SourceSeen::Unknown;
                     layout = None;
                     announced = None;
                     phase = Phase::Finishing;
+                    since = Instant::now();
                     source_tags = None;
                     replica_tags = None;
                     purpose = Purpose::Recheck(scope);
                 }
                 Action::Delete => {
+                    let writing = job.writes.start();
                     let deleted = self
                         .call(
                             deadline,
                             self.store.delete(replica_at, &WriteCondition::Any),
                         )
                         .await;
+                    drop(writing);
                     if let Err(failure) = deleted {
                         return Outcome::Failed(failure);
                     }
@@ -545,16 +649,14 @@ impl<S: Store> Replicator<S> {
                     layout = None;
                     announced = None;
                     phase = Phase::Finishing;
+                    since = Instant::now();
                     purpose = Purpose::Recheck(Scope::Content);
                 }
                 Action::Done(settled) => {
-                    if let Some(keep) = self.left_upload(job, &source, settled) {
-                        if let Err(failure) = copy::abort_stale(&self.store, replica_at, keep).await
-                        {
-                            return Outcome::Failed(failure);
-                        }
-                    }
-                    return wrote.unwrap_or_else(|| settled_outcome(job.purpose, settled));
+                    return match self.finish(job, replica_at, &source, settled).await {
+                        Ok(()) => wrote.unwrap_or_else(|| settled_outcome(job.purpose, settled)),
+                        Err(failure) => Outcome::Failed(failure),
+                    };
                 }
                 Action::Refuse(refusal) => {
                     return Outcome::Failed(Failure::permanent(refusal.describe()))
@@ -568,6 +670,20 @@ impl<S: Store> Replicator<S> {
                 job.bucket, job.key
             ),
         ))
+    }
+
+    /// Cleans up what a settled replica no longer needs: uploads an earlier invocation left.
+    async fn finish(
+        &self,
+        job: &Job<'_>,
+        replica_at: ObjectAt<'_>,
+        source: &SourceSeen,
+        settled: Settled,
+    ) -> Result<(), Failure> {
+        match self.left_upload(job, source, settled) {
+            Some(keep) => copy::abort_stale(&self.store, replica_at, keep).await,
+            None => Ok(()),
+        }
     }
 
     /// When an event settles (or a backfill's key an earlier invocation left a copy by parts
@@ -588,27 +704,29 @@ impl<S: Store> Replicator<S> {
             SourceSeen::Headed(head) => Some(&**head),
             _ => None,
         };
-        let by_parts = |etag: &str, size: u64| {
-            parts_in_etag(etag).is_some() || size > self.config.multipart_threshold
+        // Copied by parts: above the threshold (a multipart source announced without its size
+        // may be).
+        let by_parts = |etag: &str, size: Option<u64>| match size {
+            Some(size) => size > self.config.multipart_threshold,
+            None => parts_in_etag(etag).is_some(),
         };
         let large = marked
-            || head.is_some_and(|h| by_parts(&h.etag, h.size))
+            || head.is_some_and(|h| by_parts(&h.etag, Some(h.size)))
             || job
                 .announced
-                .is_some_and(|etag| by_parts(etag, job.announced_size.unwrap_or(0)))
-            || job
-                .announced_size
-                .is_some_and(|size| size > self.config.multipart_threshold);
+                .is_some_and(|etag| by_parts(etag, job.announced_size));
         match settled {
             // The replica is current, or the object is gone: any upload for it is superfluous.
             Settled::UpToDate | Settled::BothAbsent | Settled::DeletesOff => large.then_some(None),
             // A newer version may be being copied by parts right now: keep its upload, unless
             // the source as it is now is not copied by parts at all.
             Settled::SourceChanged | Settled::SourceGone => {
-                let by_parts_now = head.filter(|h| by_parts(&h.etag, h.size));
+                let by_parts_now = head.filter(|h| by_parts(&h.etag, Some(h.size)));
                 large.then_some(by_parts_now)
             }
-            _ => None,
+            // Anything else (the object gone while deletes do not propagate, found after a
+            // write; a replica of another source): no upload of this key is needed either.
+            _ => large.then_some(None),
         }
     }
 
@@ -674,6 +792,20 @@ fn copied(head: &ObjectHead, bucket: &str) -> ObjectHead {
         metadata: provenance::replica_metadata(&head.metadata, bucket, &head.etag),
         ..Default::default()
     }
+}
+
+/// Writes whose failure leaves unknown whether they landed that are checked in place before
+/// the change is given up for a retry.
+const UNSURE_WRITES: u32 = 2;
+
+/// Whether a failed write may have landed (a reset, a timeout, a 5xx) and is to be checked
+/// now, counting it: a retry of the change would not look at everything it may have changed.
+fn maybe_landed(failure: &Failure, unsure: &mut u32) -> bool {
+    if failure.kind != FailureKind::Retryable || *unsure >= UNSURE_WRITES {
+        return false;
+    }
+    *unsure += 1;
+    true
 }
 
 fn settled_outcome(purpose: Purpose, settled: Settled) -> Outcome {

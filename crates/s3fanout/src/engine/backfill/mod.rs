@@ -19,7 +19,7 @@ pub mod filter;
 mod listing;
 mod merge;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use futures::future::join_all;
 use futures::StreamExt;
@@ -112,9 +112,11 @@ pub struct Continuation {
     #[serde(default)]
     pub done_after: BTreeMap<String, Vec<String>>,
     /// Keys whose copy by parts the deadline left open (the upload is resumed, or aborted
-    /// if the source changed, when the key is settled again).
-    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
-    pub open_uploads: BTreeSet<String>,
+    /// if the source changed, when the key is settled again), with the parts their uploads
+    /// were known to hold: finding more means parts landed after the deadline cut their
+    /// answers, which is progress too.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub open_uploads: BTreeMap<String, u64>,
     /// Counters up to that key.
     pub so_far: Summary,
     /// The run and hop this continuation continues, for self-continuing runs.
@@ -305,7 +307,7 @@ pub async fn run_paged<S: Store>(
             c.done_after.clone(),
             c.open_uploads.clone(),
         ),
-        None => (Summary::default(), None, BTreeMap::new(), BTreeSet::new()),
+        None => (Summary::default(), None, BTreeMap::new(), BTreeMap::new()),
     };
     summary.mode = request.mode;
     summary.dry_run = request.dry_run;
@@ -316,7 +318,8 @@ pub async fn run_paged<S: Store>(
     summary.stopped = None;
     // Where this invocation starts, to tell at its end whether it moved at all.
     let started_at = (resume.clone().unwrap_or_default(), done_after.clone());
-    let mut parts_copied = 0;
+    // Parts copied and uploads completed: progress even when no key finished.
+    let mut parts_moved = 0;
     for target in &targets {
         summary.targets.entry(target.bucket.clone()).or_default();
     }
@@ -399,7 +402,7 @@ pub async fn run_paged<S: Store>(
         let mut results: Vec<(usize, Acted)> = futures::stream::iter(items.iter().enumerate())
             .map(|(index, item)| {
                 let skip = counted.get(&item.key);
-                let upload = match open.contains(&item.key) {
+                let upload = match open.contains_key(&item.key) {
                     true => LeftUpload::MayBeOpen,
                     false => LeftUpload::Unknown,
                 };
@@ -411,10 +414,17 @@ pub async fn run_paged<S: Store>(
         results.sort_by_key(|(index, _)| *index);
         let parts: u64 = results.iter().map(|(_, acted)| acted.parts_copied).sum();
         summary.parts_copied += parts;
-        parts_copied += parts;
+        parts_moved += parts
+            + results
+                .iter()
+                .map(|(_, acted)| acted.uploads_completed)
+                .sum::<u64>();
         for (item, (_, acted)) in items.iter().zip(&results) {
+            let known = open_uploads.get(&item.key).copied().unwrap_or(0);
+            parts_moved += acted.parts_found.saturating_sub(known);
             if acted.left_open {
-                open_uploads.insert(item.key.clone());
+                let held = acted.parts_found + acted.parts_copied;
+                open_uploads.insert(item.key.clone(), held.max(known));
             } else if acted.outcomes.iter().all(|(_, o)| !is_deferred(o)) {
                 open_uploads.remove(&item.key);
             }
@@ -473,11 +483,11 @@ pub async fn run_paged<S: Store>(
         let start_after = resume.unwrap_or_default();
         // Parts copied are progress too: the upload stays open and the next invocation
         // copies only the parts still missing.
-        if (&start_after, &done_after) == (&started_at.0, &started_at.1) && parts_copied == 0 {
+        if (&start_after, &done_after) == (&started_at.0, &started_at.1) && parts_moved == 0 {
             summary.stopped = Some(Stop {
                 reason: StopReason::NoProgress,
                 detail: format!(
-                    "the invocation ended where it started (after {start_after:?}, {} keys done past it, no parts copied): continuing would repeat it",
+                    "the invocation ended where it started (after {start_after:?}, {} keys done past it, no part copied, no upload completed): continuing would repeat it",
                     done_after.len()
                 ),
             });
@@ -543,6 +553,10 @@ struct Acted {
     outcomes: Vec<(usize, Outcome)>,
     /// Parts copied by copies by parts, finished or not.
     parts_copied: u64,
+    /// Parts found in uploads an earlier invocation left open.
+    parts_found: u64,
+    /// Copies by parts completed (the check after them may not have been).
+    uploads_completed: u64,
     /// Whether the deadline left a copy by parts open.
     left_open: bool,
 }
@@ -619,6 +633,8 @@ impl<S: Store> Context<'_, S> {
         Acted {
             outcomes,
             parts_copied: job.parts_copied(),
+            parts_found: job.parts_found(),
+            uploads_completed: job.uploads_completed(),
             left_open: job.left_open(),
         }
     }
