@@ -11,6 +11,7 @@ use crate::breaker::Admission;
 use crate::config::{Hedge, ReadConfig};
 use crate::error::{Answer, Attempt, Disposition, ReadError, ReadErrorKind};
 use crate::health::Health;
+use crate::order::Distance;
 
 /// The object as one replica served it.
 #[derive(Debug)]
@@ -160,12 +161,13 @@ impl<'a, T> Read<'_, 'a, T> {
         }
         let health = lock(self.health);
         let delay = health.hedge_delay(percentile, min_delay, min_samples)?;
-        // A replica known to be slower than the delay (a distant one taking its share, which
-        // keeps its average current) is hedged at once: no reader waits for it.
+        // A distant replica taking its share of first attempts (which keeps its average
+        // current) is hedged at once: no reader waits for it. Only distance by the ordering's
+        // thresholds counts, not an average above the delay: one stall lifts a near replica's
+        // average above a percentile of a few milliseconds, and hedging it at once would double
+        // the load for the next several reads.
         let running = self.running.first()?;
-        if health
-            .latency(running.replica)
-            .is_some_and(|avg| avg > delay)
+        if health.distance(running.replica, self.config.order, Instant::now()) == Distance::Distant
         {
             return Some(running.started);
         }
@@ -514,6 +516,62 @@ mod tests {
         assert_eq!(read(&h, &config, &fakes, &calls).await.unwrap().0, 1);
         // Without the shortcut the hedge would wait for the 20 ms percentile.
         assert!(started.elapsed() < 15 * MS, "{:?}", started.elapsed());
+    }
+
+    #[tokio::test]
+    async fn a_near_replica_slowed_by_one_stall_is_not_hedged_at_once() {
+        let mut config = config();
+        config.hedge = Hedge::AfterPercentile {
+            percentile: 90.0,
+            min_delay: 5 * MS,
+            min_samples: 5,
+        };
+        let h = health(2, &config);
+        for replica in [0, 1] {
+            for _ in 0..20 {
+                lock(&h).record(replica, None, 2 * MS, Instant::now());
+            }
+        }
+        // One stall: replica 0's average is now about 8 ms, above the 5 ms hedge delay, yet it
+        // is still near the other (within 1.5x + 20 ms).
+        lock(&h).record(0, None, 30 * MS, Instant::now());
+        assert!(lock(&h).latencies()[0].unwrap() > 5 * MS);
+        let calls = AtomicUsize::new(0);
+        let fakes = [Fake::Ok(MS), Fake::Ok(MS)];
+        assert_eq!(read(&h, &config, &fakes, &calls).await.unwrap().0, 0);
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            1,
+            "answered before the delay: no second request"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_hedged_read_does_not_start_at_a_distant_replica_without_a_token_to_hedge() {
+        let mut config = config();
+        config.hedge = Hedge::AfterPercentile {
+            percentile: 90.0,
+            min_delay: MS,
+            min_samples: 5,
+        };
+        config.budget = BudgetConfig {
+            capacity: 0.0,
+            per_request: 0.0,
+            per_second: 0.0,
+        };
+        let h = health(2, &config);
+        for _ in 0..20 {
+            lock(&h).record(1, None, 2 * MS, Instant::now());
+        }
+        lock(&h).record(0, None, 300 * MS, Instant::now());
+        let calls = AtomicUsize::new(0);
+        let fakes = [Fake::Ok(300 * MS), Fake::Ok(2 * MS)];
+        let started = Instant::now();
+        // Round-robin would start at the distant replica 0; with no token to hedge it at once
+        // the read would wait 300 ms there.
+        assert_eq!(read(&h, &config, &fakes, &calls).await.unwrap().0, 1);
+        assert!(started.elapsed() < 100 * MS, "{:?}", started.elapsed());
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
     }
 
     #[tokio::test]

@@ -36,6 +36,6 @@ pub use config::{Hedge, ReadConfig};
 pub use engine::Served;
 pub use error::{Answer, Attempt, ConfigError, MissingPolicy, ReadError, ReadErrorKind};
 pub use metrics::{Gauges, MetricsSink};
-pub use order::ReplicaOrder;
+pub use order::{Distance, ReplicaOrder};
 pub use reader::{ByteRange, MetricsTask, Reader};
 pub use replica::{parse_replicas, Replica};
