@@ -7,8 +7,11 @@ use std::sync::{Arc, Mutex};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{BucketLocationConstraint, CreateBucketConfiguration};
 use aws_sdk_s3::Client;
-use fault_proxy::{FaultProxy, Rule};
-use s3fanout_read::{parse_replicas, ByteRange, MissingPolicy, ReadConfig, ReadErrorKind, Reader};
+use fault_proxy::{ErrorReply, FaultProxy, Rule, Seen};
+use s3fanout_read::{
+    parse_replicas, Answer, ByteRange, MissingPolicy, ReadConfig, ReadErrorKind, Reader,
+    ReplicaOrder,
+};
 use serde_json::Value;
 
 const REGIONS: [&str; 3] = ["us-west-2", "eu-west-1", "ap-southeast-2"];
@@ -122,10 +125,36 @@ impl Replicas {
 
     /// GET requests each proxy saw since the last call.
     fn gets(&self) -> Vec<usize> {
+        self.seen_gets().iter().map(Vec::len).collect()
+    }
+
+    /// The GET requests each proxy saw since the last call.
+    fn seen_gets(&self) -> Vec<Vec<Seen>> {
         self.proxies
             .iter()
-            .map(|p| p.take_seen().iter().filter(|s| s.method == "GET").count())
+            .map(|p| {
+                p.take_seen()
+                    .into_iter()
+                    .filter(|s| s.method == "GET")
+                    .collect()
+            })
             .collect()
+    }
+
+    /// Replica `i` answers every request with `status` and the S3 error `code`.
+    fn answer(&self, i: usize, status: u16, code: &str) {
+        self.proxies[i].set_default_rule(Rule {
+            reply: Some(ErrorReply::new(status, code)),
+            ..Rule::default()
+        });
+    }
+}
+
+/// Every request's first attempt goes to the next replica in turn, the first to replica 0.
+fn round_robin() -> ReadConfig {
+    ReadConfig {
+        order: ReplicaOrder::RoundRobin,
+        ..ReadConfig::default()
     }
 }
 
@@ -332,4 +361,63 @@ async fn head_and_ranges() {
     );
     let err = reader.head("missing").await.unwrap_err();
     assert_eq!(err.kind, ReadErrorKind::NotFound);
+}
+
+#[tokio::test]
+#[ignore = "needs the local S3 server (make test)"]
+async fn a_403_comes_back_at_once_while_5xx_and_a_down_region_fail_over() {
+    let replicas = Replicas::new().await;
+    replicas.put("guarded.txt", b"guarded", &[0, 1, 2]).await;
+
+    replicas.answer(0, 403, "AccessDenied");
+    // A fresh round-robin reader starts at replica 0.
+    let reader = replicas.reader(round_robin()).await;
+    replicas.gets();
+    let err = reader.get("guarded.txt", None).await.unwrap_err();
+    println!("{err}");
+    assert_eq!(err.kind, ReadErrorKind::Rejected);
+    assert_eq!(err.attempts.len(), 1, "{err}");
+    assert!(
+        matches!(&err.attempts[0].answer, Answer::Rejected { status: 403, code: Some(code), .. } if code == "AccessDenied"),
+        "{err}"
+    );
+    assert!(err.to_string().contains("403 AccessDenied"), "{err}");
+    assert_eq!(replicas.gets(), [1, 0, 0], "no other replica was asked");
+    let gauges = reader.gauges();
+    assert!(
+        !gauges.regions.values().any(|f| *f) && gauges.all_failed == 0,
+        "a refusal is not a failing region: {gauges:?}"
+    );
+    let reader = replicas.reader(round_robin()).await;
+    let err = reader.head("guarded.txt").await.unwrap_err();
+    assert_eq!((err.kind, err.attempts.len()), (ReadErrorKind::Rejected, 1));
+    assert!(matches!(
+        err.attempts[0].answer,
+        Answer::Rejected { status: 403, .. }
+    ));
+
+    for (case, fault) in [
+        ("503 SlowDown", Some((503, "SlowDown"))),
+        ("500 InternalError", Some((500, "InternalError"))),
+        ("region down", None),
+    ] {
+        match fault {
+            Some((status, code)) => replicas.answer(0, status, code),
+            None => replicas.down(0),
+        }
+        let reader = replicas.reader(round_robin()).await;
+        replicas.gets();
+        let served = reader
+            .get("guarded.txt", None)
+            .await
+            .unwrap_or_else(|e| panic!("{case}: {e}"));
+        assert_eq!(served.region, REGIONS[1], "{case}");
+        let bytes = served.output.body.collect().await.unwrap().into_bytes();
+        assert_eq!(&bytes[..], b"guarded", "{case}");
+        assert_eq!(replicas.gets(), [1, 1, 0], "{case}");
+        assert!(
+            reader.gauges().regions[REGIONS[0]],
+            "{case}: region 0 is failing"
+        );
+    }
 }
