@@ -34,12 +34,26 @@ struct Running {
     admission: Admission,
 }
 
+/// What a run of attempts is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Start {
+    /// A new request: its first attempt is free, the rotation picks where it starts.
+    Fresh,
+    /// The rest of a body that broke at replica `cut`: every attempt is extra load paid from
+    /// the budget, and the other replicas are asked first.
+    Resume {
+        /// The replica whose body broke.
+        cut: usize,
+    },
+}
+
 /// Runs one request. `send(i)` performs the request at replica `i`.
 pub async fn run<'a, T, F, Fut>(
     health: &Mutex<Health>,
     config: &ReadConfig,
     names: &[String],
     key: &str,
+    start: Start,
     send: F,
 ) -> Result<(usize, T), ReadError>
 where
@@ -47,14 +61,19 @@ where
     F: Fn(usize) -> Fut,
     Fut: Future<Output = Result<T, Answer>> + Send + 'a,
 {
+    let (order, free_attempts) = match start {
+        Start::Fresh => (lock(health).begin(config, Instant::now()), 1),
+        Start::Resume { cut } => (lock(health).resume_order(cut, Instant::now()), 0),
+    };
     let mut read = Read {
         health,
         config,
-        pending: lock(health).begin(config, Instant::now()).into_iter(),
+        pending: order.into_iter(),
         inflight: FuturesUnordered::new(),
         running: Vec::new(),
         attempts: Vec::new(),
         launched: 0,
+        free_attempts,
         last_launch: Instant::now(),
     };
     let timeout = config.attempt_timeout;
@@ -106,6 +125,8 @@ struct Read<'h, 'a, T> {
     running: Vec<Running>,
     attempts: Vec<Attempt>,
     launched: usize,
+    /// Attempts that cost no budget: the request itself, or none for a resume.
+    free_attempts: usize,
     last_launch: Instant,
 }
 
@@ -126,7 +147,7 @@ impl<'a, T> Read<'_, 'a, T> {
                 continue;
             }
             // The first attempt is the request itself; every further one is extra load.
-            if self.launched > 0 && !health.withdraw(now) {
+            if self.launched >= self.free_attempts && !health.withdraw(now) {
                 health.release(replica, admission, now);
                 self.attempts
                     .push(attempt(names, replica, Answer::BudgetExhausted));
@@ -212,6 +233,15 @@ impl<'a, T> Read<'_, 'a, T> {
         let answers = || self.attempts.iter().map(|a| &a.answer);
         let kind = if answers().any(|a| matches!(a, Answer::Rejected { .. })) {
             ReadErrorKind::Rejected
+        } else if answers().any(|a| matches!(a, Answer::OtherVersion { .. })) {
+            // Only when every replica answered is the version known to be gone; one that
+            // could not be asked may still hold it.
+            if answers().all(|a| matches!(a, Answer::OtherVersion { .. } | Answer::Missing { .. }))
+            {
+                ReadErrorKind::VersionGone
+            } else {
+                ReadErrorKind::AllFailed
+            }
         } else if answers().any(|a| matches!(a, Answer::Missing { .. })) {
             ReadErrorKind::NotFound
         } else {
@@ -310,7 +340,7 @@ mod tests {
                 }
             }
         };
-        run(health, config, &names, "k", send).await
+        run(health, config, &names, "k", Start::Fresh, send).await
     }
 
     fn health(n: usize, config: &ReadConfig) -> Mutex<Health> {

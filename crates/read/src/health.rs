@@ -70,6 +70,24 @@ impl Health {
         order
     }
 
+    /// The order in which to ask for the rest of a body that broke at replica `cut`: the others
+    /// fastest first (open breakers last), then `cut` itself, since the break is the freshest
+    /// sign that it is unwell. Unlike `begin`, it neither turns the rotation nor fills the
+    /// budget: it is not a new request.
+    pub fn resume_order(&self, cut: usize, now: Instant) -> Vec<usize> {
+        let candidates = self.candidates(now);
+        let mut order: Vec<usize> = (0..candidates.len()).collect();
+        order.sort_by_key(|&i| {
+            (
+                i == cut,
+                candidates[i].open,
+                candidates[i].latency.unwrap_or(Duration::ZERO),
+                i,
+            )
+        });
+        order
+    }
+
     fn candidates(&self, now: Instant) -> Vec<Candidate> {
         self.replicas
             .iter()
