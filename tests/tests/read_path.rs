@@ -7,8 +7,11 @@ use std::sync::{Arc, Mutex};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{BucketLocationConstraint, CreateBucketConfiguration};
 use aws_sdk_s3::Client;
-use fault_proxy::{FaultProxy, Rule};
-use s3fanout_read::{parse_replicas, ByteRange, MissingPolicy, ReadConfig, ReadErrorKind, Reader};
+use fault_proxy::{ErrorReply, FaultProxy, Rule, Seen};
+use s3fanout_read::{
+    parse_replicas, Answer, ByteRange, MissingPolicy, ReadConfig, ReadErrorKind, Reader,
+    ReplicaOrder, ResumeError,
+};
 use serde_json::Value;
 
 const REGIONS: [&str; 3] = ["us-west-2", "eu-west-1", "ap-southeast-2"];
@@ -122,11 +125,50 @@ impl Replicas {
 
     /// GET requests each proxy saw since the last call.
     fn gets(&self) -> Vec<usize> {
+        self.seen_gets().iter().map(Vec::len).collect()
+    }
+
+    /// The GET requests each proxy saw since the last call.
+    fn seen_gets(&self) -> Vec<Vec<Seen>> {
         self.proxies
             .iter()
-            .map(|p| p.take_seen().iter().filter(|s| s.method == "GET").count())
+            .map(|p| {
+                p.take_seen()
+                    .into_iter()
+                    .filter(|s| s.method == "GET")
+                    .collect()
+            })
             .collect()
     }
+
+    /// Replica `i` answers every request with `status` and the S3 error `code`.
+    fn answer(&self, i: usize, status: u16, code: &str) {
+        self.proxies[i].set_default_rule(Rule {
+            reply: Some(ErrorReply::new(status, code)),
+            ..Rule::default()
+        });
+    }
+
+    /// Replica `i` closes the connection after `bytes` bytes of every GET body.
+    fn cut_bodies(&self, i: usize, bytes: u64) {
+        self.proxies[i].set_default_rule(Rule {
+            cut_body_after: Some(bytes),
+            ..Rule::default()
+        });
+    }
+}
+
+/// Every request's first attempt goes to the next replica in turn, the first to replica 0.
+fn round_robin() -> ReadConfig {
+    ReadConfig {
+        order: ReplicaOrder::RoundRobin,
+        ..ReadConfig::default()
+    }
+}
+
+/// 1 MiB in which every offset holds a different byte from its neighbours.
+fn pattern(size: usize) -> Vec<u8> {
+    (0..size).map(|i| (i % 251) as u8).collect()
 }
 
 async fn body(reader: &Reader, key: &str) -> Vec<u8> {
@@ -332,4 +374,202 @@ async fn head_and_ranges() {
     );
     let err = reader.head("missing").await.unwrap_err();
     assert_eq!(err.kind, ReadErrorKind::NotFound);
+}
+
+#[tokio::test]
+#[ignore = "needs the local S3 server (make test)"]
+async fn a_403_comes_back_at_once_while_5xx_and_a_down_region_fail_over() {
+    let replicas = Replicas::new().await;
+    replicas.put("guarded.txt", b"guarded", &[0, 1, 2]).await;
+
+    replicas.answer(0, 403, "AccessDenied");
+    // A fresh round-robin reader starts at replica 0.
+    let reader = replicas.reader(round_robin()).await;
+    replicas.gets();
+    let err = reader.get("guarded.txt", None).await.unwrap_err();
+    println!("{err}");
+    assert_eq!(err.kind, ReadErrorKind::Rejected);
+    assert_eq!(err.attempts.len(), 1, "{err}");
+    assert!(
+        matches!(&err.attempts[0].answer, Answer::Rejected { status: 403, code: Some(code), .. } if code == "AccessDenied"),
+        "{err}"
+    );
+    assert!(err.to_string().contains("403 AccessDenied"), "{err}");
+    assert_eq!(replicas.gets(), [1, 0, 0], "no other replica was asked");
+    let gauges = reader.gauges();
+    assert!(
+        !gauges.regions.values().any(|f| *f) && gauges.all_failed == 0,
+        "a refusal is not a failing region: {gauges:?}"
+    );
+    let reader = replicas.reader(round_robin()).await;
+    let err = reader.head("guarded.txt").await.unwrap_err();
+    assert_eq!((err.kind, err.attempts.len()), (ReadErrorKind::Rejected, 1));
+    assert!(matches!(
+        err.attempts[0].answer,
+        Answer::Rejected { status: 403, .. }
+    ));
+
+    for (case, fault) in [
+        ("503 SlowDown", Some((503, "SlowDown"))),
+        ("500 InternalError", Some((500, "InternalError"))),
+        ("region down", None),
+    ] {
+        match fault {
+            Some((status, code)) => replicas.answer(0, status, code),
+            None => replicas.down(0),
+        }
+        let reader = replicas.reader(round_robin()).await;
+        replicas.gets();
+        let served = reader
+            .get("guarded.txt", None)
+            .await
+            .unwrap_or_else(|e| panic!("{case}: {e}"));
+        assert_eq!(served.region, REGIONS[1], "{case}");
+        let bytes = served.output.body.collect().await.unwrap().into_bytes();
+        assert_eq!(&bytes[..], b"guarded", "{case}");
+        assert_eq!(replicas.gets(), [1, 1, 0], "{case}");
+        assert!(
+            reader.gauges().regions[REGIONS[0]],
+            "{case}: region 0 is failing"
+        );
+    }
+}
+
+#[tokio::test]
+#[ignore = "needs the local S3 server (make test)"]
+async fn a_body_cut_mid_stream_resumes_from_the_next_byte_pinned_to_its_etag() {
+    let replicas = Replicas::new().await;
+    let data = pattern(1 << 20);
+    replicas.put("big.bin", &data, &[0, 1, 2]).await;
+    replicas.cut_bodies(0, 100_000);
+    let reader = replicas.reader(round_robin()).await;
+    replicas.gets();
+
+    let served = reader.get("big.bin", None).await.unwrap();
+    assert_eq!(served.region, REGIONS[0]);
+    let etag = served.output.e_tag().unwrap().to_string();
+    let bytes = served.output.body.collect().await.unwrap().into_bytes();
+    assert_eq!(bytes.len(), data.len());
+    assert!(bytes[..] == data[..], "the bytes differ from the object");
+    let seen = replicas.seen_gets();
+    assert_eq!(seen.iter().map(Vec::len).collect::<Vec<_>>(), [1, 1, 0]);
+    assert_eq!(seen[1][0].range.as_deref(), Some("bytes=100000-1048575"));
+    assert_eq!(seen[1][0].if_match.as_deref(), Some(etag.as_str()));
+    assert!(
+        reader.gauges().regions[REGIONS[0]],
+        "the break counts against region 0"
+    );
+
+    // A range: the rest is asked for from the next byte to the range's last.
+    let reader = replicas.reader(round_robin()).await;
+    let range = ByteRange::Inclusive {
+        first: 1_000,
+        last: 500_000,
+    };
+    let served = reader.get("big.bin", Some(range)).await.unwrap();
+    let bytes = served.output.body.collect().await.unwrap().into_bytes();
+    assert!(
+        bytes[..] == data[1_000..=500_000],
+        "the ranged bytes differ"
+    );
+    let seen = replicas.seen_gets();
+    assert_eq!(seen[0][0].range.as_deref(), Some("bytes=1000-500000"));
+    assert_eq!(seen[1][0].range.as_deref(), Some("bytes=101000-500000"));
+}
+
+#[tokio::test]
+#[ignore = "needs the local S3 server (make test)"]
+async fn a_cut_body_whose_version_is_gone_everywhere_ends_with_an_error_naming_it() {
+    let replicas = Replicas::new().await;
+    let data = pattern(1 << 20);
+    replicas.put("moving.bin", &data, &[0, 1, 2]).await;
+    replicas.cut_bodies(0, 100_000);
+    let reader = replicas.reader(round_robin()).await;
+    let served = reader.get("moving.bin", None).await.unwrap();
+    let etag = served.output.e_tag().unwrap().to_string();
+    let mut body = served.output.body;
+    let first = body.next().await.unwrap().unwrap();
+    assert!(!first.is_empty());
+    // Every replica moves on to a new version while the old one is being read.
+    replicas.put("moving.bin", b"version two", &[0, 1, 2]).await;
+    replicas.gets();
+    let mut delivered = first.len();
+    let err = loop {
+        match body.next().await {
+            Some(Ok(chunk)) => delivered += chunk.len(),
+            Some(Err(err)) => break err,
+            None => panic!("the body ended without an error after {delivered} bytes"),
+        }
+    };
+    assert_eq!(
+        delivered, 100_000,
+        "only the old version's bytes were delivered"
+    );
+    let resume = std::error::Error::source(&err)
+        .and_then(|e| e.downcast_ref::<ResumeError>())
+        .unwrap_or_else(|| panic!("not a resume error: {err:?}"));
+    println!("{resume}");
+    assert_eq!(resume.read.kind, ReadErrorKind::VersionGone);
+    assert_eq!(
+        (resume.delivered, resume.etag.as_str()),
+        (100_000, etag.as_str())
+    );
+    assert_eq!(resume.read.attempts.len(), 3, "{resume}");
+    assert!(
+        resume
+            .read
+            .attempts
+            .iter()
+            .all(|a| matches!(a.answer, Answer::OtherVersion { .. })),
+        "{resume}"
+    );
+    let text = resume.to_string();
+    assert!(
+        text.contains(&etag) && text.contains("no replica still has the version"),
+        "{text}"
+    );
+    // The other replicas first, the one that broke last; each pinned to the old ETag.
+    let seen = replicas.seen_gets();
+    for gets in &seen {
+        assert_eq!(gets.len(), 1, "{seen:?}");
+        assert_eq!(gets[0].if_match.as_deref(), Some(etag.as_str()));
+    }
+    assert!(body.next().await.is_none(), "nothing after the error");
+}
+
+#[tokio::test]
+#[ignore = "needs the local S3 server (make test)"]
+async fn resuming_is_paid_from_the_retry_budget() {
+    let replicas = Replicas::new().await;
+    let data = pattern(1 << 20);
+    replicas.put("budget.bin", &data, &[0, 1, 2]).await;
+    for i in 0..3 {
+        replicas.cut_bodies(i, 100_000);
+    }
+    let reader = replicas
+        .reader(ReadConfig {
+            budget: s3fanout_read::BudgetConfig {
+                capacity: 3.0,
+                per_request: 0.0,
+                per_second: 0.0,
+            },
+            ..round_robin()
+        })
+        .await;
+    replicas.gets();
+    let served = reader.get("budget.bin", None).await.unwrap();
+    let err = served.output.body.collect().await.unwrap_err();
+    let resume = std::error::Error::source(&err)
+        .and_then(|e| e.downcast_ref::<ResumeError>())
+        .unwrap_or_else(|| panic!("not a resume error: {err:?}"));
+    println!("{resume}");
+    // Every replica cuts after 100,000 bytes: the first GET and 3 paid resumes deliver
+    // 400,000 bytes, then no token is left.
+    assert_eq!(resume.delivered, 400_000, "{resume}");
+    assert_eq!(replicas.gets().iter().sum::<usize>(), 4);
+    assert!(resume
+        .read
+        .attempts
+        .iter()
+        .all(|a| a.answer == Answer::BudgetExhausted));
 }

@@ -5,7 +5,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::Args;
-use s3fanout_read::{parse_replicas, ByteRange, ReadConfig, ReadError, Reader, Replica};
+use s3fanout_read::{
+    parse_replicas, ByteRange, ReadConfig, ReadError, Reader, Replica, ResumeError,
+};
 use tokio::io::AsyncWriteExt;
 
 use crate::{Fatal, Verdict};
@@ -74,8 +76,9 @@ pub async fn run_get(args: &GetArgs) -> Result<Verdict, Fatal> {
                 }
                 Err(err) => {
                     eprintln!(
-                        "s3fanout: reading {:?} from {replica} failed: {err}",
-                        args.key
+                        "s3fanout: reading {:?} from {replica} failed: {}",
+                        args.key,
+                        describe(&err)
                     );
                     Verdict::Problems
                 }
@@ -201,6 +204,25 @@ fn parse_range(text: &str) -> Result<ByteRange, String> {
         None => Err(format!(
             "{text:?} is not FIRST-LAST, FIRST- or -SUFFIX_LENGTH"
         )),
+    }
+}
+
+/// What went wrong while the body streamed: the reader's own account when the body could not
+/// be resumed (it names each replica's answer), otherwise the error and its deepest cause.
+fn describe(err: &std::io::Error) -> String {
+    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    let mut deepest = err.to_string();
+    while let Some(e) = current {
+        if let Some(resume) = e.downcast_ref::<ResumeError>() {
+            return resume.to_string();
+        }
+        deepest = e.to_string();
+        current = e.source();
+    }
+    if deepest == err.to_string() {
+        deepest
+    } else {
+        format!("{err}: {deepest}")
     }
 }
 

@@ -217,3 +217,31 @@ async fn bad_configuration_exits_2() {
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("not-a-replica"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the local S3 server (make test)"]
+async fn get_resumes_a_body_cut_mid_stream() {
+    let key = "big.bin";
+    let data: Vec<u8> = (0..(1u32 << 20)).map(|i| (i % 251) as u8).collect();
+    let replicas = Replicas::new(key, &data).await;
+    // A fresh process knows no latencies, so its read starts at replica 0.
+    replicas.proxies[0].set_default_rule(Rule {
+        cut_body_after: Some(300_000),
+        ..Rule::default()
+    });
+    let dir = std::env::temp_dir().join(format!("read-cli-cut-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("big.bin");
+    let args = ["get", key, "-o", file.to_str().unwrap()];
+    let out = replicas.s3fanout(&args).await;
+    transcript(&args, &out);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(std::fs::read(&file).unwrap() == data, "the file differs");
+    let resumed: Vec<_> = replicas.proxies[1..]
+        .iter()
+        .flat_map(|p| p.take_seen())
+        .filter_map(|s| s.range)
+        .collect();
+    assert_eq!(resumed, ["bytes=300000-1048575"]);
+    assert_eq!(replicas.proxies[0].take_seen().len(), 1);
+}

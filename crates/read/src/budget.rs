@@ -60,6 +60,12 @@ impl RetryBudget {
         }
     }
 
+    /// Whether `withdraw` would succeed now, without taking the token.
+    pub fn can_withdraw(&mut self, now: Instant) -> bool {
+        self.refill(now);
+        self.tokens >= 1.0
+    }
+
     /// Tokens left (for tests and diagnostics).
     pub fn tokens(&self) -> f64 {
         self.tokens

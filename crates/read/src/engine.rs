@@ -11,6 +11,7 @@ use crate::breaker::Admission;
 use crate::config::{Hedge, ReadConfig};
 use crate::error::{Answer, Attempt, Disposition, ReadError, ReadErrorKind};
 use crate::health::Health;
+use crate::order::Distance;
 
 /// The object as one replica served it.
 #[derive(Debug)]
@@ -33,12 +34,26 @@ struct Running {
     admission: Admission,
 }
 
+/// What a run of attempts is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Start {
+    /// A new request: its first attempt is free, the rotation picks where it starts.
+    Fresh,
+    /// The rest of a body that broke at replica `cut`: every attempt is extra load paid from
+    /// the budget, and the other replicas are asked first.
+    Resume {
+        /// The replica whose body broke.
+        cut: usize,
+    },
+}
+
 /// Runs one request. `send(i)` performs the request at replica `i`.
 pub async fn run<'a, T, F, Fut>(
     health: &Mutex<Health>,
     config: &ReadConfig,
     names: &[String],
     key: &str,
+    start: Start,
     send: F,
 ) -> Result<(usize, T), ReadError>
 where
@@ -46,14 +61,19 @@ where
     F: Fn(usize) -> Fut,
     Fut: Future<Output = Result<T, Answer>> + Send + 'a,
 {
+    let (order, free_attempts) = match start {
+        Start::Fresh => (lock(health).begin(config, Instant::now()), 1),
+        Start::Resume { cut } => (lock(health).resume_order(cut, Instant::now()), 0),
+    };
     let mut read = Read {
         health,
         config,
-        pending: lock(health).begin(config, Instant::now()).into_iter(),
+        pending: order.into_iter(),
         inflight: FuturesUnordered::new(),
         running: Vec::new(),
         attempts: Vec::new(),
         launched: 0,
+        free_attempts,
         last_launch: Instant::now(),
     };
     let timeout = config.attempt_timeout;
@@ -105,6 +125,8 @@ struct Read<'h, 'a, T> {
     running: Vec<Running>,
     attempts: Vec<Attempt>,
     launched: usize,
+    /// Attempts that cost no budget: the request itself, or none for a resume.
+    free_attempts: usize,
     last_launch: Instant,
 }
 
@@ -125,7 +147,7 @@ impl<'a, T> Read<'_, 'a, T> {
                 continue;
             }
             // The first attempt is the request itself; every further one is extra load.
-            if self.launched > 0 && !health.withdraw(now) {
+            if self.launched >= self.free_attempts && !health.withdraw(now) {
                 health.release(replica, admission, now);
                 self.attempts
                     .push(attempt(names, replica, Answer::BudgetExhausted));
@@ -160,12 +182,13 @@ impl<'a, T> Read<'_, 'a, T> {
         }
         let health = lock(self.health);
         let delay = health.hedge_delay(percentile, min_delay, min_samples)?;
-        // A replica known to be slower than the delay (a distant one taking its share, which
-        // keeps its average current) is hedged at once: no reader waits for it.
+        // A distant replica taking its share of first attempts (which keeps its average
+        // current) is hedged at once: no reader waits for it. Only distance by the ordering's
+        // thresholds counts, not an average above the delay: one stall lifts a near replica's
+        // average above a percentile of a few milliseconds, and hedging it at once would double
+        // the load for the next several reads.
         let running = self.running.first()?;
-        if health
-            .latency(running.replica)
-            .is_some_and(|avg| avg > delay)
+        if health.distance(running.replica, self.config.order, Instant::now()) == Distance::Distant
         {
             return Some(running.started);
         }
@@ -210,6 +233,15 @@ impl<'a, T> Read<'_, 'a, T> {
         let answers = || self.attempts.iter().map(|a| &a.answer);
         let kind = if answers().any(|a| matches!(a, Answer::Rejected { .. })) {
             ReadErrorKind::Rejected
+        } else if answers().any(|a| matches!(a, Answer::OtherVersion { .. })) {
+            // Only when every replica answered is the version known to be gone; one that
+            // could not be asked may still hold it.
+            if answers().all(|a| matches!(a, Answer::OtherVersion { .. } | Answer::Missing { .. }))
+            {
+                ReadErrorKind::VersionGone
+            } else {
+                ReadErrorKind::AllFailed
+            }
         } else if answers().any(|a| matches!(a, Answer::Missing { .. })) {
             ReadErrorKind::NotFound
         } else {
@@ -308,7 +340,7 @@ mod tests {
                 }
             }
         };
-        run(health, config, &names, "k", send).await
+        run(health, config, &names, "k", Start::Fresh, send).await
     }
 
     fn health(n: usize, config: &ReadConfig) -> Mutex<Health> {
@@ -514,6 +546,62 @@ mod tests {
         assert_eq!(read(&h, &config, &fakes, &calls).await.unwrap().0, 1);
         // Without the shortcut the hedge would wait for the 20 ms percentile.
         assert!(started.elapsed() < 15 * MS, "{:?}", started.elapsed());
+    }
+
+    #[tokio::test]
+    async fn a_near_replica_slowed_by_one_stall_is_not_hedged_at_once() {
+        let mut config = config();
+        config.hedge = Hedge::AfterPercentile {
+            percentile: 90.0,
+            min_delay: 5 * MS,
+            min_samples: 5,
+        };
+        let h = health(2, &config);
+        for replica in [0, 1] {
+            for _ in 0..20 {
+                lock(&h).record(replica, None, 2 * MS, Instant::now());
+            }
+        }
+        // One stall: replica 0's average is now about 8 ms, above the 5 ms hedge delay, yet it
+        // is still near the other (within 1.5x + 20 ms).
+        lock(&h).record(0, None, 30 * MS, Instant::now());
+        assert!(lock(&h).latencies()[0].unwrap() > 5 * MS);
+        let calls = AtomicUsize::new(0);
+        let fakes = [Fake::Ok(MS), Fake::Ok(MS)];
+        assert_eq!(read(&h, &config, &fakes, &calls).await.unwrap().0, 0);
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            1,
+            "answered before the delay: no second request"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_hedged_read_does_not_start_at_a_distant_replica_without_a_token_to_hedge() {
+        let mut config = config();
+        config.hedge = Hedge::AfterPercentile {
+            percentile: 90.0,
+            min_delay: MS,
+            min_samples: 5,
+        };
+        config.budget = BudgetConfig {
+            capacity: 0.0,
+            per_request: 0.0,
+            per_second: 0.0,
+        };
+        let h = health(2, &config);
+        for _ in 0..20 {
+            lock(&h).record(1, None, 2 * MS, Instant::now());
+        }
+        lock(&h).record(0, None, 300 * MS, Instant::now());
+        let calls = AtomicUsize::new(0);
+        let fakes = [Fake::Ok(300 * MS), Fake::Ok(2 * MS)];
+        let started = Instant::now();
+        // Round-robin would start at the distant replica 0; with no token to hedge it at once
+        // the read would wait 300 ms there.
+        assert_eq!(read(&h, &config, &fakes, &calls).await.unwrap().0, 1);
+        assert!(started.elapsed() < 100 * MS, "{:?}", started.elapsed());
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
     }
 
     #[tokio::test]

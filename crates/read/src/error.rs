@@ -49,6 +49,11 @@ pub enum Answer {
         /// S3 error code.
         code: Option<String>,
     },
+    /// 412 to a read pinned to an ETag: this replica holds another version of the key now.
+    OtherVersion {
+        /// S3 error code.
+        code: Option<String>,
+    },
     /// 403, 400 or another 4xx: the caller's problem, the same at every replica.
     Rejected {
         /// HTTP status (0 when the request could not even be built).
@@ -117,6 +122,7 @@ impl fmt::Display for Answer {
             |code: &Option<String>| code.as_deref().map(|c| format!(" {c}")).unwrap_or_default();
         match self {
             Answer::Missing { code: c } => write!(f, "404{}", code(c)),
+            Answer::OtherVersion { code: c } => write!(f, "412{} (another version)", code(c)),
             Answer::Throttled { status, code: c } | Answer::ServerError { status, code: c } => {
                 write!(f, "{status}{}", code(c))
             }
@@ -161,6 +167,9 @@ pub enum ReadErrorKind {
     NotFound,
     /// A replica refused the request (403, 400): retrying elsewhere would not help.
     Rejected,
+    /// Resuming a body pinned to an ETag: every replica answered, and none holds that version
+    /// any more (412 or 404).
+    VersionGone,
 }
 
 /// A read that did not return the object, naming every replica and what it answered.
@@ -180,6 +189,7 @@ impl fmt::Display for ReadError {
             ReadErrorKind::AllFailed => "every replica failed",
             ReadErrorKind::NotFound => "no replica has the key",
             ReadErrorKind::Rejected => "the request was refused",
+            ReadErrorKind::VersionGone => "no replica still has the version being read",
         };
         write!(f, "{what} for {:?}: ", self.key)?;
         for (i, attempt) in self.attempts.iter().enumerate() {

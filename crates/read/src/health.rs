@@ -4,10 +4,10 @@ use std::time::{Duration, Instant};
 
 use crate::breaker::{Admission, Breaker};
 use crate::budget::RetryBudget;
-use crate::config::ReadConfig;
+use crate::config::{Hedge, ReadConfig};
 use crate::error::Answer;
 use crate::latency::{Ewma, Window};
-use crate::order::{Candidate, Rotation};
+use crate::order::{self, Candidate, Distance, ReplicaOrder, Rotation};
 
 /// Samples of time to first byte kept for the hedging percentile.
 const WINDOW: usize = 512;
@@ -55,15 +55,53 @@ impl Health {
     /// Starts a request: fills the budget and returns the order to try the replicas in.
     pub fn begin(&mut self, config: &ReadConfig, now: Instant) -> Vec<usize> {
         self.budget.deposit(now);
-        let candidates: Vec<Candidate> = self
-            .replicas
+        let candidates = self.candidates(now);
+        let mut order = self.rotation.order(&candidates, config.order);
+        // A hedged read that starts at a distant replica asks a near one at once (see
+        // `distance`); without a token for that second request it would wait for the distant
+        // one, so it starts at the nearest instead and the distant one waits its next turn.
+        if config.hedge != Hedge::Off
+            && order.len() > 1
+            && self.distance(order[0], config.order, now) == Distance::Distant
+            && !self.budget.can_withdraw(now)
+        {
+            order.rotate_left(1);
+        }
+        order
+    }
+
+    /// The order in which to ask for the rest of a body that broke at replica `cut`: the others
+    /// fastest first (open breakers last), then `cut` itself, since the break is the freshest
+    /// sign that it is unwell. Unlike `begin`, it neither turns the rotation nor fills the
+    /// budget: it is not a new request.
+    pub fn resume_order(&self, cut: usize, now: Instant) -> Vec<usize> {
+        let candidates = self.candidates(now);
+        let mut order: Vec<usize> = (0..candidates.len()).collect();
+        order.sort_by_key(|&i| {
+            (
+                i == cut,
+                candidates[i].open,
+                candidates[i].latency.unwrap_or(Duration::ZERO),
+                i,
+            )
+        });
+        order
+    }
+
+    fn candidates(&self, now: Instant) -> Vec<Candidate> {
+        self.replicas
             .iter()
             .map(|r| Candidate {
                 latency: r.latency.get(),
                 open: r.breaker.is_open(now),
             })
-            .collect();
-        self.rotation.order(&candidates, config.order)
+            .collect()
+    }
+
+    /// Whether the replica is near the fastest one, by the ordering's thresholds.
+    pub fn distance(&self, replica: usize, order: ReplicaOrder, now: Instant) -> Distance {
+        let fastest = order::fastest(&self.candidates(now));
+        order.distance(self.replicas[replica].latency.get(), fastest)
     }
 
     /// Asks the replica's breaker whether a request may go.
@@ -147,11 +185,6 @@ impl Health {
     /// Requests for which every replica failed, since the reader was made.
     pub fn all_failed_total(&self) -> u64 {
         self.all_failed_total
-    }
-
-    /// Average time to first byte of one replica.
-    pub fn latency(&self, replica: usize) -> Option<Duration> {
-        self.replicas[replica].latency.get()
     }
 
     /// Average time to first byte per replica.

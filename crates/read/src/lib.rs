@@ -28,6 +28,7 @@ pub mod metrics;
 pub mod order;
 mod reader;
 pub mod replica;
+pub mod resume;
 mod s3;
 
 pub use breaker::BreakerConfig;
@@ -36,6 +37,7 @@ pub use config::{Hedge, ReadConfig};
 pub use engine::Served;
 pub use error::{Answer, Attempt, ConfigError, MissingPolicy, ReadError, ReadErrorKind};
 pub use metrics::{Gauges, MetricsSink};
-pub use order::ReplicaOrder;
+pub use order::{Distance, ReplicaOrder};
 pub use reader::{ByteRange, MetricsTask, Reader};
 pub use replica::{parse_replicas, Replica};
+pub use resume::ResumeError;

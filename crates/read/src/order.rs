@@ -25,11 +25,14 @@ pub enum ReplicaOrder {
     },
 }
 
+const NEAR_FACTOR_PERCENT: u32 = 150;
+const NEAR_SLACK: Duration = Duration::from_millis(20);
+
 impl Default for ReplicaOrder {
     fn default() -> Self {
         ReplicaOrder::LatencyAware {
-            factor_percent: 150,
-            slack: Duration::from_millis(20),
+            factor_percent: NEAR_FACTOR_PERCENT,
+            slack: NEAR_SLACK,
             near_weight: 10,
         }
     }
@@ -89,35 +92,58 @@ impl Rotation {
     }
 }
 
-fn weights(candidates: &[Candidate], ordering: ReplicaOrder) -> Vec<i64> {
-    let fastest = candidates
+/// How far a replica is from the fastest one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Distance {
+    /// Within the ordering's factor and slack of the fastest replica, or not measured yet.
+    Near,
+    /// Slower than that: it keeps a small share of first attempts, and a hedged read that
+    /// starts there asks a near replica at once.
+    Distant,
+}
+
+impl ReplicaOrder {
+    /// Whether a replica whose average is `latency` is near the `fastest` one. Round-robin
+    /// ordering weighs every replica the same, but hedging still needs to tell a distant
+    /// replica from noise, so it uses the latency-aware default's thresholds.
+    pub fn distance(self, latency: Option<Duration>, fastest: Option<Duration>) -> Distance {
+        let (factor_percent, slack) = match self {
+            ReplicaOrder::LatencyAware {
+                factor_percent,
+                slack,
+                ..
+            } => (factor_percent, slack),
+            ReplicaOrder::RoundRobin => (NEAR_FACTOR_PERCENT, NEAR_SLACK),
+        };
+        match (latency, fastest) {
+            (Some(latency), Some(fastest)) if latency > fastest * factor_percent / 100 + slack => {
+                Distance::Distant
+            }
+            _ => Distance::Near,
+        }
+    }
+}
+
+/// The smallest average among replicas whose breaker is closed.
+pub fn fastest(candidates: &[Candidate]) -> Option<Duration> {
+    candidates
         .iter()
         .filter(|c| !c.open)
         .filter_map(|c| c.latency)
-        .min();
+        .min()
+}
+
+fn weights(candidates: &[Candidate], ordering: ReplicaOrder) -> Vec<i64> {
+    let fastest = fastest(candidates);
     candidates
         .iter()
         .map(|c| match (ordering, c.open) {
             (_, true) => 0,
             (ReplicaOrder::RoundRobin, false) => 1,
-            (
-                ReplicaOrder::LatencyAware {
-                    factor_percent,
-                    slack,
-                    near_weight,
-                },
-                false,
-            ) => {
-                let near = match (c.latency, fastest) {
-                    (Some(latency), Some(fastest)) => {
-                        latency <= fastest * factor_percent / 100 + slack
-                    }
-                    _ => true,
-                };
-                if near {
-                    i64::from(near_weight.max(1))
-                } else {
-                    1
+            (ReplicaOrder::LatencyAware { near_weight, .. }, false) => {
+                match ordering.distance(c.latency, fastest) {
+                    Distance::Near => i64::from(near_weight.max(1)),
+                    Distance::Distant => 1,
                 }
             }
         })

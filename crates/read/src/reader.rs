@@ -10,11 +10,15 @@ use aws_sdk_s3::operation::head_object::HeadObjectOutput;
 use aws_sdk_s3::Client;
 
 use crate::config::ReadConfig;
-use crate::engine::{self, lock, Served};
-use crate::error::{ConfigError, ReadError};
+use aws_sdk_s3::primitives::ByteStream;
+use aws_smithy_types::body::SdkBody;
+
+use crate::engine::{self, lock, Served, Start};
+use crate::error::{Answer, ConfigError, ReadError};
 use crate::health::Health;
 use crate::metrics::{self, Gauges, MetricsSink};
 use crate::replica::Replica;
+use crate::resume::{self, ResumingBody, Span};
 use crate::s3;
 
 /// Part of an object.
@@ -90,6 +94,13 @@ impl Reader {
     }
 
     /// GETs `key` (or part of it); the body streams from the replica that answered first.
+    ///
+    /// When the connection breaks while the body streams, the body asks for the rest itself,
+    /// from the next byte, pinned with `If-Match` to the ETag of the bytes already delivered:
+    /// the other replicas first, then the one that broke, each attempt paid from the retry
+    /// budget. If none can serve that version any more, the body ends with a [`ResumeError`]
+    /// naming what each replica answered. A response without an ETag or a length cannot be
+    /// pinned, so its body is handed over as it came.
     pub async fn get(
         &self,
         key: &str,
@@ -104,7 +115,63 @@ impl Reader {
                 .set_range(range.map(|r| r.to_string()));
             async move { request.send().await.map_err(s3::classify) }
         };
-        self.run(key, send).await
+        let mut served = self.run(key, Start::Fresh, send).await?;
+        let output = &mut served.output;
+        if let (Some(etag), Some(span)) = (output.e_tag().map(str::to_string), Span::of(output)) {
+            let body = std::mem::take(&mut output.body).into_inner();
+            let body = ResumingBody::new(self.clone(), key, &etag, served.index, span, body);
+            output.body = ByteStream::new(SdkBody::from_body_1_x(body));
+        }
+        Ok(served)
+    }
+
+    /// GETs `span` of version `etag` of `key`, checking that the answer is what was asked
+    /// for: a server that ignored `If-Match` or `Range` must not splice other bytes in.
+    pub(crate) async fn fetch_span(
+        &self,
+        key: &str,
+        span: Span,
+        etag: &str,
+        start: Start,
+    ) -> Result<Served<GetObjectOutput>, ReadError> {
+        let inner = &self.inner;
+        let range = format!("bytes={}-{}", span.first, span.last);
+        let range = range.as_str();
+        let send = |i: usize| {
+            let request = inner.clients[i]
+                .get_object()
+                .bucket(&inner.replicas[i].bucket)
+                .key(inner.replicas[i].key(key))
+                .range(range)
+                .if_match(etag);
+            async move {
+                let output = request.send().await.map_err(s3::classify)?;
+                if output.e_tag() != Some(etag) {
+                    return Err(Answer::OtherVersion {
+                        code: Some(format!("ETag {:?} despite If-Match", output.e_tag())),
+                    });
+                }
+                let answered = output.content_range().and_then(resume::parse_content_range);
+                if answered != Some(span) {
+                    return Err(Answer::Connection(format!(
+                        "answered {:?} to Range {range}",
+                        output.content_range()
+                    )));
+                }
+                Ok(output)
+            }
+        };
+        self.run(key, start, send).await
+    }
+
+    /// Notes that a body from `replica` broke: a replica failure, like a refused connection.
+    pub(crate) fn record_break(&self, replica: usize, cause: &str) {
+        lock(&self.inner.health).record(
+            replica,
+            Some(&Answer::Connection(format!("body broke: {cause}"))),
+            Duration::ZERO,
+            Instant::now(),
+        );
     }
 
     /// HEADs `key`: its size, ETag and headers, from the first replica that answers.
@@ -117,10 +184,10 @@ impl Reader {
                 .key(inner.replicas[i].key(key));
             async move { request.send().await.map_err(s3::classify) }
         };
-        self.run(key, send).await
+        self.run(key, Start::Fresh, send).await
     }
 
-    async fn run<T, F, Fut>(&self, key: &str, send: F) -> Result<Served<T>, ReadError>
+    async fn run<T, F, Fut>(&self, key: &str, start: Start, send: F) -> Result<Served<T>, ReadError>
     where
         T: Send,
         F: Fn(usize) -> Fut,
@@ -128,7 +195,7 @@ impl Reader {
     {
         let inner = &self.inner;
         let (index, output) =
-            engine::run(&inner.health, &inner.config, &inner.names, key, send).await?;
+            engine::run(&inner.health, &inner.config, &inner.names, key, start, send).await?;
         Ok(Served {
             index,
             replica: inner.names[index].clone(),

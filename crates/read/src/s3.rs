@@ -87,6 +87,8 @@ pub fn from_status(status: u16, code: Option<String>, message: Option<String>) -
     let code = code.or_else(|| reason(status).map(str::to_string));
     match status {
         404 => Answer::Missing { code },
+        // Only reads pinned with If-Match get it: the replica holds another version.
+        412 => Answer::OtherVersion { code },
         408 | 429 | 503 => Answer::Throttled { status, code },
         // A redirect means the replica's region is misconfigured: another replica may serve.
         300..=399 | 500..=599 => Answer::ServerError { status, code },
@@ -105,6 +107,7 @@ fn reason(status: u16) -> Option<&'static str> {
         400 => "Bad Request",
         403 => "Forbidden",
         404 => "Not Found",
+        412 => "Precondition Failed",
         408 => "Request Timeout",
         429 => "Too Many Requests",
         500 => "Internal Server Error",
@@ -116,8 +119,8 @@ fn reason(status: u16) -> Option<&'static str> {
 }
 
 /// The deepest cause of an error, which is where the useful words are
-/// ("Connection refused", "dns error").
-fn innermost(err: &(dyn std::error::Error + 'static)) -> String {
+/// ("Connection refused", "dns error", "connection closed before message completed").
+pub fn innermost(err: &(dyn std::error::Error + 'static)) -> String {
     let mut current: &(dyn std::error::Error + 'static) = err;
     let mut last = current.to_string();
     while let Some(source) = current.source() {
@@ -169,6 +172,10 @@ mod tests {
         assert!(matches!(
             from_status(400, None, None),
             Answer::Rejected { status: 400, .. }
+        ));
+        assert!(matches!(
+            from_status(412, None, None),
+            Answer::OtherVersion { .. }
         ));
         assert!(matches!(
             from_status(416, None, None),

@@ -2,18 +2,23 @@
 //!
 //! It listens on 127.0.0.1, forwards every request to an S3 server, and, per bucket (the first
 //! path segment: clients use path-style addressing), injects 500/503 responses, connection
-//! resets and added latency at chosen rates. It counts what it sees, so tests can assert which
-//! requests were made.
+//! resets and added latency at chosen rates, answers a chosen status (403 AccessDenied, say),
+//! or cuts response bodies short. It counts what it sees, so tests can assert which requests
+//! were made.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
+use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
+use hyper::body::{Frame, Incoming};
 use hyper::header::{HeaderName, CONNECTION, TRANSFER_ENCODING};
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
@@ -35,6 +40,32 @@ pub struct Rule {
     /// When set, the rule applies only to requests whose query string contains this text
     /// (for example `partNumber=2`); others pass untouched.
     pub only_query: Option<String>,
+    /// Every request is answered with this status and S3 error code instead of being
+    /// forwarded (after `down`, before the random faults).
+    pub reply: Option<ErrorReply>,
+    /// Successful GET answers are forwarded with their headers (the full Content-Length
+    /// included), but the connection is closed after this many body bytes, as when a
+    /// connection breaks while the body streams.
+    pub cut_body_after: Option<u64>,
+}
+
+/// An S3 error answer: status, code, and the XML body S3 sends with them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ErrorReply {
+    /// HTTP status, for example 403.
+    pub status: u16,
+    /// S3 error code, for example `AccessDenied`.
+    pub code: String,
+}
+
+impl ErrorReply {
+    /// The answer `status` with the S3 error `code`.
+    pub fn new(status: u16, code: &str) -> Self {
+        ErrorReply {
+            status,
+            code: code.to_string(),
+        }
+    }
 }
 
 /// One request the proxy saw.
@@ -52,6 +83,10 @@ pub struct Seen {
     pub create_only: bool,
     /// Whether a fault was injected instead of forwarding.
     pub faulted: bool,
+    /// The `Range` header, when there was one.
+    pub range: Option<String>,
+    /// The `If-Match` header, when there was one.
+    pub if_match: Option<String>,
 }
 
 #[derive(Default)]
@@ -162,8 +197,50 @@ impl std::error::Error for InjectedReset {}
 
 enum Fault {
     None(Duration),
-    Error(StatusCode, &'static str),
+    Error(StatusCode, String),
     Reset,
+}
+
+type ProxyBody = BoxBody<Bytes, InjectedReset>;
+
+/// The first bytes of a body, then an error: hyper closes the connection, and the client
+/// sees fewer bytes than the Content-Length it was promised.
+struct CutBody {
+    head: Option<Bytes>,
+    /// Hyper flushes what it holds only while the body is pending; an error right after the
+    /// first bytes would close the connection before the response head left.
+    flushed: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl CutBody {
+    fn new(head: Bytes) -> Self {
+        CutBody {
+            head: Some(head),
+            flushed: Box::pin(tokio::time::sleep(Duration::from_millis(50))),
+        }
+    }
+}
+
+impl hyper::body::Body for CutBody {
+    type Data = Bytes;
+    type Error = InjectedReset;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, InjectedReset>>> {
+        if let Some(head) = self.head.take().filter(|h| !h.is_empty()) {
+            return Poll::Ready(Some(Ok(Frame::data(head))));
+        }
+        match self.flushed.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Some(Err(InjectedReset))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+fn full(bytes: Bytes) -> ProxyBody {
+    Full::new(bytes).map_err(|never| match never {}).boxed()
 }
 
 async fn handle(
@@ -172,7 +249,7 @@ async fn handle(
     client: Client<HttpConnector, Full<Bytes>>,
     upstream: Arc<str>,
     random: Arc<AtomicU64>,
-) -> Result<Response<Full<Bytes>>, InjectedReset> {
+) -> Result<Response<ProxyBody>, InjectedReset> {
     let bucket = req
         .uri()
         .path()
@@ -182,7 +259,14 @@ async fn handle(
         .unwrap_or("")
         .to_string();
     let query = req.uri().query().unwrap_or("").to_string();
-    let fault = {
+    let header = |name: &str| {
+        req.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    let (range, if_match) = (header("range"), header("if-match"));
+    let (fault, cut) = {
         let mut state = state.lock().unwrap();
         let rule = state
             .rules
@@ -194,11 +278,19 @@ async fn handle(
         let fault = if !applies {
             Fault::None(Duration::ZERO)
         } else if rule.down {
-            Fault::Error(StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable")
+            Fault::Error(StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable".into())
+        } else if let Some(reply) = &rule.reply {
+            let status = StatusCode::from_u16(reply.status).unwrap_or_else(|_| {
+                panic!(
+                    "the fault proxy's reply status {} is not an HTTP status",
+                    reply.status
+                )
+            });
+            Fault::Error(status, reply.code.clone())
         } else if roll < rule.error_rate / 2.0 {
-            Fault::Error(StatusCode::INTERNAL_SERVER_ERROR, "InternalError")
+            Fault::Error(StatusCode::INTERNAL_SERVER_ERROR, "InternalError".into())
         } else if roll < rule.error_rate {
-            Fault::Error(StatusCode::SERVICE_UNAVAILABLE, "SlowDown")
+            Fault::Error(StatusCode::SERVICE_UNAVAILABLE, "SlowDown".into())
         } else if roll < rule.error_rate + rule.reset_rate {
             Fault::Reset
         } else {
@@ -214,8 +306,13 @@ async fn handle(
                 .get("if-none-match")
                 .is_some_and(|v| v.as_bytes() == b"*"),
             faulted: !matches!(fault, Fault::None(_)),
+            range,
+            if_match,
         });
-        fault
+        let cut = rule
+            .cut_body_after
+            .filter(|_| applies && req.method() == hyper::Method::GET);
+        (fault, cut)
     };
 
     let (mut parts, body) = req.into_parts();
@@ -234,7 +331,7 @@ async fn handle(
             return Ok(Response::builder()
                 .status(status)
                 .header("content-type", "application/xml")
-                .body(Full::new(Bytes::from(xml)))
+                .body(full(Bytes::from(xml)))
                 .expect("static response"));
         }
         Fault::None(latency) if !latency.is_zero() => tokio::time::sleep(latency).await,
@@ -262,7 +359,13 @@ async fn handle(
         .map(|b| b.to_bytes())
         .unwrap_or_default();
     strip_hop_by_hop(&mut parts.headers);
-    Ok(Response::from_parts(parts, Full::new(body)))
+    let body = match cut {
+        Some(after) if parts.status.is_success() && (after as usize) < body.len() => {
+            CutBody::new(body.slice(..after as usize)).boxed()
+        }
+        _ => full(body),
+    };
+    Ok(Response::from_parts(parts, body))
 }
 
 fn strip_hop_by_hop(headers: &mut hyper::HeaderMap) {
