@@ -3,7 +3,8 @@
 //! It listens on 127.0.0.1, forwards every request to an S3 server, and, per bucket (the first
 //! path segment: clients use path-style addressing), injects 500/503 responses, connection
 //! resets and added latency at chosen rates. It counts what it sees, so tests can assert which
-//! requests were made.
+//! requests were made, and how many were in flight at once, so benchmarks can tell whether a
+//! client keeps to its concurrency limit.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -57,6 +58,30 @@ struct State {
     rules: HashMap<String, Rule>,
     default_rule: Rule,
     seen: Vec<Seen>,
+    /// Requests received and not yet answered.
+    in_flight: usize,
+    /// The highest `in_flight` since it was last taken.
+    max_in_flight: usize,
+}
+
+/// Counts one request in flight from the moment the proxy has its head until the handler
+/// returns, whichever way it returns (answer, injected fault or reset).
+struct InFlight(Arc<Mutex<State>>);
+
+impl InFlight {
+    fn start(state: &Arc<Mutex<State>>) -> Self {
+        let mut s = state.lock().unwrap();
+        s.in_flight += 1;
+        s.max_in_flight = s.max_in_flight.max(s.in_flight);
+        InFlight(state.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let mut s = self.0.lock().unwrap();
+        s.in_flight -= 1;
+    }
 }
 
 /// A running proxy; it stops when dropped.
@@ -144,6 +169,22 @@ impl FaultProxy {
     pub fn take_seen(&self) -> Vec<Seen> {
         std::mem::take(&mut self.state.lock().unwrap().seen)
     }
+
+    /// Requests received and not yet answered, now.
+    pub fn in_flight(&self) -> usize {
+        self.state.lock().unwrap().in_flight
+    }
+
+    /// The most requests that were in flight at once since the last call (or since the start),
+    /// and starts counting again from the number in flight now. A request counts from the
+    /// moment the proxy has read its head until its answer is ready, added latency included:
+    /// what a client sees as one request outstanding.
+    pub fn take_max_in_flight(&self) -> usize {
+        let mut state = self.state.lock().unwrap();
+        let max = state.max_in_flight;
+        state.max_in_flight = state.in_flight;
+        max
+    }
 }
 
 /// The reason a connection is dropped on purpose.
@@ -171,6 +212,7 @@ async fn handle(
     upstream: Arc<str>,
     random: Arc<AtomicU64>,
 ) -> Result<Response<Full<Bytes>>, InjectedReset> {
+    let _in_flight = InFlight::start(&state);
     let bucket = req
         .uri()
         .path()
