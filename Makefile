@@ -3,7 +3,9 @@
 #   make unit      formatting, lints and every test that needs no server (the simulation too)
 #   make test      all of it: unit, simulation, integration against a local S3 server,
 #                  end-to-end through the Lambda runtime API, template tests
-#   make bench     figures: fan-out latency, memory, copy method
+#   make bench     figures: replicate latency and requests for 1..8 targets, multipart sources,
+#                  a batch's concurrency, memory, copy method, backfill against sync tools;
+#                  target/bench/results.json, target/bench/bench.svg (make bench-docs: README)
 #   make package   build the Lambda zips (arm64)
 
 VENV ?= .venv
@@ -45,11 +47,25 @@ test-e2e: setup
 test-local-s3: setup
 	$(VENV)/bin/python -m pytest -q -p no:cacheprovider tests/test_local_s3.py
 
+# Cargo's target directory (CARGO_TARGET_DIR when set), where the bench binaries are built.
+TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
+# Where the bench binaries write their JSON sections, merged by tests/bench_report.py.
+export BENCH_DIR ?= $(CURDIR)/target/bench
+BENCH_BIN := $(TARGET_DIR)/bench-build
+
+# Sections of an earlier run are removed first, so results.json holds this run's figures only.
 bench: setup
+	mkdir -p $(BENCH_DIR) && rm -f $(BENCH_DIR)/*.json
 	cargo build --profile bench-build -p integration --bin bench
-	$(LOCAL_S3) target/bench-build/bench
-	cargo build --profile bench-build -p integration --bin bench_read && $(LOCAL_S3) target/bench-build/bench_read
-	cargo build --profile bench-build -p s3fanout-sim --example bench_memory && target/bench-build/examples/bench_memory
-	$(PY) -m pip install --quiet --disable-pip-version-check -r tests/bench-requirements.txt && (command -v rclone >/dev/null || (apt-get update -qq && apt-get install -y -qq rclone)) && cargo build --profile bench-build -p s3fanout-cli -p integration --bin s3fanout --bin bench_backfill && $(LOCAL_S3) target/bench-build/bench_backfill
+	$(LOCAL_S3) $(BENCH_BIN)/bench
+	cargo build --profile bench-build -p integration --bin bench_read && $(LOCAL_S3) $(BENCH_BIN)/bench_read
+	cargo build --profile bench-build -p s3fanout-sim --example bench_memory && $(BENCH_BIN)/examples/bench_memory
+	$(PY) -m pip install --quiet --disable-pip-version-check -r tests/bench-requirements.txt && (command -v rclone >/dev/null || (apt-get update -qq && apt-get install -y -qq rclone)) && cargo build --profile bench-build -p s3fanout-cli -p integration --bin s3fanout --bin bench_backfill && $(LOCAL_S3) $(BENCH_BIN)/bench_backfill
+	python3 tests/bench_report.py --dir $(BENCH_DIR)
+
+# The README's figures and docs/bench.svg from the last `make bench`.
+.PHONY: bench-docs
+bench-docs:
+	python3 tests/bench_report.py --dir $(BENCH_DIR) --docs
 
 include infra/infra.mk

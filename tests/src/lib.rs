@@ -13,6 +13,8 @@ use aws_sdk_s3::Client;
 use s3fanout::{Clients, Config, Replicator, Target};
 use serde_json::{json, Value};
 
+pub mod bench;
+
 /// S3 clients for the local server, one per region.
 pub async fn clients() -> Clients {
     assert!(

@@ -4,7 +4,8 @@
 //! path segment: clients use path-style addressing), injects 500/503 responses, connection
 //! resets and added latency at chosen rates, answers a chosen status (403 AccessDenied, say),
 //! or cuts response bodies short. It counts what it sees, so tests can assert which requests
-//! were made.
+//! were made, and how many were in flight at once, so benchmarks can tell whether a client
+//! keeps to its concurrency limit.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -94,6 +95,30 @@ struct State {
     rules: HashMap<String, Rule>,
     default_rule: Rule,
     seen: Vec<Seen>,
+    /// Requests received and not yet answered.
+    in_flight: usize,
+    /// The highest `in_flight` since it was last taken.
+    max_in_flight: usize,
+}
+
+/// Counts one request in flight from the moment the proxy has its head until the handler
+/// returns, whichever way it returns (answer, injected fault or reset).
+struct InFlight(Arc<Mutex<State>>);
+
+impl InFlight {
+    fn start(state: &Arc<Mutex<State>>) -> Self {
+        let mut s = state.lock().unwrap();
+        s.in_flight += 1;
+        s.max_in_flight = s.max_in_flight.max(s.in_flight);
+        InFlight(state.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let mut s = self.0.lock().unwrap();
+        s.in_flight -= 1;
+    }
 }
 
 /// A running proxy; it stops when dropped.
@@ -181,6 +206,22 @@ impl FaultProxy {
     pub fn take_seen(&self) -> Vec<Seen> {
         std::mem::take(&mut self.state.lock().unwrap().seen)
     }
+
+    /// Requests received and not yet answered, now.
+    pub fn in_flight(&self) -> usize {
+        self.state.lock().unwrap().in_flight
+    }
+
+    /// The most requests that were in flight at once since the last call (or since the start),
+    /// and starts counting again from the number in flight now. A request counts from the
+    /// moment the proxy has read its head until its answer is ready, added latency included:
+    /// what a client sees as one request outstanding.
+    pub fn take_max_in_flight(&self) -> usize {
+        let mut state = self.state.lock().unwrap();
+        let max = state.max_in_flight;
+        state.max_in_flight = state.in_flight;
+        max
+    }
 }
 
 /// The reason a connection is dropped on purpose.
@@ -250,6 +291,7 @@ async fn handle(
     upstream: Arc<str>,
     random: Arc<AtomicU64>,
 ) -> Result<Response<ProxyBody>, InjectedReset> {
+    let _in_flight = InFlight::start(&state);
     let bucket = req
         .uri()
         .path()

@@ -4,27 +4,36 @@
 //!
 //! For each tool: the wall time of a full first run (its runs for the three targets added up,
 //! for the tools that sync one destination per run), a check that every target then holds every
-//! object, and the requests a second run over the synced buckets makes (which should copy
-//! nothing). Every tool runs with its default settings.
+//! object, the requests by kind and the most in flight at once, and the requests a second run
+//! over the synced buckets makes (which should copy nothing). Every tool runs with its default
+//! settings.
 //!
-//! `BENCH_OBJECTS` (default 5000, which keeps the whole comparison near 9 minutes on two cores;
-//! 10000 takes about 17) and `BENCH_LATENCY_MS` (default 10) change the workload; `BENCH_TOOLS`
-//! (comma-separated: s3fanout,aws,s5cmd,rclone) runs only some tools.
+//! The reference is the server's raw copy capacity: the bench itself sends one CopyObject per
+//! object and target, at the backfill's concurrency, through the same proxy, with nothing else
+//! (no listing, no read). A backfill can only approach it; `reference time / backfill time` is
+//! the share of that capacity it reaches. The figures are printed and written as the `backfill`
+//! section of `target/bench/results.json`.
+//!
+//! `BENCH_OBJECTS` (default 2000, which keeps the whole comparison near 7 minutes on two cores)
+//! and `BENCH_LATENCY_MS` (default 10) change the workload; `BENCH_TOOLS` (comma-separated:
+//! s3fanout,aws,s5cmd,rclone) runs only some tools.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use fault_proxy::{FaultProxy, Rule, Seen};
+use fault_proxy::{FaultProxy, Rule};
 use futures::StreamExt;
+use integration::bench::{env_number, write_section, Kinds};
 use integration::*;
+use serde_json::json;
 
 const TARGETS: usize = 3;
 const REGION: &str = "us-east-1";
 /// A run that takes longer is stopped and reported, so that the bench stays bounded.
 const RUN_LIMIT: Duration = Duration::from_secs(300);
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Tool {
     S3fanout,
     AwsCli,
@@ -100,65 +109,22 @@ fn which(name: &str) -> Option<PathBuf> {
     })
 }
 
-/// Requests of one run by kind.
-#[derive(Debug, Default, Clone, Copy)]
-struct Requests {
-    list: usize,
-    head: usize,
-    copy: usize,
-    other: usize,
-}
-
-impl Requests {
-    fn count(seen: &[Seen]) -> Self {
-        let mut r = Requests::default();
-        for s in seen {
-            if s.method == "PUT" && s.copy {
-                r.copy += 1;
-            } else if s.method == "HEAD" {
-                r.head += 1;
-            } else if s.method == "GET" && is_list(&s.query) {
-                r.list += 1;
-            } else {
-                r.other += 1;
-            }
-        }
-        r
-    }
-
-    fn total(&self) -> usize {
-        self.list + self.head + self.copy + self.other
-    }
-}
-
-/// ListObjectsV2 (`list-type=2`) or ListObjects v1, which every client sends with at least one
-/// of these parameters. The proxy does not record the object key, so a bare GET of an object
-/// could not be told from a bare v1 listing; none of the tools sends either here.
-fn is_list(query: &str) -> bool {
-    query.split('&').any(|pair| {
-        let name = pair.split('=').next().unwrap_or("");
-        matches!(
-            name,
-            "list-type" | "prefix" | "delimiter" | "marker" | "max-keys" | "start-after"
-        )
-    })
-}
-
 /// What one tool did.
 enum Row {
     Measured {
         first: Duration,
-        first_requests: Requests,
+        first_requests: Kinds,
+        first_in_flight: usize,
         complete: Vec<usize>,
         noop: Duration,
-        noop_requests: Requests,
+        noop_requests: Kinds,
     },
     Failed(String),
 }
 
 #[tokio::main]
 async fn main() {
-    let objects: usize = env_number("BENCH_OBJECTS", 5_000);
+    let objects: usize = env_number("BENCH_OBJECTS", 2_000);
     let latency_ms: u64 = env_number("BENCH_LATENCY_MS", 10) as u64;
     let only: Option<Vec<String>> = std::env::var("BENCH_TOOLS")
         .ok()
@@ -186,8 +152,21 @@ async fn main() {
     });
     let paths = Paths::find();
 
+    let concurrency = env_number(
+        s3fanout::core::config::vars::COPY_CONCURRENCY,
+        s3fanout::core::config::DEFAULT_CONCURRENCY,
+    );
     let mut rows = Vec::new();
+    let mut reference = None;
     for tool in tools {
+        // The reference runs just before the backfill, on the server as the backfill finds it.
+        if tool == Tool::S3fanout {
+            eprintln!(
+                "reference: {} CopyObject requests at concurrency {concurrency}...",
+                objects * TARGETS
+            );
+            reference = Some(raw_copies(&clients, &proxy, &direct, &source, concurrency).await);
+        }
         let mut targets = Vec::new();
         for _ in 0..TARGETS {
             let bucket = unique(&format!("bf{}", tool.id()));
@@ -205,44 +184,83 @@ async fn main() {
     println!("## Backfill: one bucket of {objects} small objects to {TARGETS} target buckets\n");
     println!(
         "Same local S3 server (moto), every request through one proxy adding {latency_ms} ms; \
-         tools at their default settings; objects/s = {TARGETS} x {objects} replicas / first-run \
-         time. The no-op run repeats the sync over the synced buckets.\n"
+         tools at their default settings; replicas/s = {TARGETS} x {objects} replicas / first-run \
+         time. The reference sends only the {} CopyObject requests, {concurrency} at a time. The \
+         no-op run repeats the sync over the synced buckets.\n",
+        TARGETS * objects
     );
     println!(
-        "| tool | first run (s) | objects/s | first-run requests | targets complete | \
-         no-op run (s) | no-op List | no-op HEAD | no-op copy | no-op other |"
+        "| tool | first run (s) | replicas/s | share of raw capacity | first-run requests (List / HEAD / copy / other) | \
+         most in flight | targets complete | no-op run (s) | no-op List | no-op HEAD | no-op copy | no-op other |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
+    let replicas = (TARGETS * objects) as f64;
+    let mut json_tools = Vec::new();
+    if let Some(r) = &reference {
+        println!(
+            "| raw CopyObject capacity (reference) | {:.1} | {:.0} | 1.00 | 0 / 0 / {} / 0 | {} | | | | | | |",
+            r.elapsed.as_secs_f64(),
+            replicas / r.elapsed.as_secs_f64(),
+            r.copies,
+            r.in_flight
+        );
+    }
     let mut rewrote_metadata = false;
+    let mut times = std::collections::HashMap::new();
     for (tool, row) in rows {
         match row {
-            Row::Failed(why) => println!("| {} | {why} | | | | | | | | |", tool.label()),
+            Row::Failed(why) => {
+                println!("| {} | {why} | | | | | | | | | | |", tool.label());
+                json_tools.push(json!({ "id": tool.id(), "label": tool.label(), "error": why }));
+            }
             Row::Measured {
                 first,
-                first_requests,
+                first_requests: f,
+                first_in_flight,
                 complete,
                 noop,
                 noop_requests: r,
             } => {
-                rewrote_metadata |= tool == Tool::Rclone && r.copy > 0;
+                rewrote_metadata |= tool == Tool::Rclone && r.copies() > 0.0;
+                times.insert(tool, first.as_secs_f64());
                 let all = complete.iter().all(|&n| n == objects);
-                let complete = if all {
+                let share = reference
+                    .as_ref()
+                    .map(|c| c.elapsed.as_secs_f64() / first.as_secs_f64());
+                let cell = if all {
                     format!("yes ({TARGETS} x {objects})")
                 } else {
                     format!("NO: {complete:?} of {objects}")
                 };
                 println!(
-                    "| {} | {:.1} | {:.0} | {} | {complete} | {:.1} | {} | {} | {} | {} |",
+                    "| {} | {:.1} | {:.0} | {} | {} / {} / {} / {} | {first_in_flight} | {cell} | {:.1} | {} | {} | {} | {} |",
                     tool.label(),
                     first.as_secs_f64(),
-                    (TARGETS * objects) as f64 / first.as_secs_f64(),
-                    first_requests.total(),
+                    replicas / first.as_secs_f64(),
+                    share.map(|s| format!("{s:.2}")).unwrap_or_default(),
+                    f.list,
+                    f.reads(),
+                    f.copies(),
+                    f.put + f.post + f.delete,
                     noop.as_secs_f64(),
                     r.list,
-                    r.head,
-                    r.copy,
-                    r.other
+                    r.reads(),
+                    r.copies(),
+                    r.put + r.post + r.delete,
                 );
+                json_tools.push(json!({
+                    "id": tool.id(), "label": tool.label(),
+                    "first_s": round(first.as_secs_f64()),
+                    "replicas_per_s": round(replicas / first.as_secs_f64()),
+                    "share_of_raw_capacity": share.map(round),
+                    "first_requests": f.json(),
+                    "first_requests_per_replica": f.per(replicas).json(),
+                    "max_in_flight": first_in_flight,
+                    "complete": all, "replicas_found": complete,
+                    "noop_s": round(noop.as_secs_f64()),
+                    "noop_requests": r.json(),
+                    "noop_listings_only": r.total() == r.list,
+                }));
             }
         }
     }
@@ -253,14 +271,120 @@ async fn main() {
              writes that metadata into replicas that lack it; they move no data."
         );
     }
+    let ratio = |a: Tool, b: Tool| match (times.get(&a), times.get(&b)) {
+        (Some(a), Some(b)) => Some(round(a / b)),
+        _ => None,
+    };
+    let vs_reference = match (&reference, times.get(&Tool::S3fanout)) {
+        (Some(r), Some(t)) => Some(round(r.elapsed.as_secs_f64() / t)),
+        _ => None,
+    };
+    let vs_s5cmd = ratio(Tool::S5cmd, Tool::S3fanout);
+    println!(
+        "\n- s3fanout backfill reaches {} of the raw copy capacity (goal: at least 0.9) and is {}x \
+         as fast as s5cmd sync per target (goal: at least 1.25x).",
+        vs_reference.map(|v| format!("{v:.2}")).unwrap_or("-".into()),
+        vs_s5cmd.map(|v| format!("{v:.2}")).unwrap_or("-".into()),
+    );
     println!();
+    write_section(
+        "backfill",
+        &json!({
+            "objects": objects, "targets": TARGETS, "latency_ms": latency_ms,
+            "concurrency": concurrency,
+            "reference": reference.as_ref().map(|r| json!({
+                "copies": r.copies, "seconds": round(r.elapsed.as_secs_f64()),
+                "replicas_per_s": round(replicas / r.elapsed.as_secs_f64()),
+                "max_in_flight": r.in_flight,
+            })),
+            "tools": json_tools,
+            "s3fanout_share_of_raw_capacity": vs_reference,
+            "s5cmd_time_over_s3fanout": vs_s5cmd,
+            "aws_time_over_s3fanout": ratio(Tool::AwsCli, Tool::S3fanout),
+            "rclone_time_over_s3fanout": ratio(Tool::Rclone, Tool::S3fanout),
+            "goal_share": 0.9, "goal_s5cmd": 1.25,
+        }),
+    );
 }
 
-fn env_number(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
+fn round(v: f64) -> f64 {
+    (v * 1000.0).round() / 1000.0
+}
+
+/// The raw copy capacity of the server behind the proxy.
+struct Reference {
+    copies: usize,
+    elapsed: Duration,
+    in_flight: usize,
+}
+
+/// Sends one CopyObject per source object and target, `concurrency` at a time, through the
+/// proxy, into fresh targets: the most a backfill of this bucket could do.
+async fn raw_copies(
+    clients: &s3fanout::Clients,
+    proxy: &FaultProxy,
+    direct: &aws_sdk_s3::Client,
+    source: &str,
+    concurrency: usize,
+) -> Reference {
+    let mut keys = Vec::new();
+    let mut pages = direct
+        .list_objects_v2()
+        .bucket(source)
+        .into_paginator()
+        .send();
+    while let Some(page) = pages.next().await {
+        let page = page.expect("list the source");
+        keys.extend(
+            page.contents()
+                .iter()
+                .filter_map(|o| o.key().map(str::to_string)),
+        );
+    }
+    let mut targets = Vec::new();
+    for _ in 0..TARGETS {
+        let bucket = unique("bfraw");
+        create_bucket(clients, &bucket, REGION).await;
+        targets.push(bucket);
+    }
+    let client = clients_via(&proxy.endpoint(), 3).await.for_region(REGION);
+    let jobs: Vec<(String, String)> = keys
+        .iter()
+        .flat_map(|k| targets.iter().map(move |t| (k.clone(), t.clone())))
+        .collect();
+    let copies = jobs.len();
+    proxy.take_seen();
+    proxy.take_max_in_flight();
+    let started = Instant::now();
+    futures::stream::iter(jobs)
+        .map(|(key, target)| {
+            let client = client.clone();
+            async move {
+                // The keys are plain ASCII without reserved characters: no encoding needed.
+                client
+                    .copy_object()
+                    .bucket(target)
+                    .key(&key)
+                    .copy_source(format!("{source}/{key}"))
+                    .send()
+                    .await
+                    .unwrap_or_else(|e| panic!("copy {key}: {e:?}"));
+            }
+        })
+        .buffer_unordered(concurrency)
+        .collect::<Vec<_>>()
+        .await;
+    let elapsed = started.elapsed();
+    // More requests than copies would be the SDK's retries: the server refused some.
+    let sent = proxy.take_seen().len();
+    if sent != copies {
+        eprintln!("reference: {sent} requests for {copies} copies (retries)");
+    }
+    Reference {
+        copies,
+        elapsed,
+        in_flight: proxy.take_max_in_flight(),
+    }
 }
 
 /// Puts `n` objects of a few hundred bytes, spread over a few prefixes, many at once.
@@ -300,11 +424,13 @@ async fn measure(
 ) -> Row {
     let endpoint = proxy.endpoint();
     proxy.take_seen();
+    proxy.take_max_in_flight();
     let first = match sync(tool, program, &endpoint, source, targets).await {
         Ok(elapsed) => elapsed,
         Err(why) => return Row::Failed(format!("first run failed: {why}")),
     };
-    let first_requests = Requests::count(&proxy.take_seen());
+    let first_requests = Kinds::count(&proxy.take_seen(), Some(source));
+    let first_in_flight = proxy.take_max_in_flight();
     let mut complete = Vec::new();
     for target in targets {
         complete.push(count(direct, target).await);
@@ -318,10 +444,11 @@ async fn measure(
         Ok(elapsed) => elapsed,
         Err(why) => return Row::Failed(format!("no-op run failed: {why}")),
     };
-    let noop_requests = Requests::count(&proxy.take_seen());
+    let noop_requests = Kinds::count(&proxy.take_seen(), Some(source));
     Row::Measured {
         first,
         first_requests,
+        first_in_flight,
         complete,
         noop,
         noop_requests,
