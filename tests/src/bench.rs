@@ -24,6 +24,9 @@ pub struct Kinds {
     pub copy: f64,
     /// UploadPartCopy.
     pub part_copy: f64,
+    /// CopyObject made only if the replica does not exist (`If-None-Match: *`), included in
+    /// `copy`: on a replica that exists S3 refuses it and nothing is written.
+    pub create_only: f64,
     /// PUT without a copy source: PutObject, PutObjectTagging, UploadPart.
     pub put: f64,
     /// POST: CreateMultipartUpload, CompleteMultipartUpload, DeleteObjects.
@@ -45,7 +48,12 @@ impl Kinds {
                 "GET" if is_list(query) => k.list += 1.0,
                 "GET" => k.get += 1.0,
                 "PUT" if s.copy && has_param(query, "partNumber") => k.part_copy += 1.0,
-                "PUT" if s.copy => k.copy += 1.0,
+                "PUT" if s.copy => {
+                    k.copy += 1.0;
+                    if s.create_only {
+                        k.create_only += 1.0;
+                    }
+                }
                 "PUT" => k.put += 1.0,
                 "POST" => k.post += 1.0,
                 "DELETE" => k.delete += 1.0,
@@ -97,6 +105,7 @@ impl Kinds {
             list: d(self.list),
             copy: d(self.copy),
             part_copy: d(self.part_copy),
+            create_only: d(self.create_only),
             put: d(self.put),
             post: d(self.post),
             delete: d(self.delete),
@@ -112,6 +121,7 @@ impl Kinds {
             list: self.list + o.list,
             copy: self.copy + o.copy,
             part_copy: self.part_copy + o.part_copy,
+            create_only: self.create_only + o.create_only,
             put: self.put + o.put,
             post: self.post + o.post,
             delete: self.delete + o.delete,
@@ -124,7 +134,8 @@ impl Kinds {
         let r = |v: f64| (v * 1000.0).round() / 1000.0;
         json!({
             "head": r(self.head), "get": r(self.get), "list": r(self.list),
-            "copy": r(self.copy), "part_copy": r(self.part_copy), "put": r(self.put),
+            "copy": r(self.copy), "part_copy": r(self.part_copy),
+            "create_only": r(self.create_only), "put": r(self.put),
             "post": r(self.post), "delete": r(self.delete),
             "reads": r(self.reads()), "copies": r(self.copies()), "other": r(self.others()),
             "total": r(self.total()), "on_source": r(self.on_source),

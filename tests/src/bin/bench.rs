@@ -287,8 +287,11 @@ async fn fan_out() -> Value {
             }
             let latency_only =
                 first.median().saturating_sub(bare.median()).as_secs_f64() / rtt.as_secs_f64();
-            // Any write on a duplicate is a copy made for nothing (tags included).
-            let dup_copies = duplicate.kinds.copies() + duplicate.kinds.put + duplicate.kinds.post;
+            // Any write on a duplicate is a copy made for nothing (tags included). A create-only
+            // copy writes nothing on a replica that exists, as on a duplicate every replica does.
+            let dup_copies = duplicate.kinds.copies() - duplicate.kinds.create_only
+                + duplicate.kinds.put
+                + duplicate.kinds.post;
             eprintln!(
                 "| {} | {n} | {:.0} ms | {:.2} ({:.2} from the added latency alone) | {} | {}, {} | {:.0} ms | {} |",
                 size_label(size),
