@@ -463,8 +463,10 @@ async fn multipart_source() -> Value {
         }));
     }
     eprintln!(
-        "\nEngine rule: single-part sources up to MULTIPART_THRESHOLD ({} MiB by default) by one \
-         CopyObject; the method the engine chose for each source is named above.\n",
+        "\nEngine rule: every source up to MULTIPART_THRESHOLD ({} MiB by default), multipart \
+         ones included, by one CopyObject (provenance then shows the replica current); above it \
+         a multipart source with its own part layout, so that its replica keeps the ETag. The \
+         method the engine chose for each source is named above.\n",
         s3fanout::core::config::DEFAULT_MULTIPART_THRESHOLD / MIB
     );
     json!({ "cases": cases })
