@@ -543,9 +543,14 @@ impl<S: Store> Replicator<S> {
                         at: replica_at,
                         method,
                         replaces,
-                        // An event's redelivery cleans up only after a large announced version.
+                        // An event's redelivery cleans up only after the announced version,
+                        // and only when it is above the threshold (a small source copied by
+                        // parts to keep its ETag has few parts to lose).
                         at_deadline: match job.purpose {
-                            Purpose::Replicate(_) if job.announced != Some(head.etag.as_str()) => {
+                            Purpose::Replicate(_)
+                                if job.announced != Some(head.etag.as_str())
+                                    || head.size <= self.config.multipart_threshold =>
+                            {
                                 AtDeadline::Abort
                             }
                             _ => AtDeadline::LeaveOpen,
