@@ -355,6 +355,8 @@ impl State {
             parts_count: None,
             // S3's Last-Modified header has whole seconds.
             last_modified_ms: Some(object.written_ms - object.written_ms % 1000),
+            checksum: None,
+            access: Default::default(),
         }
     }
 

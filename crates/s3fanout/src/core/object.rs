@@ -40,6 +40,11 @@ pub struct ObjectHead {
     pub parts_count: Option<u32>,
     /// When it was last written, in milliseconds since the Unix epoch (S3 gives whole seconds).
     pub last_modified_ms: Option<i64>,
+    /// Its full-object checksum, when it has one (`x-amz-checksum-*` with checksum mode on, of
+    /// type `FULL_OBJECT`); composite checksums of multipart uploads are not one.
+    pub checksum: Option<Checksum>,
+    /// Whether its bytes can be read (and so copied) now.
+    pub access: Access,
 }
 
 impl ObjectHead {
@@ -51,6 +56,61 @@ impl ObjectHead {
     /// The source ETag this object was copied from, when it is a replica.
     pub fn recorded_etag(&self) -> Option<&str> {
         provenance::recorded_etag(&self.metadata)
+    }
+}
+
+/// The algorithm of a full-object checksum: each is independent of the part layout and of the
+/// encryption, so equal values of one algorithm mean equal bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum ChecksumAlgorithm {
+    /// CRC-64/NVME, S3's default since December 2024.
+    Crc64Nvme,
+    /// CRC-32 of type `FULL_OBJECT`.
+    Crc32,
+    /// CRC-32C of type `FULL_OBJECT`.
+    Crc32C,
+}
+
+/// A full-object checksum as S3 reports it (base64).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checksum {
+    /// Which algorithm.
+    pub algorithm: ChecksumAlgorithm,
+    /// The value, base64 as S3 sends it.
+    pub value: String,
+}
+
+/// Whether an object's bytes can be read now: objects in GLACIER or DEEP_ARCHIVE, or in an
+/// archive tier of INTELLIGENT_TIERING, answer 403 `ObjectNotInActiveTierError` to
+/// CopyObject and UploadPartCopy until they are restored.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Access {
+    /// Readable.
+    #[default]
+    Ready,
+    /// Archived, and no restored copy is available (none asked for, or one in progress).
+    Archived,
+}
+
+impl Access {
+    /// From the headers of a HEAD: the storage class, `x-amz-restore` and
+    /// `x-amz-archive-status`. A restored copy (`ongoing-request="false"`) is readable.
+    pub fn from_headers(
+        storage_class: Option<&str>,
+        restore: Option<&str>,
+        archive_status: Option<&str>,
+    ) -> Self {
+        let restored = restore.is_some_and(|r| r.contains("ongoing-request=\"false\""));
+        let archived_class = matches!(storage_class, Some("GLACIER" | "DEEP_ARCHIVE"));
+        let archived_tier = matches!(
+            archive_status,
+            Some("ARCHIVE_ACCESS" | "DEEP_ARCHIVE_ACCESS")
+        );
+        if (archived_class || archived_tier) && !restored {
+            Access::Archived
+        } else {
+            Access::Ready
+        }
     }
 }
 
@@ -111,6 +171,39 @@ mod tests {
             Some(12)
         );
         assert_eq!(parts_in_etag("9b2cf535f27731c974343645a3985328"), None);
+    }
+
+    /// S3 API reference, HeadObject: `x-amz-restore` is `ongoing-request="true"` while a
+    /// restore runs and `ongoing-request="false", expiry-date="..."` once the copy is there;
+    /// `x-amz-archive-status` is `ARCHIVE_ACCESS` or `DEEP_ARCHIVE_ACCESS` for
+    /// Intelligent-Tiering's archive tiers.
+    #[test]
+    fn archived_objects_are_readable_only_once_restored() {
+        use Access::*;
+        assert_eq!(Access::from_headers(None, None, None), Ready);
+        assert_eq!(Access::from_headers(Some("STANDARD_IA"), None, None), Ready);
+        assert_eq!(Access::from_headers(Some("GLACIER_IR"), None, None), Ready);
+        assert_eq!(Access::from_headers(Some("GLACIER"), None, None), Archived);
+        assert_eq!(
+            Access::from_headers(Some("DEEP_ARCHIVE"), Some("ongoing-request=\"true\""), None),
+            Archived
+        );
+        assert_eq!(
+            Access::from_headers(
+                Some("GLACIER"),
+                Some("ongoing-request=\"false\", expiry-date=\"Fri, 21 Dec 2012 00:00:00 GMT\""),
+                None
+            ),
+            Ready
+        );
+        assert_eq!(
+            Access::from_headers(Some("INTELLIGENT_TIERING"), None, Some("ARCHIVE_ACCESS")),
+            Archived
+        );
+        assert_eq!(
+            Access::from_headers(Some("INTELLIGENT_TIERING"), None, None),
+            Ready
+        );
     }
 
     #[test]

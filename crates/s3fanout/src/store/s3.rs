@@ -16,7 +16,7 @@ use super::{
     SmallObject, Store, Upload, WriteCondition, SMALL_OBJECT_MAX_BYTES,
 };
 use crate::core::keys::copy_source;
-use crate::core::object::{ContentHeaders, Listed, ObjectHead, Tag};
+use crate::core::object::{Access, ContentHeaders, Listed, ObjectHead, Tag};
 use crate::core::outcome::Failure;
 use crate::core::provenance::bare_etag;
 
@@ -155,6 +155,12 @@ fn object_head(out: &HeadObjectOutput) -> ObjectHead {
         storage_class: out.storage_class().map(|c| c.as_str().to_string()),
         parts_count: out.parts_count().and_then(|n| u32::try_from(n).ok()),
         last_modified_ms: out.last_modified().and_then(|t| t.to_millis().ok()),
+        checksum: None,
+        access: Access::from_headers(
+            out.storage_class().map(|c| c.as_str()),
+            out.restore(),
+            out.archive_status().map(|a| a.as_str()),
+        ),
     }
 }
 
