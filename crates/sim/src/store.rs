@@ -169,6 +169,17 @@ struct State {
     /// The real bytes of objects written with `put_small_object`, by ETag (every other
     /// object's bytes are symbolic).
     small_bodies: BTreeMap<String, Vec<u8>>,
+    /// Failures scripted by a test: once `trigger` has taken effect, the next `count`
+    /// requests of `op` fail with 500.
+    scripted: Vec<Scripted>,
+}
+
+/// A failure a test asks for.
+#[derive(Debug)]
+struct Scripted {
+    trigger: Option<&'static str>,
+    op: &'static str,
+    count: u32,
 }
 
 /// The simulated S3.
@@ -210,6 +221,18 @@ impl State {
     }
 
     fn fault(&mut self, op: &str, place: &str) -> Fault {
+        if let Some(script) = self
+            .scripted
+            .iter_mut()
+            .find(|s| s.trigger.is_none() && s.op == op && s.count > 0)
+        {
+            script.count -= 1;
+            return Fault::Before(error(
+                500,
+                "InternalError",
+                format!("{op} {place}: InternalError (HTTP 500): scripted"),
+            ));
+        }
         if !self.rng.chance(self.faults.error_rate) {
             return Fault::None;
         }
@@ -486,6 +509,7 @@ impl SimStore {
                 next_upload: 0,
                 epoch: tokio::time::Instant::now(),
                 small_bodies: BTreeMap::new(),
+                scripted: Vec::new(),
             }),
         }
     }
@@ -503,6 +527,16 @@ impl SimStore {
                 ..Bucket::default()
             },
         );
+    }
+
+    /// Once a request of `trigger` has taken effect, the next `count` requests of `op` fail
+    /// with 500 InternalError before they take effect.
+    pub fn fail_after(&self, trigger: &'static str, op: &'static str, count: u32) {
+        self.lock().scripted.push(Scripted {
+            trigger: Some(trigger),
+            op,
+            count,
+        });
     }
 
     /// Changes the faults from now on.
@@ -743,6 +777,11 @@ impl SimStore {
                 let result = effect(state);
                 if result.is_ok() {
                     *state.applied.entry(op).or_default() += 1;
+                    for script in &mut state.scripted {
+                        if script.trigger == Some(op) {
+                            script.trigger = None;
+                        }
+                    }
                 }
                 result
             };

@@ -35,6 +35,11 @@ enum Phase {
     Finishing,
 }
 
+/// Further attempts of a read that checks a landed write, and the first pause between them
+/// (doubled each time).
+const CHECK_ATTEMPTS: u32 = 4;
+const CHECK_PAUSE: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// Reads and writes for one replica before the engine gives up on it settling (the source
 /// changing faster than it can be copied): the change is then retried.
 const MAX_STEPS: usize = 64;
@@ -251,6 +256,45 @@ impl<S: Store> Replicator<S> {
         deadline.bound(work).await
     }
 
+    /// A read, tried again in place when it checks a write that landed and fails transiently:
+    /// a backfill does not come back to a key it reported failed, so a write it made (which
+    /// may carry headers read before an in-place change of the source) must not be left
+    /// unchecked. Other reads fail at once; the change is retried as a whole.
+    async fn checking<T, F, Fut>(
+        &self,
+        phase: Phase,
+        deadline: &Deadline,
+        read: F,
+    ) -> Result<T, Failure>
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = Result<T, Failure>>,
+    {
+        let mut attempt = 0;
+        loop {
+            match read().await {
+                Err(failure)
+                    if phase == Phase::Finishing
+                        && failure.kind == FailureKind::Retryable
+                        && attempt < CHECK_ATTEMPTS =>
+                {
+                    attempt += 1;
+                    let pause = CHECK_PAUSE * 2u32.pow(attempt - 1);
+                    let slept = deadline
+                        .bound(async {
+                            tokio::time::sleep(pause).await;
+                            Ok(())
+                        })
+                        .await;
+                    if slept.is_err() {
+                        return Err(failure);
+                    }
+                }
+                other => return other,
+            }
+        }
+    }
+
     /// Applies all changes concurrently (bounded by the configured concurrency).
     pub async fn apply(&self, changes: &[Change]) -> Vec<ChangeReport> {
         self.apply_before(changes, &Deadline::none()).await
@@ -434,7 +478,11 @@ impl<S: Store> Replicator<S> {
                         Phase::Finishing => {
                             job.writes.gathered().await;
                             job.fresh_head
-                                .get(since, || self.read_source(job, phase, deadline))
+                                .get(since, || {
+                                    self.checking(phase, deadline, || {
+                                        self.read_source(job, phase, deadline)
+                                    })
+                                })
                                 .await
                         }
                         Phase::Starting => job
@@ -466,7 +514,9 @@ impl<S: Store> Replicator<S> {
                     }
                 }
                 Action::Read(Need::ReplicaHead) => {
-                    let read = self.call_in(phase, deadline, self.store.head(replica_at, None));
+                    let read = self.checking(phase, deadline, || {
+                        self.call_in(phase, deadline, self.store.head(replica_at, None))
+                    });
                     match read.await {
                         Ok(Some(head)) => replica = ReplicaSeen::Headed(Box::new(head)),
                         Ok(None) => replica = ReplicaSeen::Absent,
@@ -478,7 +528,9 @@ impl<S: Store> Replicator<S> {
                         job.writes.gathered().await;
                     }
                     let read = job.fresh_tags.get(since, || {
-                        self.call_in(phase, deadline, self.store.get_tags(job.source()))
+                        self.checking(phase, deadline, || {
+                            self.call_in(phase, deadline, self.store.get_tags(job.source()))
+                        })
                     });
                     match read.await {
                         Ok(tags) => source_tags = Some(tags),
@@ -487,7 +539,9 @@ impl<S: Store> Replicator<S> {
                     }
                 }
                 Action::Read(Need::ReplicaTags) => {
-                    let read = self.call_in(phase, deadline, self.store.get_tags(replica_at));
+                    let read = self.checking(phase, deadline, || {
+                        self.call_in(phase, deadline, self.store.get_tags(replica_at))
+                    });
                     match read.await {
                         Ok(tags) => replica_tags = Some(tags),
                         Err(failure) if failure.is_missing_object() => {
