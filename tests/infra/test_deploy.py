@@ -764,10 +764,17 @@ def test_eventbridge_rule(aws, full_stack, minimal_stack):
     assert rule["State"] == "ENABLED"
     # "Object Deleted" carries DeleteObject and lifecycle expirations alike
     # (detail.reason); a reason filter would drop the expirations. Deletes arrive whatever
-    # ReplicateDeletes says (a delete may make an older version current), and tag changes too.
+    # ReplicateDeletes says (a delete may make an older version current), tag changes too,
+    # and restores of archived objects, which can be copied only once restored.
     assert json.loads(rule["EventPattern"]) == {
         "source": ["aws.s3"],
-        "detail-type": ["Object Created", "Object Deleted", "Object Tags Added", "Object Tags Deleted"],
+        "detail-type": [
+            "Object Created",
+            "Object Deleted",
+            "Object Tags Added",
+            "Object Tags Deleted",
+            "Object Restore Completed",
+        ],
         "detail": {"bucket": {"name": [SOURCE]}},
     }
     [target] = events.list_targets_by_rule(Rule=rule_name)["Targets"]
@@ -798,6 +805,7 @@ def test_source_wiring_command(full_stack, minimal_stack, six_stack):
             "s3:ObjectRemoved:*",
             "s3:LifecycleExpiration:*",
             "s3:ObjectTagging:*",
+            "s3:ObjectRestore:Completed",
         ]
 
 

@@ -6,9 +6,11 @@ use std::time::Duration;
 
 use s3fanout::core::decide::{MAX_PARTS, MAX_PART_BYTES, MIN_PART_BYTES};
 use s3fanout::core::keys::MAX_KEY_BYTES;
-use s3fanout::core::object::{ContentHeaders, Listed, ObjectHead, Tag};
+use s3fanout::core::object::{
+    Access, Checksum, ChecksumAlgorithm, ContentHeaders, Listed, ObjectHead, Tag,
+};
 use s3fanout::store::{
-    CopyRequest, ListFrom, ListPage, ObjectAt, Part, PartCopyRequest, ReplicaAttributes,
+    CopyRange, CopyRequest, ListFrom, ListPage, ObjectAt, Part, PartCopyRequest, ReplicaAttributes,
     SmallObject, Upload, WriteCondition,
 };
 use s3fanout::{Failure, FailureKind, Store};
@@ -55,6 +57,8 @@ pub enum NoticeKind {
     Removed,
     /// `ObjectTagging:*`.
     Tagged,
+    /// `ObjectRestore:Completed`: a restored copy of an archived object can be read.
+    Restored,
 }
 
 /// An event notification a write to a notifying bucket produced.
@@ -89,6 +93,13 @@ pub struct NewObject {
     pub tags: Vec<Tag>,
     /// Storage class.
     pub storage_class: Option<String>,
+    /// Written under SSE-KMS (besides a bucket whose default encryption is KMS).
+    pub kms: bool,
+    /// Written before S3 stored a full-object checksum with every object.
+    pub without_checksum: bool,
+    /// For an object uploaded by parts: how long before it completes its upload was
+    /// initiated (its Last-Modified is then the initiation time).
+    pub initiated_ago: Duration,
 }
 
 impl NewObject {
@@ -123,8 +134,30 @@ pub struct SimObject {
     pub storage_class: Option<String>,
     /// Part sizes, for objects made by a multipart upload.
     pub parts: Option<Vec<u64>>,
-    /// When it was written (virtual milliseconds).
+    /// When it was written (virtual milliseconds): for an object completed by a multipart
+    /// upload, when that upload was initiated.
     pub written_ms: i64,
+    /// Encrypted under SSE-KMS: its ETag is not a digest of its bytes.
+    pub kms: bool,
+    /// Its full-object checksum (CRC64NVME), when it has one.
+    pub checksum: Option<String>,
+    /// Whether a restored copy of it can be read (archived storage classes only).
+    pub restored: bool,
+}
+
+impl SimObject {
+    /// Whether CopyObject and UploadPartCopy refuse it: archived and not restored.
+    pub fn archived(&self) -> bool {
+        matches!(
+            self.storage_class.as_deref(),
+            Some("GLACIER" | "DEEP_ARCHIVE")
+        ) && !self.restored
+    }
+}
+
+/// The full-object checksum of some bytes, symbolically: equal exactly when the bytes are.
+pub fn checksum_of(content: &Content) -> String {
+    format!("crc64nvme:{}", content.digest())
 }
 
 #[derive(Debug, Default)]
@@ -132,6 +165,8 @@ struct Bucket {
     objects: BTreeMap<String, SimObject>,
     uploads: BTreeMap<String, SimUpload>,
     notify: bool,
+    /// Default encryption SSE-KMS.
+    kms: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -143,6 +178,7 @@ struct SimUpload {
     storage_class: Option<String>,
     parts: BTreeMap<u32, (Content, String)>,
     initiated_ms: i64,
+    kms: bool,
 }
 
 #[derive(Debug)]
@@ -172,7 +208,16 @@ struct State {
     /// Failures scripted by a test: once `trigger` has taken effect, the next `count`
     /// requests of `op` fail with 500.
     scripted: Vec<Scripted>,
+    /// Whether two notifications of one key close in time may merge into one.
+    lose_notices: bool,
+    /// When each key's last notification was produced (virtual milliseconds), by bucket.
+    last_notice_ms: BTreeMap<(String, String), i64>,
+    /// Notifications lost to merging.
+    lost: u64,
 }
+
+/// Two writes of one key within this time may produce a single notification.
+const MERGE_WINDOW_MS: i64 = 50;
 
 /// A failure a test asks for.
 #[derive(Debug)]
@@ -267,8 +312,48 @@ impl State {
         }
     }
 
+    /// Announces a change, unless it merges with the key's previous notification: "If two
+    /// writes are made to a single non-versioned object at the same time, it is possible that
+    /// only a single event notification will be sent" (S3 user guide, "Amazon S3 Event
+    /// Notifications"). Either of the two may be the one left.
+    fn announce(&mut self, notice: Notice) {
+        let now = self.now_ms();
+        let place = (notice.bucket.clone(), notice.key.clone());
+        let previous = self.last_notice_ms.insert(place, now);
+        let racing = previous.is_some_and(|at| now - at <= MERGE_WINDOW_MS);
+        if self.lose_notices && racing {
+            let waiting = self
+                .notices
+                .iter()
+                .rposition(|n| n.bucket == notice.bucket && n.key == notice.key);
+            if let Some(index) = waiting {
+                self.lost += 1;
+                if self.rng.chance(0.5) {
+                    self.log(format!(
+                        "notification of s3://{}/{} lost (merged with the one before)",
+                        notice.bucket, notice.key
+                    ));
+                    return;
+                }
+                self.log(format!(
+                    "notification of s3://{}/{} lost (merged with the one after)",
+                    notice.bucket, notice.key
+                ));
+                self.notices.remove(index);
+            }
+        }
+        self.notices.push(notice);
+    }
+
     fn put_object(&mut self, bucket: &str, key: &str, mut object: SimObject) {
-        object.written_ms = self.now_ms();
+        self.put_object_at(bucket, key, {
+            object.written_ms = self.now_ms();
+            object
+        });
+    }
+
+    /// Stores an object whose Last-Modified is already set.
+    fn put_object_at(&mut self, bucket: &str, key: &str, object: SimObject) {
         let notice = Notice {
             kind: NoticeKind::Created,
             bucket: bucket.to_string(),
@@ -283,7 +368,7 @@ impl State {
         let notify = b.notify;
         b.objects.insert(key.to_string(), object);
         if notify {
-            self.notices.push(notice);
+            self.announce(notice);
         }
     }
 
@@ -294,7 +379,7 @@ impl State {
         };
         let existed = b.objects.remove(key).is_some();
         if b.notify {
-            self.notices.push(Notice {
+            self.announce(Notice {
                 kind: NoticeKind::Removed,
                 bucket: bucket.to_string(),
                 key: key.to_string(),
@@ -319,6 +404,23 @@ impl State {
     fn fresh_id(&mut self) -> u64 {
         self.next_id += 1;
         self.next_id
+    }
+
+    /// The ETag of a single-part write: the digest of its bytes, or under SSE-KMS a value that
+    /// is not, and differs on every write of the same bytes (S3 API reference, `Object`:
+    /// "Objects created by the PUT Object, POST Object, or Copy operation ... encrypted by
+    /// SSE-C or SSE-KMS, have ETags that are not an MD5 digest of their object data").
+    fn etag_for(&mut self, content: &Content, kms: bool) -> String {
+        if kms {
+            let id = self.fresh_id();
+            digest_of(&format!("kms-{id}"))
+        } else {
+            content.digest()
+        }
+    }
+
+    fn bucket_kms(&self, bucket: &str) -> bool {
+        self.buckets.get(bucket).is_some_and(|b| b.kms)
     }
 
     /// Another client writes or deletes a source object, between two of the engine's steps.
@@ -347,8 +449,10 @@ impl State {
             };
             let id = self.fresh_id();
             let content = Content::fresh(id, size);
+            let kms = self.bucket_kms(&bucket);
             let object = SimObject {
-                etag: content.digest(),
+                etag: self.etag_for(&content, kms),
+                checksum: Some(checksum_of(&content)),
                 content,
                 headers: ContentHeaders {
                     content_type: Some(format!("text/v{id}")),
@@ -359,6 +463,8 @@ impl State {
                 storage_class: None,
                 parts: None,
                 written_ms: 0,
+                kms,
+                restored: false,
             };
             self.log(format!(
                 "other client: put s3://{bucket}/{key} ({size} B, etag {})",
@@ -378,8 +484,15 @@ impl State {
             parts_count: None,
             // S3's Last-Modified header has whole seconds.
             last_modified_ms: Some(object.written_ms - object.written_ms % 1000),
-            checksum: None,
-            access: Default::default(),
+            checksum: object.checksum.as_ref().map(|value| Checksum {
+                algorithm: ChecksumAlgorithm::Crc64Nvme,
+                value: value.clone(),
+            }),
+            access: if object.archived() {
+                Access::Archived
+            } else {
+                Access::Ready
+            },
         }
     }
 
@@ -436,6 +549,13 @@ impl State {
                 412,
                 "PreconditionFailed",
                 format!("{op} {place}: PreconditionFailed (HTTP 412): x-amz-copy-source-if-match"),
+            ));
+        }
+        if object.archived() {
+            return Err(error(
+                403,
+                "ObjectNotInActiveTierError",
+                format!("{op} {place}: ObjectNotInActiveTierError (HTTP 403): The source object of the COPY action is not in the active tier and is only stored in Amazon S3 Glacier."),
             ));
         }
         Ok(object)
@@ -510,6 +630,9 @@ impl SimStore {
                 epoch: tokio::time::Instant::now(),
                 small_bodies: BTreeMap::new(),
                 scripted: Vec::new(),
+                lose_notices: false,
+                last_notice_ms: BTreeMap::new(),
+                lost: 0,
             }),
         }
     }
@@ -527,6 +650,51 @@ impl SimStore {
                 ..Bucket::default()
             },
         );
+    }
+
+    /// Makes SSE-KMS the default encryption of a bucket: every object written to it from now
+    /// on has an ETag that is not a digest of its bytes.
+    pub fn encrypt_by_default(&self, bucket: &str) {
+        if let Some(b) = self.lock().buckets.get_mut(bucket) {
+            b.kms = true;
+        }
+    }
+
+    /// Lets two notifications of one key produced within 50 ms merge into one, as S3 may.
+    pub fn lose_racing_notices(&self) {
+        self.lock().lose_notices = true;
+    }
+
+    /// Notifications lost to merging so far.
+    pub fn lost_notices(&self) -> u64 {
+        self.lock().lost
+    }
+
+    /// Restores an archived object, as `RestoreObject` does once the restore completes: a
+    /// copy can be read, and a notifying bucket announces `ObjectRestore:Completed`.
+    pub fn restore(&self, bucket: &str, key: &str) {
+        let mut state = self.lock();
+        state.log(format!("client: restore of s3://{bucket}/{key} completed"));
+        let sequencer = state.next_sequencer();
+        let Some(b) = state.buckets.get_mut(bucket) else {
+            return;
+        };
+        let notify = b.notify;
+        let Some(object) = b.objects.get_mut(key) else {
+            return;
+        };
+        object.restored = true;
+        let notice = Notice {
+            kind: NoticeKind::Restored,
+            bucket: bucket.to_string(),
+            key: key.to_string(),
+            etag: Some(object.etag.clone()),
+            size: object.content.len(),
+            sequencer,
+        };
+        if notify {
+            state.announce(notice);
+        }
     }
 
     /// Once a request of `trigger` has taken effect, the next `count` requests of `op` fail
@@ -567,10 +735,15 @@ impl SimStore {
             metadata,
             tags,
             storage_class,
+            kms,
+            without_checksum,
+            initiated_ago,
         } = new;
         let mut state = self.lock();
+        let kms = kms || state.bucket_kms(bucket);
         let id = state.fresh_id();
         let content = Content::fresh(id, size);
+        let multipart = parts.is_some_and(|p| p > 0);
         let (etag, parts) = match parts {
             Some(part) if part > 0 => {
                 let count = size.div_ceil(part).max(1);
@@ -580,14 +753,24 @@ impl SimStore {
                 let mut etags = String::new();
                 let mut at = 0;
                 for s in &sizes {
-                    etags.push_str(&content.range(at, at + s - 1).digest());
+                    let part = content.range(at, at + s - 1);
+                    etags.push_str(&state.etag_for(&part, kms));
                     at += s;
                 }
                 (format!("{}-{count}", digest_of(&etags)), Some(sizes))
             }
-            _ => (content.digest(), None),
+            _ => (state.etag_for(&content, kms), None),
+        };
+        // "Last-Modified ... for a multipart upload, is the date the upload was initiated"
+        // (public reports: treeverse/lakeFS issue 8303): an upload that began before another
+        // writer's request can complete after it with an older Last-Modified.
+        let initiated = if multipart {
+            initiated_ago.as_millis() as i64
+        } else {
+            0
         };
         let object = SimObject {
+            checksum: (!without_checksum).then(|| checksum_of(&content)),
             content,
             etag: etag.clone(),
             headers,
@@ -595,12 +778,15 @@ impl SimStore {
             tags,
             storage_class,
             parts,
-            written_ms: 0,
+            written_ms: state.now_ms() - initiated,
+            kms,
+            restored: false,
         };
         state.log(format!(
-            "client: put s3://{bucket}/{key} ({size} B, etag {etag})"
+            "client: put s3://{bucket}/{key} ({size} B, etag {etag}{})",
+            if kms { ", SSE-KMS" } else { "" }
         ));
-        state.put_object(bucket, key, object);
+        state.put_object_at(bucket, key, object);
         etag
     }
 
@@ -609,6 +795,10 @@ impl SimStore {
     pub fn roll_back(&self, bucket: &str, key: &str, older: NewObject) {
         self.put(bucket, key, older);
         let mut state = self.lock();
+        let last = state.notices.last();
+        if !last.is_some_and(|n| n.key == key && n.bucket == bucket) {
+            return;
+        }
         let Some(notice) = state.notices.pop() else {
             return;
         };
@@ -653,7 +843,7 @@ impl SimStore {
             sequencer,
         };
         if b.notify {
-            state.notices.push(notice);
+            state.announce(notice);
         }
     }
 
@@ -680,7 +870,9 @@ impl SimStore {
         ));
         object.headers = headers;
         object.metadata = metadata;
-        object.etag = object.content.digest();
+        let kms = object.kms || state.bucket_kms(bucket);
+        object.etag = state.etag_for(&object.content, kms);
+        object.kms = kms;
         object.parts = None;
         state.put_object(bucket, key, object);
     }
@@ -899,6 +1091,7 @@ impl Store for SimStore {
                         key: key.clone(),
                         etag: object.etag.clone(),
                         size: object.content.len(),
+                        storage_class: object.storage_class.clone(),
                     });
                 }
                 let next = more
@@ -937,8 +1130,11 @@ impl Store for SimStore {
             check_metadata(&request.attributes.metadata, "CopyObject")?;
             state.bucket(at.bucket, "CopyObject")?;
             state.check_condition(at.bucket, at.key, &request.condition, "CopyObject")?;
+            let kms = request.attributes.kms_key_id.is_some() || state.bucket_kms(at.bucket);
             let object = SimObject {
-                etag: source.content.digest(),
+                etag: state.etag_for(&source.content, kms),
+                // Computed afresh from the bytes copied (x-amz-checksum-algorithm).
+                checksum: Some(checksum_of(&source.content)),
                 content: source.content,
                 headers: request.attributes.headers.clone(),
                 metadata: request.attributes.metadata.clone(),
@@ -946,6 +1142,8 @@ impl Store for SimStore {
                 storage_class: request.attributes.storage_class.clone(),
                 parts: None,
                 written_ms: 0,
+                kms,
+                restored: false,
             };
             state.put_object(at.bucket, at.key, object);
             Ok(())
@@ -966,6 +1164,7 @@ impl Store for SimStore {
             state.next_upload += 1;
             let id = format!("upload-{}", state.next_upload);
             let initiated_ms = state.now_ms();
+            let kms = attributes.kms_key_id.is_some() || state.bucket_kms(at.bucket);
             let bucket = state.bucket(at.bucket, "CreateMultipartUpload")?;
             bucket.uploads.insert(
                 id.clone(),
@@ -977,6 +1176,7 @@ impl Store for SimStore {
                     storage_class: attributes.storage_class.clone(),
                     parts: BTreeMap::new(),
                     initiated_ms,
+                    kms,
                 },
             );
             Ok(id)
@@ -1022,8 +1222,26 @@ impl Store for SimStore {
                         format!("UploadPartCopy: a part of {len} bytes is above 5 GiB"),
                     ));
                 }
+                // "You can copy a range only if the source object is greater than 5 MB" (S3
+                // API reference, UploadPartCopy): read strictly, 5 MiB.
+                let whole = request.first == 0 && request.last + 1 == source.content.len();
+                if source.content.len() <= MIN_PART_BYTES && !(whole && request.range == CopyRange::WholeObject) {
+                    return Err(error(
+                        400,
+                        "InvalidRequest",
+                        format!(
+                            "UploadPartCopy: InvalidRequest (HTTP 400): a range of a source of {} bytes; ranges need a source larger than 5 MB",
+                            source.content.len()
+                        ),
+                    ));
+                }
                 let content = source.content.range(request.first, request.last);
-                let etag = content.digest();
+                let kms = state
+                    .buckets
+                    .get(at.bucket)
+                    .and_then(|b| b.uploads.get(request.upload_id))
+                    .is_some_and(|u| u.kms);
+                let etag = state.etag_for(&content, kms);
                 let bucket = state.bucket(at.bucket, "UploadPartCopy")?;
                 let upload = bucket.uploads.get_mut(request.upload_id).ok_or_else(|| {
                     error(
@@ -1105,16 +1323,22 @@ impl Store for SimStore {
             state.check_condition(at.bucket, at.key, condition, op)?;
             let object = SimObject {
                 etag: format!("{}-{}", digest_of(&etags), parts.len()),
+                // S3 adds its default full-object checksum to a multipart upload made without
+                // one (S3 API reference, `ObjectPart` / ChecksumCRC64NVME).
+                checksum: Some(checksum_of(&content)),
                 content,
                 headers: upload.headers,
                 metadata: upload.metadata,
                 tags: upload.tags,
                 storage_class: upload.storage_class,
                 parts: Some(sizes),
-                written_ms: 0,
+                // Last-Modified of a multipart object is when its upload was initiated.
+                written_ms: upload.initiated_ms,
+                kms: upload.kms,
+                restored: false,
             };
             state.bucket(at.bucket, op)?.uploads.remove(upload_id);
-            state.put_object(at.bucket, at.key, object);
+            state.put_object_at(at.bucket, at.key, object);
             Ok(())
         })
         .await
@@ -1243,8 +1467,10 @@ impl Store for SimStore {
             state.check_condition(at.bucket, at.key, condition, "PutObject")?;
             let id = state.fresh_id();
             let content = Content::fresh(id, body.len() as u64);
-            let etag = content.digest();
+            let kms = state.bucket_kms(at.bucket);
+            let etag = state.etag_for(&content, kms);
             state.small_bodies.insert(etag.clone(), body.to_vec());
+            let content_copy = content.clone();
             let object = SimObject {
                 content,
                 etag: etag.clone(),
@@ -1257,6 +1483,9 @@ impl Store for SimStore {
                 storage_class: None,
                 parts: None,
                 written_ms: 0,
+                checksum: Some(checksum_of(&content_copy)),
+                kms,
+                restored: false,
             };
             state.put_object(at.bucket, at.key, object);
             Ok(etag)

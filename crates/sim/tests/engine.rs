@@ -425,3 +425,101 @@ async fn a_backfill_checks_its_copy_again_when_the_check_fails() {
         store.object(SOURCE, "k").unwrap().content
     );
 }
+
+/// A copy by parts left open at a deadline is not resumed for another version of the source:
+/// a source completed by a multipart upload has the Last-Modified of when that upload began,
+/// older than the replica's upload although it replaced the source after it.
+#[tokio::test(start_paused = true)]
+async fn a_resumed_copy_by_parts_never_splices_two_versions() {
+    const MIB: u64 = 1024 * 1024;
+    let r = {
+        let store = SimStore::new(
+            3,
+            Faults {
+                max_latency: Duration::from_millis(40),
+                ..Faults::NONE
+            },
+        );
+        store.create_bucket(SOURCE, false);
+        store.create_bucket("rep-0", false);
+        let mut config = Config::new([SOURCE.to_string()], vec![target(0, "")]);
+        config.concurrency = 1;
+        config.multipart_threshold = 5 * MIB;
+        config.part_size = 5 * MIB;
+        Replicator::with_store(config, store)
+    };
+    let size = 200 * MIB;
+    let v1 = r.store().put(SOURCE, "k", NewObject::plain(size));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let first = Change::created(SOURCE, "k").with_etag(&v1);
+    let deadline = Deadline::after(Duration::from_millis(600), Duration::from_millis(100));
+    let report = r
+        .apply_before(std::slice::from_ref(&first), &deadline)
+        .await;
+    assert!(
+        report[0].targets[0].outcome.is_failure(),
+        "{:?}",
+        report[0].targets[0].outcome
+    );
+    assert_eq!(r.store().uploads("rep-0").len(), 1, "left open");
+    assert!(r.store().uploads("rep-0")[0].1 >= 1, "with parts of V1");
+    // V2, of the same size and part layout, from an upload initiated before the replica's.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let v2 = r.store().put(
+        SOURCE,
+        "k",
+        NewObject {
+            parts: Some(5 * MIB),
+            initiated_ago: Duration::from_secs(10),
+            ..NewObject::plain(size)
+        },
+    );
+    let second = Change::created(SOURCE, "k").with_etag(&v2);
+    let report = r.apply(std::slice::from_ref(&second)).await;
+    assert_eq!(report[0].targets[0].outcome, Outcome::Copied);
+    let replica = r.store().object("rep-0", "k").unwrap();
+    assert_eq!(
+        replica.content,
+        r.store().object(SOURCE, "k").unwrap().content,
+        "the replica holds V2 only"
+    );
+    assert!(r.store().uploads("rep-0").is_empty());
+}
+
+/// An EventBridge delete of `a+b.txt` while `a b.txt` exists: whichever way the service encodes
+/// the key, the replica of the deleted object goes and the other object's replica stays.
+#[tokio::test(start_paused = true)]
+async fn eventbridge_deletes_settle_each_spelling_on_its_own() {
+    let r = replicator(vec![target(0, "")], Faults::NONE);
+    let store = r.store();
+    for key in ["a+b.txt", "a b.txt"] {
+        store.put(SOURCE, key, NewObject::plain(3));
+        store.put("rep-0", key, NewObject::plain(3));
+    }
+    let deleted = |key: &str| {
+        json!({"source": "aws.s3", "detail-type": "Object Deleted", "region": "us-east-1",
+            "detail": {"bucket": {"name": SOURCE}, "object": {"key": key}}})
+    };
+    // The raw key `a+b.txt` is deleted; its decoded spelling `a b.txt` still exists.
+    store.remove(SOURCE, "a+b.txt");
+    invocation::handle(&r, &deleted("a+b.txt"), &Deadline::none())
+        .await
+        .unwrap();
+    assert!(
+        store.object("rep-0", "a+b.txt").is_none(),
+        "deleted replica"
+    );
+    assert!(store.object("rep-0", "a b.txt").is_some(), "kept replica");
+    // The other way: `a b.txt` deleted, delivered form-encoded as `a+b.txt`.
+    store.put(SOURCE, "a+b.txt", NewObject::plain(3));
+    store.put("rep-0", "a+b.txt", NewObject::plain(3));
+    store.remove(SOURCE, "a b.txt");
+    invocation::handle(&r, &deleted("a+b.txt"), &Deadline::none())
+        .await
+        .unwrap();
+    assert!(
+        store.object("rep-0", "a b.txt").is_none(),
+        "deleted replica"
+    );
+    assert!(store.object("rep-0", "a+b.txt").is_some(), "kept replica");
+}

@@ -13,7 +13,7 @@ use std::time::Duration;
 use super::change::ChangeKind;
 use super::config::Target;
 use super::keys::MAX_KEY_BYTES;
-use super::object::{parts_in_etag, Layout, ObjectHead, Tag};
+use super::object::{parts_in_etag, Access, Layout, ObjectHead, Tag};
 use super::provenance::{self, would_loop};
 
 /// S3's smallest part (but the last).
@@ -34,6 +34,8 @@ pub enum SourceSeen {
         etag: String,
         /// Size in bytes.
         size: u64,
+        /// Whether its storage class may be archived (only a HEAD tells).
+        may_be_archived: bool,
     },
     /// A listing did not show it; only a HEAD can confirm that it is gone.
     NotListed,
@@ -238,6 +240,9 @@ pub enum Settled {
     Different,
     /// Check: the replica has an object the source lacks.
     Extraneous,
+    /// The source is archived (GLACIER, DEEP_ARCHIVE, an Intelligent-Tiering archive tier)
+    /// and cannot be read until restored; its restore's event replicates it.
+    AwaitingRestore,
 }
 
 /// Why a replica cannot be written at all.
@@ -308,7 +313,7 @@ pub fn decide(
         SourceSeen::Unknown => return Action::Read(Need::SourceHead),
         SourceSeen::NotListed => return source_not_listed(purpose),
         SourceSeen::Absent => return source_absent(purpose, facts, rules),
-        SourceSeen::Listed { etag, size } => (etag.as_str(), *size),
+        SourceSeen::Listed { etag, size, .. } => (etag.as_str(), *size),
         SourceSeen::Headed(head) => {
             if !purpose.writes_nothing() && would_loop(&head.metadata, facts.bucket, facts.sources)
             {
@@ -345,17 +350,44 @@ pub fn decide(
             let same = replica.etag == etag && replica.size == size;
             // An in-place copy changes headers or metadata and keeps the ETag: when both sides
             // were read, they must match too.
-            let attributes = match facts.source {
-                SourceSeen::Headed(head) => same_attributes(head, replica),
-                _ => true,
+            let (attributes, bytes) = match facts.source {
+                SourceSeen::Headed(head) => {
+                    (same_attributes(head, replica), same_checksum(head, replica))
+                }
+                _ => (true, None),
             };
-            if (recorded || same) && attributes {
+            // Full-object checksums of one algorithm prove the bytes either way, whatever the
+            // ETags (SSE-KMS, part layouts) and the provenance say.
+            let content = bytes.unwrap_or(recorded || same);
+            if content && attributes {
                 return current;
+            }
+            // Only the source's checksum can tell (a replica under SSE-KMS without room for
+            // provenance, or one whose provenance the checksum may contradict).
+            let checkable = replica.checksum.is_some() && replica.size == size && !same;
+            if checkable && !matches!(facts.source, SourceSeen::Headed(_)) {
+                return Action::Read(Need::SourceHead);
             }
             Settled::Different
         }
     };
+    if let SourceSeen::Headed(head) = facts.source {
+        if head.access == Access::Archived {
+            return Action::Done(Settled::AwaitingRestore);
+        }
+    }
     if purpose.writes_nothing() {
+        // An archived source is counted apart, which only its HEAD tells.
+        let archived = matches!(
+            facts.source,
+            SourceSeen::Listed {
+                may_be_archived: true,
+                ..
+            }
+        );
+        if archived {
+            return Action::Read(Need::SourceHead);
+        }
         return Action::Done(drift);
     }
     let replica_key_bytes = replica_key.len();
@@ -420,6 +452,15 @@ fn same_tags(a: &[Tag], b: &[Tag]) -> bool {
     a.sort();
     b.sort();
     a == b
+}
+
+/// Whether two objects' full-object checksums prove their bytes equal (`Some(true)`) or
+/// different (`Some(false)`); `None` when either has none, or they use other algorithms.
+fn same_checksum(source: &ObjectHead, replica: &ObjectHead) -> Option<bool> {
+    match (&source.checksum, &replica.checksum) {
+        (Some(a), Some(b)) if a.algorithm == b.algorithm => Some(a.value == b.value),
+        _ => None,
+    }
 }
 
 /// Content headers and user metadata (provenance aside) equal on both sides.
@@ -564,7 +605,70 @@ mod tests {
         SourceSeen::Listed {
             etag: etag.into(),
             size,
+            may_be_archived: false,
         }
+    }
+
+    /// An archived source cannot be copied until restored: it waits, without a request, and a
+    /// verify tells it apart from a missing replica (a listing shows the storage class, a HEAD
+    /// whether it is restored).
+    #[test]
+    fn archived_sources_wait_for_their_restore() {
+        let mut frozen = head("e", 10);
+        frozen.storage_class = Some("GLACIER".into());
+        frozen.access = Access::Archived;
+        assert_eq!(
+            run(
+                CREATED,
+                S::Headed(Box::new(frozen.clone())),
+                R::Unknown,
+                Some("e")
+            ),
+            Done(Settled::AwaitingRestore)
+        );
+        assert_eq!(
+            run(
+                SYNC,
+                S::Headed(Box::new(frozen.clone())),
+                R::Absent,
+                Some("e")
+            ),
+            Done(Settled::AwaitingRestore)
+        );
+        let listed_archived = S::Listed {
+            etag: "e".into(),
+            size: 10,
+            may_be_archived: true,
+        };
+        assert_eq!(
+            run(Purpose::Check, listed_archived, R::Absent, Some("e")),
+            Read(Need::SourceHead)
+        );
+        assert_eq!(
+            run(
+                Purpose::Check,
+                S::Headed(Box::new(frozen.clone())),
+                R::Absent,
+                Some("e")
+            ),
+            Done(Settled::AwaitingRestore)
+        );
+        // A replica made before the object was archived is current all the same.
+        assert_eq!(
+            run(
+                CREATED,
+                S::Headed(Box::new(frozen)),
+                R::Headed(Box::new(head("e", 10))),
+                Some("e")
+            ),
+            Done(Settled::UpToDate)
+        );
+        let mut thawed = head("e", 10);
+        thawed.storage_class = Some("GLACIER".into());
+        assert_eq!(
+            run(CREATED, S::Headed(Box::new(thawed)), R::Unknown, Some("e")),
+            Copy(Method::Single, Replaces::Nothing)
+        );
     }
 
     fn run(

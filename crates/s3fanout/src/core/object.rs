@@ -123,6 +123,19 @@ pub struct Listed {
     pub etag: String,
     /// Size in bytes.
     pub size: u64,
+    /// Storage class (`None`: STANDARD).
+    pub storage_class: Option<String>,
+}
+
+impl Listed {
+    /// Whether the object may be archived, which only a HEAD can tell: GLACIER and
+    /// DEEP_ARCHIVE until restored, INTELLIGENT_TIERING in its archive tiers.
+    pub fn may_be_archived(&self) -> bool {
+        matches!(
+            self.storage_class.as_deref(),
+            Some("GLACIER" | "DEEP_ARCHIVE" | "INTELLIGENT_TIERING")
+        )
+    }
 }
 
 /// One tag.

@@ -194,6 +194,10 @@ pub enum Outcome {
     Different,
     /// Verify or dry run: the replica holds an object the source does not have.
     Extraneous,
+    /// Not copied yet: the source is archived and cannot be read until restored; the
+    /// restore's `ObjectRestore:Completed` event replicates it. Not a failure: retrying
+    /// before the restore cannot succeed.
+    AwaitingRestore,
     /// Not done; reported so that the event is delivered again (unless permanent).
     Failed(Failure),
 }
@@ -227,6 +231,7 @@ impl Outcome {
             Outcome::Missing => "missing",
             Outcome::Different => "different",
             Outcome::Extraneous => "extraneous",
+            Outcome::AwaitingRestore => "awaiting_restore",
             Outcome::Failed(failure) if failure.kind == FailureKind::Deferred => "deferred",
             Outcome::Failed(_) => "failed",
         }

@@ -11,12 +11,13 @@ use futures::stream::{self, StreamExt, TryStreamExt};
 use super::deadline::Deadline;
 use super::replicator::Replicator;
 use crate::core::config::Target;
-use crate::core::decide::{Method, Replaces};
+use crate::core::decide::{Method, Replaces, MIN_PART_BYTES};
 use crate::core::object::ObjectHead;
 use crate::core::outcome::{Failure, FailureKind};
 use crate::core::provenance;
 use crate::store::{
-    CopyRequest, ObjectAt, Part, PartCopyRequest, ReplicaAttributes, Store, WriteCondition,
+    CopyRange, CopyRequest, ObjectAt, Part, PartCopyRequest, ReplicaAttributes, Store,
+    WriteCondition,
 };
 
 /// What a copy by parts does with its upload when the deadline stops it.
@@ -76,9 +77,14 @@ pub(crate) enum CopyError {
     SourceChanged,
     /// The source object is gone.
     SourceGone,
+    /// The source was archived since it was read (403 `ObjectNotInActiveTierError`).
+    SourceArchived,
     /// The upload was completed or aborted by another invocation copying the same object:
     /// what the replica holds now must be read again.
     Superseded,
+    /// A resumed upload turned out to hold parts of another version of the source (its
+    /// upload recorded another source ETag): the replica, as read, must be copied again.
+    Spliced(Box<ObjectHead>),
     /// Anything else.
     Failed(Failure),
 }
@@ -89,6 +95,11 @@ impl From<Failure> for CopyError {
             CopyError::SourceChanged
         } else if failure.code.as_deref() == Some("NoSuchKey") {
             CopyError::SourceGone
+        } else if matches!(
+            failure.code.as_deref(),
+            Some("ObjectNotInActiveTierError" | "InvalidObjectState")
+        ) {
+            CopyError::SourceArchived
         } else if failure.is_missing_upload() {
             CopyError::Superseded
         } else {
@@ -234,10 +245,12 @@ impl Multipart<'_> {
                 Vec::new(),
             ),
         };
+        let resumed = !done.is_empty();
         let result = self
             .parts_and_complete(replicator, &upload_id, done, deadline)
             .await;
         match result {
+            Ok(()) if resumed => self.one_version(replicator, deadline).await,
             Ok(()) => Ok(()),
             Err(CopyError::Failed(failure))
                 if failure.kind == FailureKind::Deferred
@@ -258,6 +271,33 @@ impl Multipart<'_> {
         }
     }
 
+    /// Proves that a resumed upload, now complete, holds one version of the source: the
+    /// provenance it was created with names the ETag its new parts were pinned to. An upload's
+    /// Initiated time cannot prove it alone: a source completed by a multipart upload has the
+    /// Last-Modified of when that upload began, which may be older than the replica's upload
+    /// although it replaced the source after it (parts of both would then be spliced).
+    async fn one_version<S: Store>(
+        &self,
+        replicator: &Replicator<S>,
+        deadline: &Deadline,
+    ) -> Result<(), CopyError> {
+        let store = replicator.store();
+        let landed = replicator
+            .call_in_finishing(deadline, store.head(self.destination, None))
+            .await?;
+        match landed {
+            Some(head) if head.recorded_etag() == Some(provenance::bare_etag(self.etag)) => Ok(()),
+            Some(head) => {
+                tracing::warn!(bucket = %self.destination.bucket, key = %self.destination.key,
+                    recorded = head.recorded_etag().unwrap_or(""), source_etag = self.etag,
+                    "a resumed copy by parts held parts of another version; copied again");
+                Err(CopyError::Spliced(Box::new(head)))
+            }
+            // Replaced or deleted at once by another invocation: read again.
+            None => Err(CopyError::Superseded),
+        }
+    }
+
     /// An upload in progress for this source version and part size, with the parts it holds;
     /// uploads that cannot be resumed are aborted.
     async fn find_resumable<S: Store>(
@@ -271,8 +311,10 @@ impl Multipart<'_> {
             .call(deadline, store.list_uploads(self.destination))
             .await?;
         let mut found = None;
+        // Only provenance on the upload can prove which version its parts are of.
+        let provable = provenance::fits(&head.metadata, self.source.bucket, &head.etag);
         for upload in uploads {
-            if found.is_none() && resumable(upload.initiated_ms, head) {
+            if found.is_none() && provable && resumable(upload.initiated_ms, head) {
                 let parts = replicator
                     .call(
                         deadline,
@@ -362,6 +404,11 @@ impl Multipart<'_> {
                 part_number: number as u32,
                 first,
                 last,
+                range: if count == 1 && self.size <= MIN_PART_BYTES {
+                    CopyRange::WholeObject
+                } else {
+                    CopyRange::Bytes
+                },
             };
             let etag = replicator.call(deadline, store.copy_part(&request)).await?;
             self.progress.copied.fetch_add(1, Ordering::Relaxed);

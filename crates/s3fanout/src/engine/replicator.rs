@@ -234,6 +234,15 @@ impl<S: Store> Replicator<S> {
         self.call_in(Phase::Starting, deadline, work).await
     }
 
+    /// A read that checks a write which landed: it may start after the soft deadline.
+    pub(crate) async fn call_in_finishing<T>(
+        &self,
+        deadline: &Deadline,
+        work: impl Future<Output = Result<T, Failure>>,
+    ) -> Result<T, Failure> {
+        self.call_in(Phase::Finishing, deadline, work).await
+    }
+
     /// [`Replicator::call`] for a request of the given phase: reads that finish a write may
     /// start after the soft deadline (the margin leaves room for them), only the hard one
     /// bounds them.
@@ -339,6 +348,11 @@ impl<S: Store> Replicator<S> {
             .region
             .as_deref()
             .or_else(|| self.source_region(&change.bucket));
+        if let (ChangeKind::Removed, Some(alternate)) = (change.kind, &change.alternate_key) {
+            return self
+                .remove_both_spellings(change, alternate, region, targets, deadline, started)
+                .await;
+        }
         let (key, seen) = match self.spelling(change, region, deadline).await {
             Ok(resolved) => resolved,
             Err(failure) => {
@@ -374,6 +388,48 @@ impl<S: Store> Replicator<S> {
                 bytes,
                 ..report(&self.config, change, target, started, outcome)
             }
+        });
+        ChangeReport {
+            change: change.clone(),
+            targets: join_all(work).await,
+        }
+    }
+
+    /// A delete delivered with two spellings of its key: each spelling's replica is brought to
+    /// the source on its own (a replica whose spelling the source lacks goes, the other stays),
+    /// so that neither way the service may encode keys leaves a replica of a deleted object.
+    async fn remove_both_spellings(
+        &self,
+        change: &Change,
+        alternate: &str,
+        region: Option<&str>,
+        targets: &[&Target],
+        deadline: &Deadline,
+        started: Instant,
+    ) -> ChangeReport {
+        let purpose = Purpose::Replicate(ChangeKind::Removed);
+        let jobs = [change.key.as_str(), alternate].map(|key| {
+            Job::new(
+                purpose,
+                &change.bucket,
+                region,
+                key,
+                None,
+                SourceSeen::Unknown,
+            )
+        });
+        let work = targets.iter().map(|target| async {
+            let [delivered, decoded] = &jobs;
+            let (a, b) = futures::join!(
+                self.settle(delivered, target, ReplicaSeen::Unknown, deadline),
+                self.settle(decoded, target, ReplicaSeen::Unknown, deadline)
+            );
+            let outcome = match (a, b) {
+                (failed @ Outcome::Failed(_), _) | (_, failed @ Outcome::Failed(_)) => failed,
+                (_, Outcome::Deleted) => Outcome::Deleted,
+                (first, _) => first,
+            };
+            report(&self.config, change, target, started, outcome)
         });
         ChangeReport {
             change: change.clone(),
@@ -632,9 +688,23 @@ impl<S: Store> Replicator<S> {
                             create_refused = true;
                             continue;
                         }
-                        Err(CopyError::SourceChanged | CopyError::SourceGone) => {
+                        Err(
+                            CopyError::SourceChanged
+                            | CopyError::SourceGone
+                            | CopyError::SourceArchived,
+                        ) => {
                             // The source moved on since it was read: decide again from what
                             // it holds now (the replica may hold an older copy of this change).
+                            source = SourceSeen::Unknown;
+                            layout = None;
+                            phase = Phase::Finishing;
+                            since = Instant::now();
+                            continue;
+                        }
+                        Err(CopyError::Spliced(landed)) => {
+                            // What landed is known: decide from it (it differs, and is
+                            // copied again from scratch).
+                            replica = ReplicaSeen::Headed(landed);
                             source = SourceSeen::Unknown;
                             layout = None;
                             phase = Phase::Finishing;
@@ -842,13 +912,17 @@ impl<S: Store> Replicator<S> {
     }
 }
 
-/// What a replica written from `head` of `bucket` is known to hold (its own ETag aside).
+/// What a replica written from `head` of `bucket` is known to hold: the source's bytes as of
+/// its ETag (pinned by the copy), so it is named by that ETag and checksum whatever ETag S3
+/// gave the replica (under SSE-KMS, or without room for provenance, no other sign would show
+/// it current, and the check after the copy would copy again and again).
 fn copied(head: &ObjectHead, bucket: &str) -> ObjectHead {
     ObjectHead {
-        etag: String::new(),
+        etag: head.etag.clone(),
         size: head.size,
         headers: head.headers.clone(),
         metadata: provenance::replica_metadata(&head.metadata, bucket, &head.etag),
+        checksum: head.checksum.clone(),
         ..Default::default()
     }
 }
@@ -882,6 +956,7 @@ fn settled_outcome(purpose: Purpose, settled: Settled) -> Outcome {
         Settled::BothAbsent => Outcome::Deleted,
         Settled::Kept | Settled::Extraneous => Outcome::Extraneous,
         Settled::Missing => Outcome::Missing,
+        Settled::AwaitingRestore => Outcome::AwaitingRestore,
         Settled::Different => Outcome::Different,
     }
 }
@@ -905,6 +980,11 @@ fn report(
             source_bucket = %change.bucket, key = %change.key, target = %target.bucket,
             outcome = outcome.name(), kind = ?failure.kind, code = failure.code.as_deref().unwrap_or(""),
             error = %failure.message, duration_ms, "replication failed"
+        ),
+        Outcome::AwaitingRestore => tracing::warn!(
+            source_bucket = %change.bucket, key = %change.key, target = %target.bucket,
+            outcome = outcome.name(), duration_ms,
+            "not replicated yet: the object is archived; its restore's event replicates it"
         ),
         Outcome::IsReplica => tracing::warn!(
             source_bucket = %change.bucket, key = %change.key, target = %target.bucket,

@@ -170,6 +170,10 @@ async fn run_task<S: Store>(
                 "{line}: the source object does not exist; its replica was removed"
             )),
             Outcome::IsReplica => permanent.push(format!("{line}: the object is a replica")),
+            // Retrying cannot succeed before a restore; the report lists what to restore.
+            Outcome::AwaitingRestore => permanent.push(format!(
+                "{line}: the object is archived; restore it, and its ObjectRestore:Completed event replicates it"
+            )),
             _ => done.push(line),
         }
     }

@@ -233,6 +233,9 @@ fn kind_of_notification(name: &str) -> Option<ChangeKind> {
         Some(ChangeKind::Removed)
     } else if name.starts_with("ObjectTagging:") {
         Some(ChangeKind::Tagged)
+    } else if name == "ObjectRestore:Completed" {
+        // A restored copy of an archived object can now be copied.
+        Some(ChangeKind::Created)
     } else {
         None
     }
@@ -275,6 +278,7 @@ fn parse_eventbridge(value: &Value) -> Result<Option<Change>, EventError> {
         "Object Created" => ChangeKind::Created,
         "Object Deleted" => ChangeKind::Removed,
         "Object Tags Added" | "Object Tags Deleted" => ChangeKind::Tagged,
+        "Object Restore Completed" => ChangeKind::Created,
         other => {
             tracing::info!(
                 detail_type = other,

@@ -6,7 +6,9 @@
 //! - `DeferredCopies`: work the invocation's deadline stopped, delivered again: not a failure;
 //! - `ReplicationLatency` (ms): from the event's time to the replica written or deleted, one
 //!   value per object, so that CloudWatch computes percentiles over objects;
-//! - `BytesReplicated`: bytes of source content copied.
+//! - `BytesReplicated`: bytes of source content copied;
+//! - `AwaitingRestore`: objects not copied because they are archived (GLACIER, DEEP_ARCHIVE,
+//!   an Intelligent-Tiering archive tier) until restored; the restore's event copies them.
 
 use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -35,6 +37,7 @@ struct Tally {
     failed: u64,
     deferred: u64,
     refused: u64,
+    awaiting_restore: u64,
     bytes: u64,
     latencies: Vec<u64>,
 }
@@ -59,6 +62,7 @@ fn lines(reports: &[ChangeReport], timestamp: u64) -> Vec<String> {
                 Outcome::Failed(_) => tally.failed += 1,
                 // Not copied because the object is a replica of another configured source.
                 Outcome::IsReplica => tally.refused += 1,
+                Outcome::AwaitingRestore => tally.awaiting_restore += 1,
                 _ => {}
             }
         }
@@ -71,6 +75,7 @@ fn lines(reports: &[ChangeReport], timestamp: u64) -> Vec<String> {
             json!({"Name": "FailedCopies", "Unit": "Count"}),
             json!({"Name": "DeferredCopies", "Unit": "Count"}),
             json!({"Name": "RefusedLoops", "Unit": "Count"}),
+            json!({"Name": "AwaitingRestore", "Unit": "Count"}),
             json!({"Name": "BytesReplicated", "Unit": "Bytes"}),
         ];
         let mut first = json!({
@@ -79,6 +84,7 @@ fn lines(reports: &[ChangeReport], timestamp: u64) -> Vec<String> {
             "FailedCopies": tally.failed,
             "DeferredCopies": tally.deferred,
             "RefusedLoops": tally.refused,
+            "AwaitingRestore": tally.awaiting_restore,
             "BytesReplicated": tally.bytes,
         });
         if let Some(chunk) = chunks.next() {

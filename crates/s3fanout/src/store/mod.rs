@@ -80,6 +80,19 @@ pub struct PartCopyRequest<'a> {
     pub first: u64,
     /// Last byte (inclusive).
     pub last: u64,
+    /// Whether the request names the byte range.
+    pub range: CopyRange,
+}
+
+/// Whether a part copy names its byte range: "You can copy a range only if the source object
+/// is greater than 5 MB" (S3 API reference, UploadPartCopy), so a one-part copy of a smaller
+/// source copies the whole object without one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CopyRange {
+    /// `x-amz-copy-source-range: bytes=first-last`.
+    Bytes,
+    /// No range: the part is the whole source.
+    WholeObject,
 }
 
 /// A part of a multipart upload, as listed or as copied.

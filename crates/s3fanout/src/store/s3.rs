@@ -12,7 +12,7 @@ use aws_sdk_s3::Client;
 use super::clients::Clients;
 use super::s3_error::failure;
 use super::{
-    CopyRequest, ListFrom, ListPage, ObjectAt, Part, PartCopyRequest, ReplicaAttributes,
+    CopyRange, CopyRequest, ListFrom, ListPage, ObjectAt, Part, PartCopyRequest, ReplicaAttributes,
     SmallObject, Store, Upload, WriteCondition, SMALL_OBJECT_MAX_BYTES,
 };
 use crate::core::keys::copy_source;
@@ -255,6 +255,10 @@ impl Store for S3Store {
                 key: o.key().unwrap_or_default().to_string(),
                 etag: bare_etag(o.e_tag().unwrap_or_default()).to_string(),
                 size: o.size().unwrap_or_default().max(0) as u64,
+                storage_class: o
+                    .storage_class()
+                    .map(|c| c.as_str().to_string())
+                    .filter(|c| c != "STANDARD"),
             })
             .collect();
         let next = match page.is_truncated() {
@@ -328,7 +332,10 @@ impl Store for S3Store {
             .copy_source(copy_source(request.source.bucket, request.source.key, None))
             .copy_source_if_match(quoted(request.source_etag))
             .set_expected_source_bucket_owner(self.owner.clone())
-            .copy_source_range(format!("bytes={}-{}", request.first, request.last))
+            .set_copy_source_range(match request.range {
+                CopyRange::Bytes => Some(format!("bytes={}-{}", request.first, request.last)),
+                CopyRange::WholeObject => None,
+            })
             .send()
             .await
             .map_err(|err| failure(&err, "UploadPartCopy", &location(at)))?;

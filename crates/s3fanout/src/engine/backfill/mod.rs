@@ -147,6 +147,10 @@ pub struct TargetCounts {
     pub different: u64,
     /// Replica objects the source does not have (deleted only with `delete`).
     pub extraneous: u64,
+    /// Source objects in an archived storage class that the replica lacks: copied once
+    /// restored (`s3:ObjectRestore:Completed` replicates them).
+    #[serde(default)]
+    pub awaiting_restore: u64,
 }
 
 /// One noteworthy object.
@@ -588,6 +592,7 @@ impl<S: Store> Context<'_, S> {
                 SourceSeen::Listed {
                     etag: listed.etag.clone(),
                     size: listed.size,
+                    may_be_archived: listed.may_be_archived(),
                 },
                 Some(listed.etag.as_str()),
             ),
@@ -690,6 +695,10 @@ fn tally(
             Outcome::Missing => {
                 counts.missing += 1;
                 Some("missing".to_string())
+            }
+            Outcome::AwaitingRestore => {
+                counts.awaiting_restore += 1;
+                Some("awaiting restore: archived, copied once restored".to_string())
             }
             Outcome::Different => {
                 counts.different += 1;

@@ -125,13 +125,31 @@ fn eventbridge_keys_are_used_as_delivered() {
     assert_eq!(direct(&eb)[0].alternate_key, None);
 }
 
+/// An archived object can be copied once its restore completes (S3 user guide, "Event
+/// notification types": `s3:ObjectRestore:Completed`; EventBridge "Object Restore
+/// Completed"); the restore's start and the expiry of the restored copy change nothing.
 #[test]
-fn events_that_do_not_change_content_are_ignored() {
-    let restore = serde_json::json!({"Records":[{"eventName":"ObjectRestore:Completed",
-        "s3":{"bucket":{"name":"b"},"object":{"key":"k"}}}]});
-    assert!(direct(&restore).is_empty());
+fn restores_that_complete_replicate_the_object() {
+    let record = |name: &str| {
+        serde_json::json!({"Records":[{"eventName": name,
+            "s3":{"bucket":{"name":"b"},"object":{"key":"k","eTag":"e","size":3}}}]})
+    };
+    let completed = direct(&record("ObjectRestore:Completed"));
+    assert_eq!(completed[0].kind, ChangeKind::Created);
+    assert_eq!(completed[0].etag.as_deref(), Some("e"));
+    assert!(direct(&record("ObjectRestore:Post")).is_empty());
+    assert!(direct(&record("ObjectRestore:Delete")).is_empty());
     let mut eb = fixture("eventbridge-created.json");
     eb["detail-type"] = "Object Restore Completed".into();
+    assert_eq!(direct(&eb)[0].kind, ChangeKind::Created);
+    eb["detail-type"] = "Object Restore Initiated".into();
+    assert!(direct(&eb).is_empty());
+}
+
+#[test]
+fn events_that_do_not_change_content_are_ignored() {
+    let mut eb = fixture("eventbridge-created.json");
+    eb["detail-type"] = "Object Restore Expired".into();
     assert!(direct(&eb).is_empty());
     // Tag changes are changes: replicas take the new tags.
     eb["detail-type"] = "Object Tags Added".into();
