@@ -523,3 +523,84 @@ async fn eventbridge_deletes_settle_each_spelling_on_its_own() {
     );
     assert!(store.object("rep-0", "a+b.txt").is_some(), "kept replica");
 }
+
+/// A source whose user metadata leaves no room for provenance converges in one delivery,
+/// also when the target encrypts with SSE-KMS (the replica's ETag can then never match): the
+/// check after the copy knows what it wrote, and later deliveries and syncs recognise the
+/// replica by its full-object checksum.
+#[tokio::test(start_paused = true)]
+async fn a_source_without_room_for_provenance_converges_in_one_delivery() {
+    for kms in [false, true] {
+        let mut t = target(0, "");
+        t.kms_key_id = kms.then(|| "key".to_string());
+        let r = replicator(vec![t], Faults::NONE);
+        let store = r.store();
+        let mut full = NewObject::plain(1000);
+        full.metadata.insert("big".into(), "m".repeat(2040));
+        let etag = store.put(SOURCE, "k", full);
+        let change = Change::created(SOURCE, "k").with_etag(&etag);
+        let report = r.apply(std::slice::from_ref(&change)).await;
+        assert_eq!(report[0].targets[0].outcome, Outcome::Copied, "kms {kms}");
+        assert_eq!(store.applied()["CopyObject"], 1, "kms {kms}: one copy");
+        let replica = store.object("rep-0", "k").unwrap();
+        assert_eq!(replica.etag == etag, !kms, "kms {kms}");
+        // A duplicate and a sync write nothing.
+        let again = r.apply(std::slice::from_ref(&change)).await;
+        assert_eq!(again[0].targets[0].outcome, Outcome::UpToDate, "kms {kms}");
+        let summary = sync(&r, BackfillRequest::default(), 1000).await;
+        assert_eq!(summary.targets["rep-0"].up_to_date, 1, "kms {kms}");
+        assert_eq!(
+            store.applied()["CopyObject"],
+            1,
+            "kms {kms}: still one copy"
+        );
+    }
+}
+
+/// An archived source waits for its restore without failing the invocation; its
+/// `ObjectRestore:Completed` event copies it; a backfill and a verify count it apart.
+#[tokio::test(start_paused = true)]
+async fn archived_sources_are_replicated_when_their_restore_completes() {
+    let r = replicator(vec![target(0, "")], Faults::NONE);
+    let store = r.store();
+    let etag = store.put(
+        SOURCE,
+        "cold",
+        NewObject {
+            storage_class: Some("GLACIER".into()),
+            ..NewObject::plain(10)
+        },
+    );
+    let created = json!({"Records": [{"eventName": "ObjectCreated:Put",
+        "s3": {"bucket": {"name": SOURCE}, "object": {"key": "cold", "eTag": etag, "size": 10}}}]});
+    let out = invocation::handle(&r, &created, &Deadline::none())
+        .await
+        .expect("the invocation succeeds");
+    assert_eq!(out["outcomes"], json!({"awaiting_restore": 1}));
+    assert!(store.object("rep-0", "cold").is_none());
+    let summary = sync(&r, BackfillRequest::default(), 1000).await;
+    assert_eq!(summary.targets["rep-0"].awaiting_restore, 1);
+    assert_eq!(summary.targets["rep-0"].failed, 0);
+    let verify = backfill::handle_invocation(
+        &r,
+        &json!({"mode": "verify", "source_bucket": SOURCE}),
+        &Deadline::none(),
+    )
+    .await
+    .unwrap()
+    .0;
+    assert_eq!(
+        verify["targets"]["rep-0"]["awaiting_restore"], 1,
+        "{verify}"
+    );
+    assert_eq!(verify["targets"]["rep-0"]["missing"], 0, "{verify}");
+    store.restore(SOURCE, "cold");
+    let restored = json!({"Records": [{"eventName": "ObjectRestore:Completed",
+        "s3": {"bucket": {"name": SOURCE}, "object": {"key": "cold", "eTag": etag, "size": 10}}}]});
+    let out = invocation::handle(&r, &restored, &Deadline::none())
+        .await
+        .unwrap();
+    assert_eq!(out["outcomes"], json!({"copied": 1}));
+    let replica = store.object("rep-0", "cold").unwrap();
+    assert_eq!(replica.storage_class.as_deref(), Some("GLACIER"));
+}

@@ -1,0 +1,206 @@
+//! The simulator's own rules, each as S3 documents it: a behaviour the simulator lacks is a
+//! place where the simulation proves nothing.
+
+use std::time::Duration;
+
+use s3fanout::core::object::{Access, ChecksumAlgorithm};
+use s3fanout::store::{
+    CopyRange, CopyRequest, ObjectAt, PartCopyRequest, ReplicaAttributes, WriteCondition,
+};
+use s3fanout::Store;
+use s3fanout_sim::{checksum_of, Faults, NewObject, NoticeKind, SimStore};
+
+const MIB: u64 = 1024 * 1024;
+
+fn at<'a>(bucket: &'a str, key: &'a str) -> ObjectAt<'a> {
+    ObjectAt {
+        bucket,
+        region: None,
+        key,
+    }
+}
+
+fn attributes(kms: bool) -> ReplicaAttributes {
+    ReplicaAttributes {
+        headers: Default::default(),
+        metadata: Default::default(),
+        storage_class: None,
+        kms_key_id: kms.then(|| "key".to_string()),
+    }
+}
+
+fn store() -> SimStore {
+    let store = SimStore::new(1, Faults::NONE);
+    for bucket in ["src", "plain", "kms"] {
+        store.create_bucket(bucket, true);
+    }
+    store.encrypt_by_default("kms");
+    store
+}
+
+async fn copy(store: &SimStore, to: &str, kms: bool) -> Result<(), s3fanout::Failure> {
+    let etag = store.object("src", "k").unwrap().etag;
+    store
+        .copy_object(&CopyRequest {
+            source: at("src", "k"),
+            source_etag: &etag,
+            destination: at(to, "k"),
+            attributes: &attributes(kms),
+            condition: WriteCondition::Any,
+        })
+        .await
+}
+
+/// S3 API reference, `Object` / ETag: "Objects created by the PUT Object, POST Object, or Copy
+/// operation ... encrypted by SSE-C or SSE-KMS, have ETags that are not an MD5 digest of their
+/// object data"; SSE-S3 single-part objects keep the digest. The full-object checksum does not
+/// depend on the encryption ("Checking object integrity").
+#[tokio::test(start_paused = true)]
+async fn kms_etags_are_not_digests_and_differ_on_every_write() {
+    let store = store();
+    store.put("src", "k", NewObject::plain(100));
+    let source = store.object("src", "k").unwrap();
+    assert_eq!(source.etag, source.content.digest());
+    copy(&store, "plain", false).await.unwrap();
+    assert_eq!(store.object("plain", "k").unwrap().etag, source.etag);
+    copy(&store, "kms", false).await.unwrap();
+    let first = store.object("kms", "k").unwrap();
+    copy(&store, "plain", true).await.unwrap();
+    let keyed = store.object("plain", "k").unwrap();
+    copy(&store, "kms", false).await.unwrap();
+    let second = store.object("kms", "k").unwrap();
+    for replica in [&first, &keyed, &second] {
+        assert_ne!(replica.etag, source.etag);
+        assert!(replica.kms);
+        assert_eq!(replica.content, source.content);
+        assert_eq!(replica.checksum, Some(checksum_of(&source.content)));
+    }
+    assert_ne!(first.etag, second.etag, "another ETag for the same bytes");
+    let head = store.head(at("kms", "k"), None).await.unwrap().unwrap();
+    let checksum = head.checksum.unwrap();
+    assert_eq!(checksum.algorithm, ChecksumAlgorithm::Crc64Nvme);
+    assert_eq!(Some(checksum.value), source.checksum);
+}
+
+/// Objects written before S3 stored a checksum with every object have none.
+#[tokio::test(start_paused = true)]
+async fn old_objects_have_no_checksum() {
+    let store = store();
+    store.put(
+        "src",
+        "k",
+        NewObject {
+            without_checksum: true,
+            ..NewObject::plain(10)
+        },
+    );
+    let head = store.head(at("src", "k"), None).await.unwrap().unwrap();
+    assert_eq!(head.checksum, None);
+}
+
+/// The Last-Modified of an object completed by a multipart upload is when the upload was
+/// initiated (public reports: treeverse/lakeFS issue 8303), not when it completed.
+#[tokio::test(start_paused = true)]
+async fn multipart_objects_are_dated_by_their_upload_initiation() {
+    let store = store();
+    tokio::time::sleep(Duration::from_secs(100)).await;
+    store.put("src", "single", NewObject::plain(10));
+    store.put(
+        "src",
+        "parts",
+        NewObject {
+            parts: Some(5 * MIB),
+            initiated_ago: Duration::from_secs(30),
+            ..NewObject::plain(12 * MIB)
+        },
+    );
+    let single = store
+        .head(at("src", "single"), None)
+        .await
+        .unwrap()
+        .unwrap();
+    let parts = store.head(at("src", "parts"), None).await.unwrap().unwrap();
+    let (single, parts) = (
+        single.last_modified_ms.unwrap(),
+        parts.last_modified_ms.unwrap(),
+    );
+    assert_eq!(single - parts, 30_000, "written together, dated 30 s apart");
+}
+
+/// "If two writes are made to a single non-versioned object at the same time, it is possible
+/// that only a single event notification will be sent" (S3 user guide, "Amazon S3 Event
+/// Notifications"). Writes far apart are each announced.
+#[tokio::test(start_paused = true)]
+async fn racing_notifications_of_one_key_may_merge() {
+    let store = store();
+    store.lose_racing_notices();
+    store.put("src", "k", NewObject::plain(1));
+    store.put("src", "k", NewObject::plain(2));
+    store.put("src", "other", NewObject::plain(3));
+    let notices = store.take_notices();
+    assert_eq!(notices.iter().filter(|n| n.key == "k").count(), 1);
+    assert_eq!(notices.iter().filter(|n| n.key == "other").count(), 1);
+    assert_eq!(store.lost_notices(), 1);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    store.put("src", "k", NewObject::plain(4));
+    assert_eq!(store.take_notices().len(), 1, "a write later is announced");
+}
+
+/// CopyObject and UploadPartCopy of an object in GLACIER or DEEP_ARCHIVE answer 403
+/// `ObjectNotInActiveTierError` until it is restored (S3 API reference, CopyObject); HeadObject
+/// shows it; `s3:ObjectRestore:Completed` announces the restore (S3 user guide, "Event
+/// notification types").
+#[tokio::test(start_paused = true)]
+async fn archived_objects_are_copied_only_once_restored() {
+    let store = store();
+    store.put(
+        "src",
+        "k",
+        NewObject {
+            storage_class: Some("DEEP_ARCHIVE".into()),
+            ..NewObject::plain(10)
+        },
+    );
+    store.take_notices();
+    let head = store.head(at("src", "k"), None).await.unwrap().unwrap();
+    assert_eq!(head.access, Access::Archived);
+    let refused = copy(&store, "plain", false).await.unwrap_err();
+    assert_eq!(refused.status, Some(403));
+    assert_eq!(refused.code.as_deref(), Some("ObjectNotInActiveTierError"));
+    store.restore("src", "k");
+    let notices = store.take_notices();
+    assert_eq!(notices.len(), 1);
+    assert_eq!(notices[0].kind, NoticeKind::Restored);
+    let head = store.head(at("src", "k"), None).await.unwrap().unwrap();
+    assert_eq!(head.access, Access::Ready);
+    copy(&store, "plain", false).await.unwrap();
+}
+
+/// "You can copy a range only if the source object is greater than 5 MB" (S3 API reference,
+/// UploadPartCopy): a range of a smaller source is refused, the whole of it is not.
+#[tokio::test(start_paused = true)]
+async fn part_copies_of_small_sources_take_no_range() {
+    let store = store();
+    store.put("src", "k", NewObject::plain(MIB));
+    let etag = store.object("src", "k").unwrap().etag;
+    let upload = store
+        .create_upload(at("plain", "k"), &attributes(false), &[])
+        .await
+        .unwrap();
+    let part = |range| PartCopyRequest {
+        source: at("src", "k"),
+        source_etag: &etag,
+        destination: at("plain", "k"),
+        upload_id: &upload,
+        part_number: 1,
+        first: 0,
+        last: MIB - 1,
+        range,
+    };
+    let refused = store.copy_part(&part(CopyRange::Bytes)).await.unwrap_err();
+    assert_eq!(refused.code.as_deref(), Some("InvalidRequest"));
+    store
+        .copy_part(&part(CopyRange::WholeObject))
+        .await
+        .unwrap();
+}
