@@ -227,10 +227,10 @@ struct Scripted {
     count: u32,
 }
 
-/// The simulated S3.
-#[derive(Debug)]
+/// The simulated S3. Clones share one S3, as two deployments' clients do.
+#[derive(Debug, Clone)]
 pub struct SimStore {
-    state: Mutex<State>,
+    state: std::sync::Arc<Mutex<State>>,
 }
 
 enum Fault {
@@ -508,6 +508,12 @@ impl State {
         let place = format!("s3://{bucket}/{key}");
         match (condition, current) {
             (WriteCondition::Any, _) => Ok(()),
+            (WriteCondition::Exists, Some(_)) => Ok(()),
+            (WriteCondition::Exists, None) => Err(error(
+                404,
+                "NoSuchKey",
+                format!("{op} {place}: NoSuchKey (HTTP 404): If-Match: * on a missing key"),
+            )),
             (WriteCondition::Absent, None) => Ok(()),
             (WriteCondition::Absent, Some(_)) => Err(error(
                 412,
@@ -615,7 +621,7 @@ impl SimStore {
     /// A store whose randomness all comes from `seed`.
     pub fn new(seed: u64, faults: Faults) -> Self {
         SimStore {
-            state: Mutex::new(State {
+            state: std::sync::Arc::new(Mutex::new(State {
                 rng: Rng::new(seed),
                 faults,
                 buckets: BTreeMap::new(),
@@ -633,7 +639,7 @@ impl SimStore {
                 lose_notices: false,
                 last_notice_ms: BTreeMap::new(),
                 lost: 0,
-            }),
+            })),
         }
     }
 

@@ -390,6 +390,14 @@ pub fn decide(
         }
         return Action::Done(drift);
     }
+    // Two deployments replicating to each other: an object this target's own deployment
+    // copied here is never copied back to it, neither over the origin (which may have changed
+    // since) nor where the origin was deleted.
+    if let SourceSeen::Headed(head) = facts.source {
+        if provenance::recorded_bucket(&head.metadata) == Some(target.bucket.as_str()) {
+            return Action::Done(Settled::IsReplica);
+        }
+    }
     let replica_key_bytes = replica_key.len();
     if replica_key_bytes > MAX_KEY_BYTES {
         return Action::Refuse(Refusal::KeyTooLong {
@@ -832,6 +840,44 @@ mod tests {
         assert_eq!(
             run_with(CREATED, S::Absent, None, R::Unknown, None, &off),
             Done(Settled::SourceGone)
+        );
+    }
+
+    /// Two deployments that are each other's targets: what the other one copied here from
+    /// this target is left alone, current or not, present or not; the origin is never
+    /// rewritten by its own replica's deployment.
+    #[test]
+    fn copies_from_the_target_are_never_copied_back_to_it() {
+        let mut h = head("e", 10);
+        h.metadata.insert(SOURCE_ETAG.into(), "e0".into());
+        h.metadata.insert(SOURCE_BUCKET.into(), "rep".into());
+        for replica in [R::Unknown, R::Absent, replica_of("older", 10, "x")] {
+            assert_eq!(
+                run(
+                    CREATED,
+                    S::Headed(Box::new(h.clone())),
+                    replica.clone(),
+                    Some("e")
+                ),
+                Done(Settled::IsReplica),
+                "{replica:?}"
+            );
+        }
+        // The origin holds the same bytes: current.
+        let mut origin = head("e0", 10);
+        origin.checksum = Some(crate::core::object::Checksum {
+            algorithm: crate::core::object::ChecksumAlgorithm::Crc64Nvme,
+            value: "c".into(),
+        });
+        h.checksum = origin.checksum.clone();
+        assert_eq!(
+            run(
+                CREATED,
+                S::Headed(Box::new(h)),
+                R::Headed(Box::new(origin)),
+                Some("e")
+            ),
+            Done(Settled::UpToDate)
         );
     }
 

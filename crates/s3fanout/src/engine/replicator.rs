@@ -760,12 +760,7 @@ impl<S: Store> Replicator<S> {
                 }
                 Action::Delete => {
                     let writing = job.writes.start();
-                    let deleted = self
-                        .call(
-                            deadline,
-                            self.store.delete(replica_at, &WriteCondition::Any),
-                        )
-                        .await;
+                    let deleted = self.delete_replica(replica_at, deadline).await;
                     drop(writing);
                     if let Err(failure) = deleted {
                         return Outcome::Failed(failure);
@@ -799,6 +794,34 @@ impl<S: Store> Replicator<S> {
                 job.bucket, job.key
             ),
         ))
+    }
+
+    /// Deletes a replica only if it exists (`If-Match: *`): deleting a missing key would
+    /// announce a removal all the same, and two deployments that are each other's targets
+    /// would then send deletes of a key back and forth forever. A server that refuses
+    /// conditional deletes (501) gets a plain one.
+    async fn delete_replica(
+        &self,
+        replica_at: ObjectAt<'_>,
+        deadline: &Deadline,
+    ) -> Result<(), Failure> {
+        let deleted = self
+            .call(
+                deadline,
+                self.store.delete(replica_at, &WriteCondition::Exists),
+            )
+            .await;
+        match deleted {
+            Err(failure) if failure.is_missing_object() => Ok(()),
+            Err(failure) if failure.status == Some(501) => {
+                self.call(
+                    deadline,
+                    self.store.delete(replica_at, &WriteCondition::Any),
+                )
+                .await
+            }
+            other => other,
+        }
     }
 
     /// Cleans up what a settled replica no longer needs: uploads an earlier invocation left.

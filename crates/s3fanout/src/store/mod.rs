@@ -32,6 +32,9 @@ pub enum WriteCondition {
     Absent,
     /// Only if the object has this ETag (without quotes).
     Matches(String),
+    /// Only if an object exists under the key (`If-Match: *`, deletes only): a delete of a
+    /// missing key then answers 404 and announces nothing.
+    Exists,
 }
 
 /// What a replica is written with, besides its content.

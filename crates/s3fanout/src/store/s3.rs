@@ -126,6 +126,7 @@ macro_rules! with_condition {
             WriteCondition::Any => $request,
             WriteCondition::Absent => $request.if_none_match("*"),
             WriteCondition::Matches(etag) => $request.if_match(quoted(etag)),
+            WriteCondition::Exists => $request.if_match("*"),
         }
     }};
 }
@@ -458,6 +459,7 @@ impl Store for S3Store {
             .key(at.key);
         let builder = match condition {
             WriteCondition::Matches(etag) => builder.if_match(quoted(etag)),
+            WriteCondition::Exists => builder.if_match("*"),
             WriteCondition::Any | WriteCondition::Absent => builder,
         };
         builder
