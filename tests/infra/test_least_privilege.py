@@ -501,6 +501,8 @@ def _run(server: Server, binaries, tmp: Path, functions: list, consumers: list) 
            lambda: can_s3.put_object(Bucket=SOURCE, Key="docs/x.txt", Body=b"x"))
     denied(roles["canary"], "DeleteObject in the source outside _s3fanout-canary/",
            lambda: can_s3.delete_object(Bucket=SOURCE, Key="old/one.txt"))
+    denied(roles["canary"], "GetObject of a replica that is not a canary",
+           lambda: can_s3.get_object(Bucket=TARGET_WEST, Key="old/one.txt"))
     denied(roles["canary"], "PutObject to a replica",
            lambda: can_s3.put_object(Bucket=TARGET_WEST, Key="_s3fanout-canary/1", Body=b"x"))
     _wait(lambda: not _queue_depth(sqs_admin, queue_url), "the canary events", timeout=60)
@@ -535,6 +537,8 @@ def _is_expected_denial(role: str, record: dict) -> bool:
     if role in ("replicate", "backfill") and bucket == SOURCE and op in ("PutObject", "DeleteObject"):
         return True
     if role == "replicate" and op == "DeleteObject":
+        return True
+    if role == "canary" and bucket == TARGET_WEST and op == "GetObject" and "_s3fanout-canary/" not in record["path"]:
         return True
     if role == "canary" and op in ("PutObject", "DeleteObject") and not (
         bucket == SOURCE and record["path"].split("/", 2)[2].startswith("_s3fanout-canary/")
@@ -654,3 +658,38 @@ def test_grants_are_used(world):
         assert granted - used <= unreached[role], f"{role}: granted, never needed: {granted - used - unreached[role]}"
     deleting = _by_role(world)["replicate-deletes"]
     assert any(operation(r) == "DeleteObject" and r["status"] == 204 for r in deleting), deleting
+
+
+def test_what_the_lambda_service_does_with_the_roles(world):
+    """Requests the Lambda service makes under a role (logs, the backfill's self-invocation
+    and dead-letter queue, the Batch Operations invocation), and a condition moto does not
+    evaluate, judged on the deployed documents with the documented rules: moto checks Lambda
+    actions against resource `*` and runs no function without Docker, and ignores conditions
+    on s3:prefix."""
+    from iam_eval import Need
+
+    roles, outputs = world["roles"], world["stack"]["outputs"]
+    account = f"{REGION}:{ACCOUNT_ID}"
+    backfill_arn, replicate_arn = outputs["BackfillFunctionArn"], outputs["ReplicateFunctionArn"]
+    allows = {name: roles[name].policy.allows for name in roles}
+    assert allows["backfill"](Need("lambda:InvokeFunction", backfill_arn))
+    assert not allows["backfill"](Need("lambda:InvokeFunction", replicate_arn))
+    assert allows["batch"](Need("lambda:InvokeFunction", backfill_arn))
+    assert not allows["batch"](Need("lambda:InvokeFunction", replicate_arn))
+    assert allows["backfill"](Need("sqs:SendMessage", outputs["BackfillDeadLetterQueueArn"]))
+    assert not allows["backfill"](Need("sqs:SendMessage", outputs["QueueArn"]))
+    assert not allows["replicate"](Need("sqs:SendMessage", outputs["QueueArn"]))
+    for role, function in (("replicate", "lp-replicate"), ("backfill", "lp-backfill"), ("canary", "lp-canary")):
+        stream = f"arn:aws:logs:{account}:log-group:/aws/lambda/{function}:log-stream:2026/01/01/[$LATEST]0a"
+        other = f"arn:aws:logs:{account}:log-group:/aws/lambda/lp-other:log-stream:x"
+        for action in ("logs:CreateLogStream", "logs:PutLogEvents"):
+            assert allows[role](Need(action, stream)), (role, action)
+            assert not allows[role](Need(action, other)), (role, action)
+    # The canary lists only its own prefix of the source, reads only canaries of the replicas.
+    source = f"arn:aws:s3:::{SOURCE}"
+    assert allows["canary"](Need("s3:ListBucket", source, (("s3:prefix", "_s3fanout-canary/"),)))
+    for prefix in ("", "docs/", "_s3fanout-canary"):
+        assert not allows["canary"](Need("s3:ListBucket", source, (("s3:prefix", prefix),))), prefix
+    assert allows["canary"](Need("s3:GetObject", f"arn:aws:s3:::{TARGET_EU}/mirror/_s3fanout-canary/1"))
+    assert not allows["canary"](Need("s3:GetObject", f"arn:aws:s3:::{TARGET_WEST}/old/one.txt"))
+    assert not allows["canary"](Need("s3:GetObject", f"{source}/old/one.txt"))
