@@ -24,7 +24,6 @@ templates use; a condition on a key the request does not carry does not match.
 
 from __future__ import annotations
 
-import fnmatch
 import re
 from dataclasses import dataclass, field
 from urllib.parse import unquote
@@ -168,7 +167,7 @@ def _as_list(value) -> list:
 
 _CONDITIONS = {
     "StringEquals": lambda want, got: got == want,
-    "StringLike": lambda want, got: fnmatch.fnmatchcase(got, want),
+    "StringLike": lambda want, got: _matches(want, got),
     "ArnEquals": lambda want, got: got == want,
     "ArnLike": lambda want, got: _matches(want, got),
 }
