@@ -10,11 +10,18 @@ then on, each request is written to RECORD.jsonl as one JSON object: the access 
 it, method, path, query, the headers that decide which permissions S3 checks, the IAM action and
 resource moto checked, whether moto allowed it, and the HTTP status and error code answered.
 
-One difference from S3 is corrected here, for the same reason local_s3.py corrects others:
-moto checks HeadBucket against an action `s3:HeadBucket`, which IAM does not have; S3 checks
-`s3:ListBucket` ("To use this operation, you must have permissions to perform the
-s3:ListBucket action", S3 API reference, HeadBucket). A role granted s3:ListBucket would be
-refused every HeadBucket.
+Where moto departs from what AWS documents, it is corrected here, for the same reason
+local_s3.py corrects others:
+- moto checks HeadBucket against an action `s3:HeadBucket`, which IAM does not have; S3 checks
+  `s3:ListBucket` ("To use this operation, you must have permissions to perform the
+  s3:ListBucket action", S3 API reference, HeadBucket). A role granted s3:ListBucket would be
+  refused every HeadBucket.
+- moto checks Lambda's Invoke as `lambda:Invoke` on resource `*`; IAM's action is
+  `lambda:InvokeFunction` on the function's ARN (Service Authorization Reference, AWS Lambda),
+  so a grant on one function could never pass.
+- Invoke with `InvocationType: DryRun` runs the function in moto (which needs Docker); Lambda
+  only checks the parameters and "that the user or role has permission to invoke the
+  function" (Lambda API reference, Invoke) and answers 204.
 """
 
 from __future__ import annotations
@@ -24,7 +31,7 @@ import re
 import sys
 import threading
 from pathlib import Path
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, unquote
 
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent)]
@@ -35,11 +42,54 @@ exec(conftest._MOTO_SERVER_SHIM.replace("sys.exit(main())", ""))  # patches moto
 
 import local_s3  # noqa: E402,F401  (its corrections of moto's S3 apply on import)
 from moto import settings  # noqa: E402
+from moto.awslambda.responses import LambdaResponse  # noqa: E402
 from moto.core.authorization import ActionAuthenticatorMixin  # noqa: E402
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication  # noqa: E402
 from moto.s3 import responses as s3_responses  # noqa: E402
 
 s3_responses.ACTION_MAP["BUCKET"]["HEAD"]["DEFAULT"] = "ListBucket"
+
+
+def _is_invoke(response) -> bool:
+    return response.method == "POST" and response.path.rstrip("/").endswith("/invocations")
+
+
+def _invoke_resource(self) -> str:
+    if not _is_invoke(self):
+        return "*"
+    name = unquote(self.path.rstrip("/").rsplit("/", 2)[-2])
+    if name.startswith("arn:"):
+        return name
+    return f"arn:aws:lambda:{self.region}:{self.current_account}:function:{name}"
+
+
+def _authorize_invoke(original):
+    def authorize(self, resource="*"):
+        if _is_invoke(self):
+            self._get_action = lambda: "InvokeFunction"  # this request's instance only
+            try:
+                return original(self, resource)
+            finally:
+                del self._get_action
+        return original(self, resource)
+
+    return authorize
+
+
+def _dry_run(invoke):
+    def answer(self):
+        if self.headers.get("X-Amz-Invocation-Type") == "DryRun":
+            return 204, {"status": 204}, ""
+        return invoke(self)
+
+    return answer
+
+
+LambdaResponse._determine_resource = _invoke_resource
+LambdaResponse._authenticate_and_authorize_normal_action = _authorize_invoke(
+    LambdaResponse._authenticate_and_authorize_normal_action
+)
+LambdaResponse.invoke = _dry_run(LambdaResponse.invoke)
 
 # Headers that change which permissions S3 requires, or which say what a request was.
 RECORDED_HEADERS = (
