@@ -162,10 +162,12 @@ def _statements(documents: dict[str, dict]) -> list[dict]:
 
 
 def _binaries() -> dict[str, Path]:
-    subprocess.run(
-        ["cargo", "build", "--quiet", "-p", "replicate", "-p", "backfill", "-p", "canary", "--bins"],
-        cwd=ROOT, check=True,
+    # Its output is captured: a child sharing pytest's stdout may leave it non-blocking.
+    built = subprocess.run(
+        ["cargo", "build", "-p", "replicate", "-p", "backfill", "-p", "canary", "--bins"],
+        cwd=ROOT, capture_output=True, text=True,
     )
+    assert built.returncode == 0, built.stderr[-4000:]
     target = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
     if not target.is_absolute():
         target = ROOT / target
