@@ -7,15 +7,18 @@ conditions).
 allowed, as the S3 API reference states for that operation:
 
 - CopyObject and UploadPartCopy: `s3:PutObject` on the destination and `s3:GetObject` on the
-  source ("you must have read access to the source object and write access to the destination
-  bucket"); with tags copied or set, also `s3:GetObjectTagging` on the source and
-  `s3:PutObjectTagging` on the destination;
-- PutObject and CreateMultipartUpload with `x-amz-tagging`: also `s3:PutObjectTagging`;
+  source ("you must have s3:GetObject permission to read the source object that is being
+  copied ... s3:PutObject permission to write the object copy to the destination bucket");
+- PutObject with `x-amz-tagging`: also `s3:PutObjectTagging` ("To successfully set the tag-set
+  with your PutObject request, you must have the s3:PutObjectTagging"); the same is required
+  here of CreateMultipartUpload with tags, and of a CopyObject that copies tags
+  (`x-amz-tagging-directive: COPY`, the default), which also reads the source's tags
+  (`s3:GetObjectTagging`): stricter than the one permission stated, never looser;
 - a conditional write with `If-Match`: also `s3:GetObject` on the key;
 - HeadBucket: `s3:ListBucket`; ListObjectsV2: `s3:ListBucket` with the `s3:prefix` condition key;
 - HeadObject and GetObject that answer 404: also `s3:ListBucket` on the bucket ("If you don't
   have the s3:ListBucket permission, Amazon S3 returns an HTTP status code 403 Access Denied
-  error" for a missing key).
+  error" for a key that does not exist).
 
 `Policy(statements).allows(action, resource, context)` applies Allow and Deny statements with
 `Action`/`NotAction`, `Resource`/`NotResource` wildcards and the string conditions the
