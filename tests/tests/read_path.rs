@@ -10,7 +10,7 @@ use aws_sdk_s3::Client;
 use fault_proxy::{ErrorReply, FaultProxy, Rule, Seen};
 use s3fanout_read::{
     parse_replicas, Answer, ByteRange, MissingPolicy, ReadConfig, ReadErrorKind, Reader,
-    ReplicaOrder, ResumeError,
+    ReplicaOrder, ResumeError, RotationStart,
 };
 use serde_json::Value;
 
@@ -162,6 +162,7 @@ impl Replicas {
 fn round_robin() -> ReadConfig {
     ReadConfig {
         order: ReplicaOrder::RoundRobin,
+        start: RotationStart::At(0),
         ..ReadConfig::default()
     }
 }
@@ -244,6 +245,74 @@ async fn healthy_reads_start_at_every_replica() {
 
 #[tokio::test]
 #[ignore = "needs the local S3 server (make test)"]
+async fn the_first_reads_of_fresh_readers_start_at_every_replica() {
+    const READERS: usize = 120;
+    let replicas = Replicas::new().await;
+    replicas.put("first.txt", b"first", &[0, 1, 2]).await;
+    replicas.gets();
+    let mut firsts = [0usize; 3];
+    for _ in 0..READERS {
+        // One read per reader, as a program making one read per process does.
+        let reader = replicas.reader(ReadConfig::default()).await;
+        let served = reader.get("first.txt", None).await.unwrap();
+        firsts[served.index] += 1;
+        assert_eq!(
+            &served.output.body.collect().await.unwrap().into_bytes()[..],
+            b"first"
+        );
+    }
+    assert_eq!(
+        replicas.gets().iter().sum::<usize>(),
+        READERS,
+        "one GET each"
+    );
+    println!("first replica of {READERS} fresh readers: {firsts:?}");
+    // About 40 each (standard deviation 5); a fixed start would give [120, 0, 0].
+    assert!(firsts.iter().all(|&n| n >= 15), "{firsts:?}");
+
+    // A pinned start: every fresh reader takes the same turns.
+    for _ in 0..5 {
+        let reader = replicas
+            .reader(ReadConfig {
+                start: RotationStart::At(2),
+                ..ReadConfig::default()
+            })
+            .await;
+        let mut served = Vec::new();
+        for _ in 0..3 {
+            served.push(reader.get("first.txt", None).await.unwrap().index);
+        }
+        assert_eq!(served, [2, 0, 1]);
+    }
+}
+
+#[tokio::test]
+#[ignore = "needs the local S3 server (make test)"]
+async fn a_listed_order_reads_the_first_replica_and_fails_over_in_list_order() {
+    let replicas = Replicas::new().await;
+    replicas.put("listed.txt", b"listed", &[0, 1, 2]).await;
+    let listed = ReadConfig {
+        order: ReplicaOrder::Listed,
+        ..ReadConfig::default()
+    };
+    let reader = replicas.reader(listed.clone()).await;
+    replicas.gets();
+    for _ in 0..20 {
+        assert_eq!(body(&reader, "listed.txt").await, b"listed");
+    }
+    assert_eq!(replicas.gets(), [20, 0, 0]);
+    replicas.down(0);
+    let reader = replicas.reader(listed).await;
+    for _ in 0..8 {
+        let served = reader.get("listed.txt", None).await.unwrap();
+        assert_eq!(served.index, 1);
+    }
+    // Replica 0 is asked until its breaker opens (5 failures), replica 2 never.
+    assert_eq!(replicas.gets(), [5, 8, 0]);
+}
+
+#[tokio::test]
+#[ignore = "needs the local S3 server (make test)"]
 async fn one_region_down_every_read_succeeds_and_its_gauge_is_set() {
     let replicas = Replicas::new().await;
     replicas
@@ -322,10 +391,11 @@ async fn a_lagging_replica_404_fails_over_unless_told_not_to() {
     let strict = replicas
         .reader(ReadConfig {
             missing: MissingPolicy::Fail,
+            start: RotationStart::At(0),
             ..ReadConfig::default()
         })
         .await;
-    // Round-robin: the first read starts at replica 0, which does not have the key yet.
+    // The first read starts at replica 0, which does not have the key yet.
     let err = strict.get("lagging.txt", None).await.unwrap_err();
     assert_eq!((err.kind, err.attempts.len()), (ReadErrorKind::NotFound, 1));
     let err = reader.get("nobody-has-this", None).await.unwrap_err();

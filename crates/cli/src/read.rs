@@ -17,6 +17,13 @@ Replicas: READ_REPLICAS, comma-separated BUCKET@REGION[?prefix=..&endpoint=..] (
 percent-encoded); default: the SOURCE_BUCKETS entries (a bucket without @REGION is in AWS_REGION)
 followed by the REPLICA_TARGETS entries.
   READ_MISSING           failover (default: a 404 asks the next replica) or fail
+  READ_ORDER             which replica each read asks first:
+                           latency (default) replicas take turns, near ones more often
+                           round-robin       replicas take equal turns
+                           listed            always in the order listed: the first while it
+                                             answers, the others as backups in turn
+                         Turns begin at a replica drawn at random in each process, so that
+                         one `get` per request still spreads over every replica.
   READ_TIMEOUT_MS        time allowed for each replica's response head (default 5000)
   READ_HEDGE_PERCENTILE  ask the next replica too when the first is slower than this
                          percentile of recent reads (default: no hedging)

@@ -289,7 +289,7 @@ mod tests {
     use crate::breaker::BreakerConfig;
     use crate::budget::BudgetConfig;
     use crate::error::MissingPolicy;
-    use crate::order::ReplicaOrder;
+    use crate::order::{ReplicaOrder, RotationStart};
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::time::Duration;
 
@@ -302,6 +302,7 @@ mod tests {
     fn config() -> ReadConfig {
         ReadConfig {
             order: ReplicaOrder::RoundRobin,
+            start: RotationStart::At(0),
             ..ReadConfig::default()
         }
     }
