@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use aws_sdk_s3::primitives::ByteStream;
-use aws_sdk_s3::types::{BucketLocationConstraint, CreateBucketConfiguration};
+use aws_sdk_s3::types::{BucketLocationConstraint, CreateBucketConfiguration, StorageClass};
 use aws_sdk_s3::Client;
 use fault_proxy::{ErrorReply, FaultProxy, Rule, Seen};
 use s3fanout_read::{
@@ -87,6 +87,21 @@ impl Replicas {
                 .await
                 .unwrap();
         }
+    }
+
+    /// Puts `body` under `key` in replica `i`, in the archive storage class `class`: the
+    /// server refuses to GET it as S3 does until it is restored.
+    async fn put_archived(&self, key: &str, body: &[u8], i: usize, class: StorageClass) {
+        client(REGIONS[i])
+            .await
+            .put_object()
+            .bucket(&self.buckets[i])
+            .key(key)
+            .body(ByteStream::from(body.to_vec()))
+            .storage_class(class)
+            .send()
+            .await
+            .unwrap();
     }
 
     fn list(&self) -> String {
@@ -642,4 +657,139 @@ async fn resuming_is_paid_from_the_retry_budget() {
         .attempts
         .iter()
         .all(|a| a.answer == Answer::BudgetExhausted));
+}
+
+#[tokio::test]
+#[ignore = "needs the local S3 server (make test)"]
+async fn an_archived_copy_fails_over_and_the_error_names_the_archived_ones() {
+    let replicas = Replicas::new().await;
+    replicas
+        .put_archived("cold.txt", b"cold", 0, StorageClass::Glacier)
+        .await;
+    replicas.put("cold.txt", b"cold", &[1, 2]).await;
+    let reader = replicas.reader(round_robin()).await;
+    replicas.gets();
+    let served = reader.get("cold.txt", None).await.unwrap();
+    assert_eq!(served.region, REGIONS[1]);
+    assert_eq!(
+        &served.output.body.collect().await.unwrap().into_bytes()[..],
+        b"cold"
+    );
+    assert_eq!(
+        replicas.gets(),
+        [1, 1, 0],
+        "the archived copy was asked first"
+    );
+    let gauges = reader.gauges();
+    assert!(
+        !gauges.regions.values().any(|f| *f),
+        "an archived object is not a failing region: {gauges:?}"
+    );
+    // HEAD is answered for an archived object: it tells its storage class.
+    let head = replicas
+        .reader(round_robin())
+        .await
+        .head("cold.txt")
+        .await
+        .unwrap();
+    assert_eq!(head.output.storage_class(), Some(&StorageClass::Glacier));
+    assert_eq!(head.index, 0);
+
+    // Replica 1 archived in an Intelligent-Tiering archive tier (its answer injected), replica
+    // 2 in Deep Archive: no replica can serve it.
+    replicas
+        .put_archived("cold.txt", b"cold", 2, StorageClass::DeepArchive)
+        .await;
+    replicas.answer(1, 403, "ObjectNotInActiveTierError");
+    let reader = replicas.reader(round_robin()).await;
+    let err = reader.get("cold.txt", None).await.unwrap_err();
+    println!("{err}");
+    assert_eq!(err.kind, ReadErrorKind::Archived);
+    let [zero, one, two] = &err.attempts[..] else {
+        panic!("three attempts: {err}")
+    };
+    assert_eq!(
+        zero.answer,
+        Answer::Archived {
+            code: "InvalidObjectState".into(),
+            storage_class: Some("GLACIER".into())
+        }
+    );
+    assert_eq!(
+        one.answer,
+        Answer::Archived {
+            code: "ObjectNotInActiveTierError".into(),
+            storage_class: None
+        }
+    );
+    assert_eq!(
+        two.answer,
+        Answer::Archived {
+            code: "InvalidObjectState".into(),
+            storage_class: Some("DEEP_ARCHIVE".into())
+        }
+    );
+    let text = err.to_string();
+    assert!(
+        text.starts_with("every replica holding the object has it archived"),
+        "{text}"
+    );
+    for (bucket, class) in replicas.buckets.iter().zip([
+        "403 InvalidObjectState (archived in GLACIER: restore it to read)",
+        "403 ObjectNotInActiveTierError (archived: restore it to read)",
+        "403 InvalidObjectState (archived in DEEP_ARCHIVE: restore it to read)",
+    ]) {
+        assert!(text.contains(&format!("{bucket}@")), "{text}");
+        assert!(text.contains(class), "{text}");
+    }
+    assert_eq!(reader.gauges().all_failed, 0, "not an outage");
+
+    // With replica 1 down instead, the read failed, and the error still says which replicas
+    // hold the object archived.
+    replicas.down(1);
+    let reader = replicas.reader(round_robin()).await;
+    let err = reader.get("cold.txt", None).await.unwrap_err();
+    println!("{err}");
+    assert_eq!(err.kind, ReadErrorKind::AllFailed);
+    let archived: Vec<&str> = err
+        .attempts
+        .iter()
+        .filter(|a| matches!(a.answer, Answer::Archived { .. }))
+        .map(|a| a.replica.as_str())
+        .collect();
+    assert_eq!(
+        archived,
+        [
+            format!("{}@{}", replicas.buckets[0], REGIONS[0]),
+            format!("{}@{}", replicas.buckets[2], REGIONS[2])
+        ]
+    );
+    assert!(
+        err.to_string().contains("archived in DEEP_ARCHIVE"),
+        "{err}"
+    );
+    assert_eq!(reader.gauges().all_failed, 1);
+}
+
+#[tokio::test]
+#[ignore = "needs the local S3 server (make test)"]
+async fn a_cut_body_resumes_past_a_replica_that_holds_it_archived() {
+    let replicas = Replicas::new().await;
+    let data = pattern(1 << 20);
+    replicas.put("half-cold.bin", &data, &[0, 2]).await;
+    replicas
+        .put_archived("half-cold.bin", &data, 1, StorageClass::Glacier)
+        .await;
+    replicas.cut_bodies(0, 100_000);
+    let reader = replicas.reader(round_robin()).await;
+    replicas.gets();
+    let served = reader.get("half-cold.bin", None).await.unwrap();
+    assert_eq!(served.index, 0);
+    let bytes = served.output.body.collect().await.unwrap().into_bytes();
+    assert!(bytes[..] == data[..], "the bytes differ from the object");
+    let seen = replicas.seen_gets();
+    assert_eq!(seen.iter().map(Vec::len).collect::<Vec<_>>(), [1, 1, 1]);
+    for resumed in [&seen[1][0], &seen[2][0]] {
+        assert_eq!(resumed.range.as_deref(), Some("bytes=100000-1048575"));
+    }
 }

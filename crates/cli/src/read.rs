@@ -29,8 +29,12 @@ followed by the REPLICA_TARGETS entries.
                          percentile of recent reads (default: no hedging)
   READ_RETRIES           retries at the same replica before moving on (default 0)
 
-Exit status: 0 read, 1 every replica failed or none has the key (the message names each replica
-and its answer), 2 bad configuration or arguments.";
+A replica that holds the object archived (403 InvalidObjectState or ObjectNotInActiveTierError:
+Glacier Flexible Retrieval, Deep Archive, an Intelligent-Tiering archive tier) is passed over
+for the next one, like a replica that is down.
+
+Exit status: 0 read, 1 every replica failed, none has the key, or every copy is archived (the
+message names each replica and its answer), 2 bad configuration or arguments.";
 
 /// Arguments of `get`.
 #[derive(Debug, Args)]

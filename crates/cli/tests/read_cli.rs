@@ -4,7 +4,7 @@
 use std::process::{Command, Output};
 
 use aws_sdk_s3::primitives::ByteStream;
-use aws_sdk_s3::types::{BucketLocationConstraint, CreateBucketConfiguration};
+use aws_sdk_s3::types::{BucketLocationConstraint, CreateBucketConfiguration, StorageClass};
 use aws_sdk_s3::Client;
 use fault_proxy::{FaultProxy, Rule};
 
@@ -81,6 +81,20 @@ impl Replicas {
             })
             .collect::<Vec<_>>()
             .join(",")
+    }
+
+    /// Stores replica `i`'s copy of `key` again, in an archive storage class.
+    async fn archive(&self, i: usize, key: &str, body: &[u8], class: StorageClass) {
+        client(REGIONS[i])
+            .await
+            .put_object()
+            .bucket(&self.buckets[i])
+            .key(key)
+            .body(ByteStream::from(body.to_vec()))
+            .storage_class(class)
+            .send()
+            .await
+            .unwrap();
     }
 
     fn down(&self, i: usize) {
@@ -314,4 +328,54 @@ async fn separate_get_processes_start_at_every_replica_unless_the_order_is_liste
         stderr.contains("READ_ORDER") && stderr.contains("nearest-first"),
         "{stderr}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the local S3 server (make test)"]
+async fn get_passes_over_archived_copies_and_names_them_when_none_is_left() {
+    let key = "report.pdf";
+    let body = b"quarterly figures";
+    let replicas = Replicas::new(key, body).await;
+    replicas.archive(0, key, body, StorageClass::Glacier).await;
+    let listed = [("READ_ORDER", "listed")];
+    let dir = std::env::temp_dir().join(format!("read-cli-cold-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("report.pdf");
+    let args = ["get", key, "-o", file.to_str().unwrap()];
+    let out = replicas.s3fanout_with(&listed, &args).await;
+    transcript(&args, &out);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(std::fs::read(&file).unwrap(), body);
+    assert!(
+        text(&out.stderr).contains(&format!("from {}@{}", replicas.buckets[1], REGIONS[1])),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(replicas.gets(), [1, 1, 0]);
+
+    replicas
+        .archive(1, key, body, StorageClass::DeepArchive)
+        .await;
+    replicas.archive(2, key, body, StorageClass::Glacier).await;
+    let args = ["get", key];
+    let out = replicas.s3fanout_with(&listed, &args).await;
+    transcript(&args, &out);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stdout.is_empty());
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("every replica holding the object has it archived"),
+        "{stderr}"
+    );
+    for (bucket, class) in replicas
+        .buckets
+        .iter()
+        .zip(["GLACIER", "DEEP_ARCHIVE", "GLACIER"])
+    {
+        assert!(
+            stderr.contains(&format!("{bucket}@"))
+                && stderr.contains(&format!("403 InvalidObjectState (archived in {class}")),
+            "{stderr}"
+        );
+    }
 }

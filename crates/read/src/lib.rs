@@ -4,8 +4,10 @@
 //! more; the turns begin at a replica drawn at random when the reader is made, so that
 //! programs making one read per process spread their reads too, unless the order is listed),
 //! moves to the next on connection errors, timeouts, throttling, 5xx and (by default) 404, and
-//! gives up only when every replica failed, with one error naming each replica and
-//! its answer. 403 and 400 are returned at once: they would be the same everywhere.
+//! gives up only when every replica failed, with one error naming each replica and its
+//! answer. 403 and 400 are returned at once: they would be the same everywhere. The exception
+//! is a 403 saying that the replica holds the object archived (`InvalidObjectState`,
+//! `ObjectNotInActiveTierError`): another replica may hold it readable, so the read moves on.
 //!
 //! ```no_run
 //! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
