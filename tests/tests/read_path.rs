@@ -5,12 +5,12 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use aws_sdk_s3::primitives::ByteStream;
-use aws_sdk_s3::types::{BucketLocationConstraint, CreateBucketConfiguration};
+use aws_sdk_s3::types::{BucketLocationConstraint, CreateBucketConfiguration, StorageClass};
 use aws_sdk_s3::Client;
 use fault_proxy::{ErrorReply, FaultProxy, Rule, Seen};
 use s3fanout_read::{
     parse_replicas, Answer, ByteRange, MissingPolicy, ReadConfig, ReadErrorKind, Reader,
-    ReplicaOrder, ResumeError,
+    ReplicaOrder, ResumeError, RotationStart,
 };
 use serde_json::Value;
 
@@ -89,6 +89,21 @@ impl Replicas {
         }
     }
 
+    /// Puts `body` under `key` in replica `i`, in the archive storage class `class`: the
+    /// server refuses to GET it as S3 does until it is restored.
+    async fn put_archived(&self, key: &str, body: &[u8], i: usize, class: StorageClass) {
+        client(REGIONS[i])
+            .await
+            .put_object()
+            .bucket(&self.buckets[i])
+            .key(key)
+            .body(ByteStream::from(body.to_vec()))
+            .storage_class(class)
+            .send()
+            .await
+            .unwrap();
+    }
+
     fn list(&self) -> String {
         self.buckets
             .iter()
@@ -162,6 +177,7 @@ impl Replicas {
 fn round_robin() -> ReadConfig {
     ReadConfig {
         order: ReplicaOrder::RoundRobin,
+        start: RotationStart::At(0),
         ..ReadConfig::default()
     }
 }
@@ -244,6 +260,74 @@ async fn healthy_reads_start_at_every_replica() {
 
 #[tokio::test]
 #[ignore = "needs the local S3 server (make test)"]
+async fn the_first_reads_of_fresh_readers_start_at_every_replica() {
+    const READERS: usize = 120;
+    let replicas = Replicas::new().await;
+    replicas.put("first.txt", b"first", &[0, 1, 2]).await;
+    replicas.gets();
+    let mut firsts = [0usize; 3];
+    for _ in 0..READERS {
+        // One read per reader, as a program making one read per process does.
+        let reader = replicas.reader(ReadConfig::default()).await;
+        let served = reader.get("first.txt", None).await.unwrap();
+        firsts[served.index] += 1;
+        assert_eq!(
+            &served.output.body.collect().await.unwrap().into_bytes()[..],
+            b"first"
+        );
+    }
+    assert_eq!(
+        replicas.gets().iter().sum::<usize>(),
+        READERS,
+        "one GET each"
+    );
+    println!("first replica of {READERS} fresh readers: {firsts:?}");
+    // About 40 each (standard deviation 5); a fixed start would give [120, 0, 0].
+    assert!(firsts.iter().all(|&n| n >= 15), "{firsts:?}");
+
+    // A pinned start: every fresh reader takes the same turns.
+    for _ in 0..5 {
+        let reader = replicas
+            .reader(ReadConfig {
+                start: RotationStart::At(2),
+                ..ReadConfig::default()
+            })
+            .await;
+        let mut served = Vec::new();
+        for _ in 0..3 {
+            served.push(reader.get("first.txt", None).await.unwrap().index);
+        }
+        assert_eq!(served, [2, 0, 1]);
+    }
+}
+
+#[tokio::test]
+#[ignore = "needs the local S3 server (make test)"]
+async fn a_listed_order_reads_the_first_replica_and_fails_over_in_list_order() {
+    let replicas = Replicas::new().await;
+    replicas.put("listed.txt", b"listed", &[0, 1, 2]).await;
+    let listed = ReadConfig {
+        order: ReplicaOrder::Listed,
+        ..ReadConfig::default()
+    };
+    let reader = replicas.reader(listed.clone()).await;
+    replicas.gets();
+    for _ in 0..20 {
+        assert_eq!(body(&reader, "listed.txt").await, b"listed");
+    }
+    assert_eq!(replicas.gets(), [20, 0, 0]);
+    replicas.down(0);
+    let reader = replicas.reader(listed).await;
+    for _ in 0..8 {
+        let served = reader.get("listed.txt", None).await.unwrap();
+        assert_eq!(served.index, 1);
+    }
+    // Replica 0 is asked until its breaker opens (5 failures), replica 2 never.
+    assert_eq!(replicas.gets(), [5, 8, 0]);
+}
+
+#[tokio::test]
+#[ignore = "needs the local S3 server (make test)"]
 async fn one_region_down_every_read_succeeds_and_its_gauge_is_set() {
     let replicas = Replicas::new().await;
     replicas
@@ -322,10 +406,11 @@ async fn a_lagging_replica_404_fails_over_unless_told_not_to() {
     let strict = replicas
         .reader(ReadConfig {
             missing: MissingPolicy::Fail,
+            start: RotationStart::At(0),
             ..ReadConfig::default()
         })
         .await;
-    // Round-robin: the first read starts at replica 0, which does not have the key yet.
+    // The first read starts at replica 0, which does not have the key yet.
     let err = strict.get("lagging.txt", None).await.unwrap_err();
     assert_eq!((err.kind, err.attempts.len()), (ReadErrorKind::NotFound, 1));
     let err = reader.get("nobody-has-this", None).await.unwrap_err();
@@ -572,4 +657,139 @@ async fn resuming_is_paid_from_the_retry_budget() {
         .attempts
         .iter()
         .all(|a| a.answer == Answer::BudgetExhausted));
+}
+
+#[tokio::test]
+#[ignore = "needs the local S3 server (make test)"]
+async fn an_archived_copy_fails_over_and_the_error_names_the_archived_ones() {
+    let replicas = Replicas::new().await;
+    replicas
+        .put_archived("cold.txt", b"cold", 0, StorageClass::Glacier)
+        .await;
+    replicas.put("cold.txt", b"cold", &[1, 2]).await;
+    let reader = replicas.reader(round_robin()).await;
+    replicas.gets();
+    let served = reader.get("cold.txt", None).await.unwrap();
+    assert_eq!(served.region, REGIONS[1]);
+    assert_eq!(
+        &served.output.body.collect().await.unwrap().into_bytes()[..],
+        b"cold"
+    );
+    assert_eq!(
+        replicas.gets(),
+        [1, 1, 0],
+        "the archived copy was asked first"
+    );
+    let gauges = reader.gauges();
+    assert!(
+        !gauges.regions.values().any(|f| *f),
+        "an archived object is not a failing region: {gauges:?}"
+    );
+    // HEAD is answered for an archived object: it tells its storage class.
+    let head = replicas
+        .reader(round_robin())
+        .await
+        .head("cold.txt")
+        .await
+        .unwrap();
+    assert_eq!(head.output.storage_class(), Some(&StorageClass::Glacier));
+    assert_eq!(head.index, 0);
+
+    // Replica 1 archived in an Intelligent-Tiering archive tier (its answer injected), replica
+    // 2 in Deep Archive: no replica can serve it.
+    replicas
+        .put_archived("cold.txt", b"cold", 2, StorageClass::DeepArchive)
+        .await;
+    replicas.answer(1, 403, "ObjectNotInActiveTierError");
+    let reader = replicas.reader(round_robin()).await;
+    let err = reader.get("cold.txt", None).await.unwrap_err();
+    println!("{err}");
+    assert_eq!(err.kind, ReadErrorKind::Archived);
+    let [zero, one, two] = &err.attempts[..] else {
+        panic!("three attempts: {err}")
+    };
+    assert_eq!(
+        zero.answer,
+        Answer::Archived {
+            code: "InvalidObjectState".into(),
+            storage_class: Some("GLACIER".into())
+        }
+    );
+    assert_eq!(
+        one.answer,
+        Answer::Archived {
+            code: "ObjectNotInActiveTierError".into(),
+            storage_class: None
+        }
+    );
+    assert_eq!(
+        two.answer,
+        Answer::Archived {
+            code: "InvalidObjectState".into(),
+            storage_class: Some("DEEP_ARCHIVE".into())
+        }
+    );
+    let text = err.to_string();
+    assert!(
+        text.starts_with("every replica holding the object has it archived"),
+        "{text}"
+    );
+    for (bucket, class) in replicas.buckets.iter().zip([
+        "403 InvalidObjectState (archived in GLACIER: restore it to read)",
+        "403 ObjectNotInActiveTierError (archived: restore it to read)",
+        "403 InvalidObjectState (archived in DEEP_ARCHIVE: restore it to read)",
+    ]) {
+        assert!(text.contains(&format!("{bucket}@")), "{text}");
+        assert!(text.contains(class), "{text}");
+    }
+    assert_eq!(reader.gauges().all_failed, 0, "not an outage");
+
+    // With replica 1 down instead, the read failed, and the error still says which replicas
+    // hold the object archived.
+    replicas.down(1);
+    let reader = replicas.reader(round_robin()).await;
+    let err = reader.get("cold.txt", None).await.unwrap_err();
+    println!("{err}");
+    assert_eq!(err.kind, ReadErrorKind::AllFailed);
+    let archived: Vec<&str> = err
+        .attempts
+        .iter()
+        .filter(|a| matches!(a.answer, Answer::Archived { .. }))
+        .map(|a| a.replica.as_str())
+        .collect();
+    assert_eq!(
+        archived,
+        [
+            format!("{}@{}", replicas.buckets[0], REGIONS[0]),
+            format!("{}@{}", replicas.buckets[2], REGIONS[2])
+        ]
+    );
+    assert!(
+        err.to_string().contains("archived in DEEP_ARCHIVE"),
+        "{err}"
+    );
+    assert_eq!(reader.gauges().all_failed, 1);
+}
+
+#[tokio::test]
+#[ignore = "needs the local S3 server (make test)"]
+async fn a_cut_body_resumes_past_a_replica_that_holds_it_archived() {
+    let replicas = Replicas::new().await;
+    let data = pattern(1 << 20);
+    replicas.put("half-cold.bin", &data, &[0, 2]).await;
+    replicas
+        .put_archived("half-cold.bin", &data, 1, StorageClass::Glacier)
+        .await;
+    replicas.cut_bodies(0, 100_000);
+    let reader = replicas.reader(round_robin()).await;
+    replicas.gets();
+    let served = reader.get("half-cold.bin", None).await.unwrap();
+    assert_eq!(served.index, 0);
+    let bytes = served.output.body.collect().await.unwrap().into_bytes();
+    assert!(bytes[..] == data[..], "the bytes differ from the object");
+    let seen = replicas.seen_gets();
+    assert_eq!(seen.iter().map(Vec::len).collect::<Vec<_>>(), [1, 1, 1]);
+    for resumed in [&seen[1][0], &seen[2][0]] {
+        assert_eq!(resumed.range.as_deref(), Some("bytes=100000-1048575"));
+    }
 }

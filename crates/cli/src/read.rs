@@ -17,13 +17,24 @@ Replicas: READ_REPLICAS, comma-separated BUCKET@REGION[?prefix=..&endpoint=..] (
 percent-encoded); default: the SOURCE_BUCKETS entries (a bucket without @REGION is in AWS_REGION)
 followed by the REPLICA_TARGETS entries.
   READ_MISSING           failover (default: a 404 asks the next replica) or fail
+  READ_ORDER             which replica each read asks first:
+                           latency (default) replicas take turns, near ones more often
+                           round-robin       replicas take equal turns
+                           listed            always in the order listed: the first while it
+                                             answers, the others as backups in turn
+                         Turns begin at a replica drawn at random in each process, so that
+                         one `get` per request still spreads over every replica.
   READ_TIMEOUT_MS        time allowed for each replica's response head (default 5000)
   READ_HEDGE_PERCENTILE  ask the next replica too when the first is slower than this
                          percentile of recent reads (default: no hedging)
   READ_RETRIES           retries at the same replica before moving on (default 0)
 
-Exit status: 0 read, 1 every replica failed or none has the key (the message names each replica
-and its answer), 2 bad configuration or arguments.";
+A replica that holds the object archived (403 InvalidObjectState or ObjectNotInActiveTierError:
+Glacier Flexible Retrieval, Deep Archive, an Intelligent-Tiering archive tier) is passed over
+for the next one, like a replica that is down.
+
+Exit status: 0 read, 1 every replica failed, none has the key, or every copy is archived (the
+message names each replica and its answer), 2 bad configuration or arguments.";
 
 /// Arguments of `get`.
 #[derive(Debug, Args)]

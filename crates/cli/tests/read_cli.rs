@@ -4,7 +4,7 @@
 use std::process::{Command, Output};
 
 use aws_sdk_s3::primitives::ByteStream;
-use aws_sdk_s3::types::{BucketLocationConstraint, CreateBucketConfiguration};
+use aws_sdk_s3::types::{BucketLocationConstraint, CreateBucketConfiguration, StorageClass};
 use aws_sdk_s3::Client;
 use fault_proxy::{FaultProxy, Rule};
 
@@ -83,6 +83,20 @@ impl Replicas {
             .join(",")
     }
 
+    /// Stores replica `i`'s copy of `key` again, in an archive storage class.
+    async fn archive(&self, i: usize, key: &str, body: &[u8], class: StorageClass) {
+        client(REGIONS[i])
+            .await
+            .put_object()
+            .bucket(&self.buckets[i])
+            .key(key)
+            .body(ByteStream::from(body.to_vec()))
+            .storage_class(class)
+            .send()
+            .await
+            .unwrap();
+    }
+
     fn down(&self, i: usize) {
         self.proxies[i].set_default_rule(Rule {
             down: true,
@@ -92,17 +106,35 @@ impl Replicas {
 
     /// Runs the binary with these replicas, off the runtime that drives the proxies.
     async fn s3fanout(&self, args: &[&str]) -> Output {
+        self.s3fanout_with(&[], args).await
+    }
+
+    /// Runs the binary with these replicas and the variables `env`.
+    async fn s3fanout_with(&self, env: &[(&str, &str)], args: &[&str]) -> Output {
         let replicas = self.read_replicas();
         let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         tokio::task::spawn_blocking(move || {
             Command::new(env!("CARGO_BIN_EXE_s3fanout"))
                 .args(&args)
                 .env("READ_REPLICAS", replicas)
+                .envs(env)
                 .output()
                 .expect("the s3fanout binary runs")
         })
         .await
         .unwrap()
+    }
+
+    /// GET requests each proxy saw since the last call.
+    fn gets(&self) -> Vec<usize> {
+        self.proxies
+            .iter()
+            .map(|p| p.take_seen().iter().filter(|s| s.method == "GET").count())
+            .collect()
     }
 }
 
@@ -140,13 +172,15 @@ async fn get_and_head_survive_one_region_down() {
             "--metrics-file",
             metrics.to_str().unwrap(),
         ];
-        let out = replicas.s3fanout(&args).await;
+        let out = replicas
+            .s3fanout_with(&[("READ_ORDER", "listed")], &args)
+            .await;
         transcript(&args, &out);
         assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
         assert_eq!(std::fs::read(&file).unwrap(), b"hello from every region");
     }
-    // Each run is a fresh process: its first read starts at the down region and fails over,
-    // so every run reports that region failing.
+    // In the listed order every run starts at the down region and fails over, so every run
+    // reports that region failing.
     let lines = std::fs::read_to_string(&metrics).unwrap();
     let failing: Vec<serde_json::Value> = lines
         .lines()
@@ -224,7 +258,7 @@ async fn get_resumes_a_body_cut_mid_stream() {
     let key = "big.bin";
     let data: Vec<u8> = (0..(1u32 << 20)).map(|i| (i % 251) as u8).collect();
     let replicas = Replicas::new(key, &data).await;
-    // A fresh process knows no latencies, so its read starts at replica 0.
+    // In the listed order the read starts at replica 0.
     replicas.proxies[0].set_default_rule(Rule {
         cut_body_after: Some(300_000),
         ..Rule::default()
@@ -233,7 +267,9 @@ async fn get_resumes_a_body_cut_mid_stream() {
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("big.bin");
     let args = ["get", key, "-o", file.to_str().unwrap()];
-    let out = replicas.s3fanout(&args).await;
+    let out = replicas
+        .s3fanout_with(&[("READ_ORDER", "listed")], &args)
+        .await;
     transcript(&args, &out);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert!(std::fs::read(&file).unwrap() == data, "the file differs");
@@ -244,4 +280,102 @@ async fn get_resumes_a_body_cut_mid_stream() {
         .collect();
     assert_eq!(resumed, ["bytes=300000-1048575"]);
     assert_eq!(replicas.proxies[0].take_seen().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the local S3 server (make test)"]
+async fn separate_get_processes_start_at_every_replica_unless_the_order_is_listed() {
+    const PROCESSES: usize = 120;
+    let key = "asset.css";
+    let replicas = Replicas::new(key, b"body { color: red }").await;
+    replicas.gets();
+    let mut firsts = [0usize; 3];
+    for _ in 0..PROCESSES {
+        let out = replicas.s3fanout(&["get", key]).await;
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        assert_eq!(out.stdout, b"body { color: red }");
+        // Every replica is healthy: the one GET a process sends is its first attempt.
+        let gets = replicas.gets();
+        assert_eq!(gets.iter().sum::<usize>(), 1, "{gets:?}");
+        firsts[gets.iter().position(|&n| n == 1).unwrap()] += 1;
+    }
+    println!("first replica of {PROCESSES} separate `s3fanout get` processes:");
+    for (region, n) in REGIONS.iter().zip(firsts) {
+        println!(
+            "  {region:<15} {n:>3} ({:.1}%)",
+            n as f64 * 100.0 / PROCESSES as f64
+        );
+    }
+    // About 40 each (standard deviation 5.2); a fixed start would give [120, 0, 0].
+    assert!(firsts.iter().all(|&n| n >= 15), "{firsts:?}");
+
+    for _ in 0..10 {
+        let out = replicas
+            .s3fanout_with(&[("READ_ORDER", "listed")], &["get", key])
+            .await;
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    }
+    assert_eq!(replicas.gets(), [10, 0, 0], "the listed order is pinned");
+
+    let args = ["get", key];
+    let out = replicas
+        .s3fanout_with(&[("READ_ORDER", "nearest-first")], &args)
+        .await;
+    transcript(&args, &out);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("READ_ORDER") && stderr.contains("nearest-first"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the local S3 server (make test)"]
+async fn get_passes_over_archived_copies_and_names_them_when_none_is_left() {
+    let key = "report.pdf";
+    let body = b"quarterly figures";
+    let replicas = Replicas::new(key, body).await;
+    replicas.archive(0, key, body, StorageClass::Glacier).await;
+    let listed = [("READ_ORDER", "listed")];
+    let dir = std::env::temp_dir().join(format!("read-cli-cold-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("report.pdf");
+    let args = ["get", key, "-o", file.to_str().unwrap()];
+    let out = replicas.s3fanout_with(&listed, &args).await;
+    transcript(&args, &out);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(std::fs::read(&file).unwrap(), body);
+    assert!(
+        text(&out.stderr).contains(&format!("from {}@{}", replicas.buckets[1], REGIONS[1])),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(replicas.gets(), [1, 1, 0]);
+
+    replicas
+        .archive(1, key, body, StorageClass::DeepArchive)
+        .await;
+    replicas.archive(2, key, body, StorageClass::Glacier).await;
+    let args = ["get", key];
+    let out = replicas.s3fanout_with(&listed, &args).await;
+    transcript(&args, &out);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stdout.is_empty());
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("every replica holding the object has it archived"),
+        "{stderr}"
+    );
+    for (bucket, class) in replicas
+        .buckets
+        .iter()
+        .zip(["GLACIER", "DEEP_ARCHIVE", "GLACIER"])
+    {
+        assert!(
+            stderr.contains(&format!("{bucket}@"))
+                && stderr.contains(&format!("403 InvalidObjectState (archived in {class}")),
+            "{stderr}"
+        );
+    }
 }

@@ -5,7 +5,7 @@ use std::time::Duration;
 use crate::breaker::BreakerConfig;
 use crate::budget::BudgetConfig;
 use crate::error::{ConfigError, MissingPolicy};
-use crate::order::ReplicaOrder;
+use crate::order::{ReplicaOrder, RotationStart};
 
 /// Whether, and when, a second request is sent to another replica while the first is slow.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
@@ -32,6 +32,9 @@ pub struct ReadConfig {
     pub missing: MissingPolicy,
     /// How the first replica of each request is chosen.
     pub order: ReplicaOrder,
+    /// Where the rotation begins: a replica drawn at random by default, so that the first
+    /// reads of short-lived processes spread over every replica too.
+    pub start: RotationStart,
     /// Hedged requests.
     pub hedge: Hedge,
     /// Per-replica circuit breaker.
@@ -54,6 +57,7 @@ impl Default for ReadConfig {
         ReadConfig {
             missing: MissingPolicy::default(),
             order: ReplicaOrder::default(),
+            start: RotationStart::default(),
             hedge: Hedge::default(),
             breaker: BreakerConfig::default(),
             budget: BudgetConfig::default(),
@@ -67,9 +71,29 @@ impl Default for ReadConfig {
 
 impl ReadConfig {
     /// The defaults with the `READ_*` settings of `lookup` applied (`READ_MISSING`,
-    /// `READ_TIMEOUT_MS`, `READ_HEDGE_PERCENTILE`, `READ_RETRIES`).
+    /// `READ_ORDER`, `READ_TIMEOUT_MS`, `READ_HEDGE_PERCENTILE`, `READ_RETRIES`).
+    ///
+    /// `READ_ORDER` is `latency` (the default: each request starts at the next replica in
+    /// turn, near ones more often, beginning at a replica drawn at random), `round-robin`
+    /// (every replica starts the same share, beginning at random) or `listed` (always in the
+    /// order the replicas are listed: the first serves while it answers, the others are
+    /// backups in turn).
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let mut config = ReadConfig::default();
+        if let Some(value) = lookup("READ_ORDER") {
+            config.order = match value.trim() {
+                "latency" => ReplicaOrder::default(),
+                "round-robin" => ReplicaOrder::RoundRobin,
+                "listed" => ReplicaOrder::Listed,
+                other => {
+                    return Err(setting(
+                        "READ_ORDER",
+                        other,
+                        "latency, round-robin or listed",
+                    ))
+                }
+            };
+        }
         if let Some(value) = lookup("READ_MISSING") {
             config.missing = match value.trim() {
                 "failover" => MissingPolicy::Failover,
@@ -146,6 +170,7 @@ mod tests {
         ]))
         .unwrap();
         assert_eq!(config.missing, MissingPolicy::Fail);
+        assert_eq!(config.order, ReplicaOrder::default());
         assert_eq!(config.attempt_timeout, Duration::from_millis(1500));
         assert!(
             matches!(config.hedge, Hedge::AfterPercentile { percentile, .. } if percentile == 90.0)
@@ -155,6 +180,7 @@ mod tests {
             ("READ_TIMEOUT_MS", "0"),
             ("READ_HEDGE_PERCENTILE", "100"),
             ("READ_RETRIES", "-1"),
+            ("READ_ORDER", "fastest"),
         ] {
             let err = ReadConfig::from_lookup(lookup(&[(name, value)]))
                 .unwrap_err()
@@ -165,5 +191,13 @@ mod tests {
             ReadConfig::from_lookup(|_| None).unwrap(),
             ReadConfig::default()
         );
+        for (value, order) in [
+            ("latency", ReplicaOrder::default()),
+            (" round-robin", ReplicaOrder::RoundRobin),
+            ("listed", ReplicaOrder::Listed),
+        ] {
+            let config = ReadConfig::from_lookup(lookup(&[("READ_ORDER", value)])).unwrap();
+            assert_eq!(config.order, order, "{value}");
+        }
     }
 }

@@ -9,7 +9,7 @@ use futures::stream::{FuturesUnordered, StreamExt};
 
 use crate::breaker::Admission;
 use crate::config::{Hedge, ReadConfig};
-use crate::error::{Answer, Attempt, Disposition, ReadError, ReadErrorKind};
+use crate::error::{Answer, Attempt, Disposition, MissingPolicy, ReadError, ReadErrorKind};
 use crate::health::Health;
 use crate::order::Distance;
 
@@ -233,6 +233,24 @@ impl<'a, T> Read<'_, 'a, T> {
         let answers = || self.attempts.iter().map(|a| &a.answer);
         let kind = if answers().any(|a| matches!(a, Answer::Rejected { .. })) {
             ReadErrorKind::Rejected
+        } else if self.config.missing == MissingPolicy::Fail
+            && answers().any(|a| matches!(a, Answer::Missing { .. }))
+        {
+            // The 404 that stopped the read is trusted, whatever the replicas before it said.
+            ReadErrorKind::NotFound
+        } else if answers().any(|a| matches!(a, Answer::Archived { .. })) {
+            // Archived only when every replica answered; one that could not be asked may
+            // hold the object readable.
+            if answers().all(|a| {
+                matches!(
+                    a,
+                    Answer::Archived { .. } | Answer::Missing { .. } | Answer::OtherVersion { .. }
+                )
+            }) {
+                ReadErrorKind::Archived
+            } else {
+                ReadErrorKind::AllFailed
+            }
         } else if answers().any(|a| matches!(a, Answer::OtherVersion { .. })) {
             // Only when every replica answered is the version known to be gone; one that
             // could not be asked may still hold it.
@@ -288,8 +306,7 @@ mod tests {
     use super::*;
     use crate::breaker::BreakerConfig;
     use crate::budget::BudgetConfig;
-    use crate::error::MissingPolicy;
-    use crate::order::ReplicaOrder;
+    use crate::order::{ReplicaOrder, RotationStart};
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::time::Duration;
 
@@ -302,6 +319,7 @@ mod tests {
     fn config() -> ReadConfig {
         ReadConfig {
             order: ReplicaOrder::RoundRobin,
+            start: RotationStart::At(0),
             ..ReadConfig::default()
         }
     }
@@ -424,6 +442,76 @@ mod tests {
             0,
             "a missing key is not an outage"
         );
+    }
+
+    fn archived() -> Answer {
+        Answer::Archived {
+            code: "InvalidObjectState".into(),
+            storage_class: Some("DEEP_ARCHIVE".into()),
+        }
+    }
+
+    #[tokio::test]
+    async fn an_archived_copy_fails_over_and_the_error_names_each_archived_one() {
+        let config = config();
+        let h = health(3, &config);
+        let calls = AtomicUsize::new(0);
+        let one_archived = [Fake::Fail(archived()), Fake::Ok(MS), Fake::Ok(MS)];
+        assert_eq!(read(&h, &config, &one_archived, &calls).await.unwrap().0, 1);
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+        assert_eq!(
+            lock(&h).failing(Instant::now()),
+            [false; 3],
+            "an archived object is not a failing replica"
+        );
+
+        let h = health(3, &config);
+        let all_archived = [
+            Fake::Fail(archived()),
+            Fake::Fail(Answer::Missing { code: None }),
+            Fake::Fail(Answer::Archived {
+                code: "ObjectNotInActiveTierError".into(),
+                storage_class: None,
+            }),
+        ];
+        let err = read(&h, &config, &all_archived, &calls).await.unwrap_err();
+        assert_eq!(err.kind, ReadErrorKind::Archived);
+        assert_eq!(
+            err.to_string(),
+            "every replica holding the object has it archived for \"k\": \
+             r0@region-0: 403 InvalidObjectState (archived in DEEP_ARCHIVE: restore it to read); \
+             r1@region-1: 404; \
+             r2@region-2: 403 ObjectNotInActiveTierError (archived: restore it to read)"
+        );
+        assert_eq!(lock(&h).all_failed_total(), 0, "not an outage");
+
+        let h = health(3, &config);
+        let archived_or_down = [
+            Fake::Fail(archived()),
+            Fake::Fail(unavailable()),
+            Fake::Fail(archived()),
+        ];
+        let err = read(&h, &config, &archived_or_down, &calls)
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind, ReadErrorKind::AllFailed, "{err}");
+        let archived: Vec<&str> = err
+            .attempts
+            .iter()
+            .filter(|a| matches!(a.answer, Answer::Archived { .. }))
+            .map(|a| a.replica.as_str())
+            .collect();
+        assert_eq!(archived, ["r0@region-0", "r2@region-2"]);
+        assert_eq!(lock(&h).all_failed_total(), 1);
+
+        // A trusted 404 is the answer, even after an archived copy.
+        let strict = ReadConfig {
+            missing: MissingPolicy::Fail,
+            ..config.clone()
+        };
+        let h = health(3, &strict);
+        let err = read(&h, &strict, &all_archived, &calls).await.unwrap_err();
+        assert_eq!((err.kind, err.attempts.len()), (ReadErrorKind::NotFound, 2));
     }
 
     #[tokio::test]

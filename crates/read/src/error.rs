@@ -54,6 +54,17 @@ pub enum Answer {
         /// S3 error code.
         code: Option<String>,
     },
+    /// 403 `InvalidObjectState` or `ObjectNotInActiveTierError`: this replica holds the object
+    /// in an archive (S3 Glacier Flexible Retrieval, Deep Archive, or an Intelligent-Tiering
+    /// archive access tier), unreadable until it is restored. Another replica may hold it in a
+    /// readable class, so the read moves on.
+    Archived {
+        /// S3 error code.
+        code: String,
+        /// Where the object is archived, as the answer named it (`GLACIER`,
+        /// `INTELLIGENT_TIERING ARCHIVE_ACCESS`), when it did.
+        storage_class: Option<String>,
+    },
     /// 403, 400 or another 4xx: the caller's problem, the same at every replica.
     Rejected {
         /// HTTP status (0 when the request could not even be built).
@@ -122,6 +133,13 @@ impl fmt::Display for Answer {
             |code: &Option<String>| code.as_deref().map(|c| format!(" {c}")).unwrap_or_default();
         match self {
             Answer::Missing { code: c } => write!(f, "404{}", code(c)),
+            Answer::Archived {
+                code: c,
+                storage_class,
+            } => match storage_class {
+                Some(class) => write!(f, "403 {c} (archived in {class}: restore it to read)"),
+                None => write!(f, "403 {c} (archived: restore it to read)"),
+            },
             Answer::OtherVersion { code: c } => write!(f, "412{} (another version)", code(c)),
             Answer::Throttled { status, code: c } | Answer::ServerError { status, code: c } => {
                 write!(f, "{status}{}", code(c))
@@ -167,6 +185,9 @@ pub enum ReadErrorKind {
     NotFound,
     /// A replica refused the request (403, 400): retrying elsewhere would not help.
     Rejected,
+    /// Every replica answered, and those that hold the object hold it archived (the others
+    /// do not have it, or not that version): it must be restored before it can be read.
+    Archived,
     /// Resuming a body pinned to an ETag: every replica answered, and none holds that version
     /// any more (412 or 404).
     VersionGone,
@@ -189,6 +210,7 @@ impl fmt::Display for ReadError {
             ReadErrorKind::AllFailed => "every replica failed",
             ReadErrorKind::NotFound => "no replica has the key",
             ReadErrorKind::Rejected => "the request was refused",
+            ReadErrorKind::Archived => "every replica holding the object has it archived",
             ReadErrorKind::VersionGone => "no replica still has the version being read",
         };
         write!(f, "{what} for {:?}: ", self.key)?;
@@ -235,6 +257,22 @@ mod tests {
         };
         assert_eq!(slow.disposition(MissingPolicy::Fail), Disposition::Failover);
         assert!(slow.is_replica_failure());
+        let archived = Answer::Archived {
+            code: "InvalidObjectState".into(),
+            storage_class: Some("GLACIER".into()),
+        };
+        assert_eq!(
+            archived.disposition(MissingPolicy::Fail),
+            Disposition::Failover
+        );
+        assert!(
+            !archived.is_replica_failure(),
+            "an archived object says nothing about the replica's health"
+        );
+        assert_eq!(
+            archived.to_string(),
+            "403 InvalidObjectState (archived in GLACIER: restore it to read)"
+        );
     }
 
     #[test]

@@ -44,7 +44,7 @@ impl Health {
                 };
                 n
             ],
-            rotation: Rotation::new(n),
+            rotation: Rotation::starting_at(n, config.start.resolve(n)),
             window: Window::new(WINDOW),
             budget: RetryBudget::new(config.budget, now),
             all_failed: 0,

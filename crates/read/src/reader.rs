@@ -17,6 +17,7 @@ use crate::engine::{self, lock, Served, Start};
 use crate::error::{Answer, ConfigError, ReadError};
 use crate::health::Health;
 use crate::metrics::{self, Gauges, MetricsSink};
+use crate::order::RotationStart;
 use crate::replica::Replica;
 use crate::resume::{self, ResumingBody, Span};
 use crate::s3;
@@ -69,6 +70,18 @@ impl Reader {
     pub async fn new(replicas: Vec<Replica>, config: ReadConfig) -> Result<Self, ConfigError> {
         if replicas.is_empty() {
             return Err(ConfigError::NoReplicas);
+        }
+        if let RotationStart::At(index) = config.start {
+            if index >= replicas.len() {
+                return Err(ConfigError::Setting {
+                    name: "start",
+                    reason: format!(
+                        "replica index {index}, but the indices of the {} replicas are 0 to {}",
+                        replicas.len(),
+                        replicas.len() - 1
+                    ),
+                });
+            }
         }
         let clients = s3::clients(&replicas, &config).await;
         let names = replicas
@@ -267,5 +280,30 @@ pub struct MetricsTask(tokio::task::JoinHandle<()>);
 impl Drop for MetricsTask {
     fn drop(&mut self) {
         self.0.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::replica::parse_replicas;
+
+    #[tokio::test]
+    async fn a_start_beyond_the_replicas_is_refused_naming_it() {
+        let replicas = parse_replicas("a-1@us-east-1,b-2@us-west-2").unwrap();
+        let config = ReadConfig {
+            start: RotationStart::At(2),
+            ..ReadConfig::default()
+        };
+        let err = Reader::new(replicas.clone(), config).await.err().unwrap();
+        assert_eq!(
+            err.to_string(),
+            "invalid setting start: replica index 2, but the indices of the 2 replicas are 0 to 1"
+        );
+        let config = ReadConfig {
+            start: RotationStart::At(1),
+            ..ReadConfig::default()
+        };
+        assert!(Reader::new(replicas, config).await.is_ok());
     }
 }

@@ -7,6 +7,7 @@ use aws_config::timeout::TimeoutConfig;
 use aws_config::BehaviorVersion;
 use aws_sdk_s3::config::Region;
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::operation::get_object::GetObjectError;
 use aws_sdk_s3::Client;
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 
@@ -59,11 +60,20 @@ where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
     match &err {
-        SdkError::ServiceError(ctx) => from_status(
-            ctx.raw().status().as_u16(),
-            ctx.err().code().map(str::to_string),
-            ctx.err().message().map(str::to_string),
-        ),
+        SdkError::ServiceError(ctx) => {
+            let answer = from_status(
+                ctx.raw().status().as_u16(),
+                ctx.err().code().map(str::to_string),
+                ctx.err().message().map(str::to_string),
+            );
+            match answer {
+                Answer::Archived { code, .. } => Answer::Archived {
+                    code,
+                    storage_class: archive_of(ctx.err()),
+                },
+                answer => answer,
+            }
+        }
         SdkError::ConstructionFailure(_) => Answer::Rejected {
             status: 0,
             code: None,
@@ -81,8 +91,32 @@ where
     }
 }
 
+/// Where a GET's `InvalidObjectState` answer says the object is archived: its storage class,
+/// and for Intelligent-Tiering the access tier.
+fn archive_of(err: &(dyn std::any::Any + 'static)) -> Option<String> {
+    let GetObjectError::InvalidObjectState(state) = err.downcast_ref::<GetObjectError>()? else {
+        return None;
+    };
+    let class = state.storage_class().map(|c| c.as_str().to_string());
+    let tier = state.access_tier().map(|t| t.as_str().to_string());
+    match (class, tier) {
+        (Some(class), Some(tier)) => Some(format!("{class} {tier}")),
+        (class, tier) => class.or(tier),
+    }
+}
+
 /// An HTTP status and S3 code as an answer.
 pub fn from_status(status: u16, code: Option<String>, message: Option<String>) -> Answer {
+    // S3's answers to reading an archived object, which another replica may hold readable
+    // (API reference: GetObject, InvalidObjectState; CopyObject, ObjectNotInActiveTierError).
+    if let (403, Some(archived @ ("InvalidObjectState" | "ObjectNotInActiveTierError"))) =
+        (status, code.as_deref())
+    {
+        return Answer::Archived {
+            code: archived.to_string(),
+            storage_class: None,
+        };
+    }
     // HEAD answers carry no body, hence no S3 code: the reason phrase still says what happened.
     let code = code.or_else(|| reason(status).map(str::to_string));
     match status {
@@ -181,5 +215,50 @@ mod tests {
             from_status(416, None, None),
             Answer::Rejected { status: 416, .. }
         ));
+        for code in ["InvalidObjectState", "ObjectNotInActiveTierError"] {
+            assert_eq!(
+                from_status(403, Some(code.into()), Some("not valid".into())),
+                Answer::Archived {
+                    code: code.into(),
+                    storage_class: None
+                }
+            );
+            assert!(matches!(
+                from_status(400, Some(code.into()), None),
+                Answer::Rejected { status: 400, .. }
+            ));
+        }
+        assert!(matches!(
+            from_status(403, Some("AccessDenied".into()), None),
+            Answer::Rejected { status: 403, .. }
+        ));
+    }
+
+    #[test]
+    fn an_archived_answer_names_its_storage_class_and_tier() {
+        use aws_sdk_s3::types::error::InvalidObjectState;
+        use aws_sdk_s3::types::{IntelligentTieringAccessTier, StorageClass};
+        let state = |class: Option<StorageClass>, tier: Option<IntelligentTieringAccessTier>| {
+            GetObjectError::InvalidObjectState(
+                InvalidObjectState::builder()
+                    .set_storage_class(class)
+                    .set_access_tier(tier)
+                    .build(),
+            )
+        };
+        assert_eq!(
+            archive_of(&state(Some(StorageClass::DeepArchive), None)).as_deref(),
+            Some("DEEP_ARCHIVE")
+        );
+        assert_eq!(
+            archive_of(&state(
+                Some(StorageClass::IntelligentTiering),
+                Some(IntelligentTieringAccessTier::ArchiveAccess)
+            ))
+            .as_deref(),
+            Some("INTELLIGENT_TIERING ARCHIVE_ACCESS")
+        );
+        assert_eq!(archive_of(&state(None, None)), None);
+        assert_eq!(archive_of(&"another error type"), None);
     }
 }
