@@ -5,7 +5,7 @@
 #                  end-to-end through the Lambda runtime API, template tests
 #   make bench     figures: replicate latency and requests for 1..8 targets, multipart sources,
 #                  a batch's concurrency, memory, copy method, backfill against sync tools;
-#                  target/bench/results.json, target/bench/bench.svg (make bench-docs: README)
+#                  target/bench/results.json, target/bench/bench.svg (make bench-docs: docs/performance.md)
 #   make package   build the Lambda zips (arm64)
 
 VENV ?= .venv
@@ -63,7 +63,7 @@ bench: setup
 	$(PY) -m pip install --quiet --disable-pip-version-check -r tests/bench-requirements.txt && (command -v rclone >/dev/null || (apt-get update -qq && apt-get install -y -qq rclone)) && cargo build --profile bench-build -p s3fanout-cli -p integration --bin s3fanout --bin bench_backfill && $(LOCAL_S3) $(BENCH_BIN)/bench_backfill
 	python3 tests/bench_report.py --dir $(BENCH_DIR)
 
-# The README's figures and docs/bench.svg from the last `make bench`.
+# The figures of docs/performance.md and docs/bench.svg from the last `make bench`.
 .PHONY: bench-docs
 bench-docs:
 	python3 tests/bench_report.py --dir $(BENCH_DIR) --docs

@@ -13,8 +13,8 @@ bench binaries, read.json when the read-path bench wrote one) and writes:
 - `<dir>/report.md`: the goal figures and the cost table, also printed.
 
 With `--docs` it also copies the plot to `docs/bench.svg` and replaces the block between
-`<!-- bench:begin -->` and `<!-- bench:end -->` in README.md with `report.md`, so the README's
-figures are always those of a run. Standard library only.
+`<!-- bench:begin -->` and `<!-- bench:end -->` in docs/performance.md with `report.md`, so the
+published figures are always those of a run. Standard library only.
 """
 
 import argparse
@@ -157,6 +157,14 @@ def report_md(results):
                 f"| {fmt(s['requests']['total'], 0)}, {s['median_ms']:.0f} ms | {c['requests_ratio']:.1f}x "
                 f"| {'yes' if e['etag_preserved'] else 'no'} |"
             )
+        out.append("")
+    memory = (rep.get("memory") or {}).get("rows", [])
+    if memory:
+        out.append("**Memory** (peak RSS of a fresh process replicating one object to one target, median of 3 runs):\n")
+        out.append("| object | copy | peak RSS |")
+        out.append("|---|---|---|")
+        for m in memory:
+            out.append(f"| {size_label(m['size'])} | {m['method']} | {m['peak_rss_mib']:.1f} MiB |")
         out.append("")
     batch = rep.get("batch") or {}
     if batch.get("rows"):
@@ -468,7 +476,7 @@ def main():
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--dir", default=os.environ.get("BENCH_DIR", os.path.join(root, "target", "bench")))
-    ap.add_argument("--docs", action="store_true", help="also refresh docs/bench.svg and README.md")
+    ap.add_argument("--docs", action="store_true", help="also refresh docs/bench.svg and docs/performance.md")
     args = ap.parse_args()
 
     sections = load(args.dir)
@@ -499,8 +507,8 @@ def main():
         os.makedirs(os.path.join(root, "docs"), exist_ok=True)
         with open(os.path.join(root, "docs", "bench.svg"), "w") as f:
             f.write(picture)
-        replace_block(os.path.join(root, "README.md"), md)
-        print("refreshed docs/bench.svg and the figures in README.md")
+        replace_block(os.path.join(root, "docs", "performance.md"), md)
+        print("refreshed docs/bench.svg and the figures in docs/performance.md")
 
 
 if __name__ == "__main__":
