@@ -511,3 +511,36 @@ def test_the_bench_block_is_in_the_performance_page_only(docs):
     assert holders == ["docs/performance.md"], holders
     bench_report = (ROOT / "tests" / "bench_report.py").read_text()
     assert '"docs", "performance.md"' in bench_report, "make bench-docs writes elsewhere than docs/performance.md"
+
+
+# --------------------------------------------------------------------------- links
+
+
+def anchors(text: str) -> set[str]:
+    """GitHub's anchors of a page's headings."""
+    found = set()
+    for heading in re.findall(r"^#+ (.+)$", re.sub(r"^```.*?^```", "", text, flags=re.S | re.M), re.M):
+        slug = re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+        found.add(slug)
+    return found
+
+
+# Pages linked before they are present in every checkout; checked like the others once present.
+OPTIONAL_PAGES = {"docs/servers.md"}
+
+
+def test_links_between_the_docs_resolve(docs):
+    problems = []
+    for doc in docs:
+        for target in re.findall(r"\]\(([^)\s]+)\)", doc.prose()):
+            if re.match(r"[a-z]+://", target):
+                continue
+            path, _, anchor = target.partition("#")
+            file = (doc.path.parent / path).resolve() if path else doc.path
+            if not file.exists():
+                if str(file.relative_to(ROOT)) in OPTIONAL_PAGES:
+                    continue
+                problems.append(f"{doc.name}: link to {target}: no such file")
+            elif anchor and file.suffix == ".md" and anchor not in anchors(file.read_text()):
+                problems.append(f"{doc.name}: link to {target}: {file.name} has no heading #{anchor}")
+    assert not problems, "\n".join(problems)
