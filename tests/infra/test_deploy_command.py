@@ -307,3 +307,52 @@ def test_failover_needs_one_endpoint_per_target(moto_endpoint, code_dir, aws):
         expect=2,
     )
     assert "--failover-endpoint given 1 times for 2 targets" in output
+
+
+def test_replica_bucket_grants_another_accounts_roles(aws):
+    """A replica in another account: its bucket policy lets the replication stack's roles
+    (ReplicationRoleArns) list, read, write, tag and delete, and only when roles are given."""
+    from moto.cloudformation.parsing import resource_class_from_type
+    from samtranslator.yaml_helper import yaml_parse
+
+    template = yaml_parse((ROOT / "infra" / "replica-bucket.yaml").read_text())
+    assert template["Conditions"]["GrantsRoles"] == {
+        "Fn::Not": [{"Fn::Equals": [{"Fn::Join": ["", {"Ref": "ReplicationRoleArns"}]}, ""]}]
+    }
+    statements = template["Resources"]["ReplicaBucketPolicy"]["Properties"]["PolicyDocument"]["Statement"]
+    granted = {}
+    for stmt in statements[1:]:
+        condition, grant, otherwise = stmt["Fn::If"]
+        assert condition == "GrantsRoles" and otherwise == {"Ref": "AWS::NoValue"}
+        assert grant["Effect"] == "Allow" and grant["Principal"] == {"AWS": {"Ref": "ReplicationRoleArns"}}
+        granted[grant["Sid"]] = (set(grant["Action"]), grant["Resource"])
+    # What replicate, backfill and canary do on a replica (infra/replication.yaml's grants).
+    assert granted["ReplicationRolesList"] == (
+        {"s3:ListBucket", "s3:ListBucketMultipartUploads"},
+        {"Fn::GetAtt": ["ReplicaBucket", "Arn"]},
+    )
+    assert granted["ReplicationRolesWrite"][0] == {
+        "s3:GetObject", "s3:GetObjectTagging", "s3:PutObject", "s3:PutObjectTagging",
+        "s3:DeleteObject", "s3:AbortMultipartUpload", "s3:ListMultipartUploadParts",
+    }
+    assert granted["ReplicationRolesWrite"][1] == {"Fn::Sub": "${ReplicaBucket.Arn}/*"}
+
+    roles = [f"arn:aws:iam::210987654321:role/s3fanout-{name}" for name in ("replicate", "backfill", "canary")]
+    cfn = aws("cloudformation", "eu-west-1")
+    cfn.create_stack(
+        StackName="cmd-cross-account",
+        TemplateBody=json.dumps(template),
+        Parameters=[
+            {"ParameterKey": "BucketName", "ParameterValue": "cmd-cross-account"},
+            {"ParameterKey": "ReplicationRoleArns", "ParameterValue": ",".join(roles)},
+        ],
+    )
+    cfn.get_waiter("stack_create_complete").wait(StackName="cmd-cross-account", WaiterConfig={"Delay": 1})
+    assert aws("s3", "eu-west-1").head_bucket(Bucket="cmd-cross-account")
+    if resource_class_from_type("AWS::S3::BucketPolicy") is None:
+        pytest.skip("moto's CloudFormation does not create AWS::S3::BucketPolicy; the grants are checked in the template")
+    policy = json.loads(aws("s3", "eu-west-1").get_bucket_policy(Bucket="cmd-cross-account")["Policy"])
+    by_sid = {s["Sid"]: s for s in policy["Statement"]}
+    for sid in ("ReplicationRolesList", "ReplicationRolesWrite"):
+        principal = by_sid[sid]["Principal"]["AWS"]
+        assert sorted(principal if isinstance(principal, list) else [principal]) == sorted(roles)
