@@ -479,7 +479,7 @@ def test_requests_per_change_equal_what_the_test_asserts(docs):
 MEASURED = re.compile(r"\b(measured|measures|took(?! effect)|peak RSS|faster than|slower than|quicker|throughput of)\b", re.I)
 
 
-def test_names() -> set[str]:
+def function_names() -> set[str]:
     names = set()
     for path in [*(ROOT / "crates").glob("**/*.rs"), *(ROOT / "tests").glob("**/*.rs")]:
         if "target" in path.parts:
@@ -491,7 +491,7 @@ def test_names() -> set[str]:
 def test_figures_come_from_the_bench_block_or_name_their_test(docs):
     """A measured figure outside the generated block must name the test that asserts it (a
     test function or file that exists)."""
-    functions = test_names()
+    functions = function_names()
     problems = []
     for doc in docs:
         for paragraph in re.split(r"\n\s*\n|\n(?=- )", doc.prose()):
