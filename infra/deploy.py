@@ -46,6 +46,8 @@ DERIVED_PARAMETERS = ("SourceBucketName", "ReplicaTargets", "TargetBuckets", "So
 # delivery (then `destroy` turns it off again; a bucket that had it keeps it).
 TAG_ENABLED_EVENTBRIDGE = "s3fanout:enabled-eventbridge"
 TAG_STACK = "s3fanout:stack"
+# Tag on the replication stack: where the read alarms were deployed, for `destroy`.
+TAG_READ_ALARMS_REGION = "s3fanout:read-alarms-region"
 S3_NOTIFICATION_EVENTS = [
     "s3:ObjectCreated:*",
     "s3:ObjectRemoved:*",
@@ -132,6 +134,8 @@ def bucket_exists(aws: Aws, bucket: str) -> bool:
     except ClientError as err:
         if error_code(err) in ("404", "NoSuchBucket", "NotFound"):
             return False
+        if error_code(err) in ("403", "Forbidden", "AccessDenied"):
+            return True  # it exists, and belongs to another account (or refuses these credentials)
         raise DeployError(f"bucket {bucket!r}: {error_code(err) or err}") from err
 
 
@@ -246,7 +250,7 @@ class Report:
         print(self.lines[-1], flush=True)
 
 
-def build(args) -> None:
+def build() -> None:
     subprocess.run(["make", "-C", str(ROOT), "package"], check=True)
 
 
@@ -469,7 +473,7 @@ def deploy(args) -> int:
         raise DeployError(f"--source {args.source!r} is also a target: it would replicate into itself")
 
     if args.build:
-        build(args)
+        build()
     zips = code_zips(Path(args.code_dir))
     artifacts = ensure_artifact_bucket(aws, args.artifact_bucket, report)
     code = upload_code(aws, artifacts, stack, zips)
@@ -481,6 +485,10 @@ def deploy(args) -> int:
     eventbridge_ours = previous_tags.get(TAG_ENABLED_EVENTBRIDGE) == "true" or (
         args.wiring == "EventBridge" and "EventBridgeConfiguration" not in notification_configuration(aws, args.source)
     )
+    replication_tags = {TAG_STACK: stack, TAG_ENABLED_EVENTBRIDGE: "true" if eventbridge_ours else "false"}
+    alarms_region = args.read_alarms_region or previous_tags.get(TAG_READ_ALARMS_REGION)
+    if alarms_region:
+        replication_tags[TAG_READ_ALARMS_REGION] = alarms_region
     template = replication_template(code, args.translate_locally, aws.region)
     body = json.dumps(template, separators=(",", ":")).encode()
     template_url = None
@@ -500,7 +508,7 @@ def deploy(args) -> int:
             "SourceWiring": args.wiring,
             **parameters,
         },
-        {TAG_STACK: stack, TAG_ENABLED_EVENTBRIDGE: "true" if eventbridge_ours else "false"},
+        replication_tags,
         template_url,
     )
     report.add(status, f"stack {stack} ({aws.region})", f"replication: {len(targets)} targets")
@@ -536,14 +544,18 @@ def destroy(args) -> int:
     params = {p["ParameterKey"]: p.get("ParameterValue", "") for p in replication.get("Parameters", [])}
     tags = {t["Key"]: t["Value"] for t in replication.get("Tags", [])}
     # The targets as the functions have them (REPLICA_TARGETS), read before the stack goes.
-    function = outputs_of(replication).get("ReplicateFunctionName")
-    targets = aws.client("lambda").get_function_configuration(FunctionName=function)["Environment"]["Variables"][
-        "REPLICA_TARGETS"
-    ]
+    try:
+        function = outputs_of(replication)["ReplicateFunctionName"]
+        variables = aws.client("lambda").get_function_configuration(FunctionName=function)["Environment"]["Variables"]
+        targets = variables["REPLICA_TARGETS"]
+    except (KeyError, ClientError):
+        # A stack whose function is gone still has its parameter.
+        targets = params["ReplicaTargets"]
     # The wiring goes first: events sent to a deleted queue would be lost, not queued.
     unwire_source(aws, stack, params["SourceBucketName"], tags.get(TAG_ENABLED_EVENTBRIDGE) == "true", report)
-    if delete_stack(aws, f"{stack}-read-alarms", args.read_alarms_region or aws.region):
-        report.add("deleted", f"stack {stack}-read-alarms")
+    alarms_region = args.read_alarms_region or tags.get(TAG_READ_ALARMS_REGION) or aws.region
+    if delete_stack(aws, f"{stack}-read-alarms", alarms_region):
+        report.add("deleted", f"stack {stack}-read-alarms ({alarms_region})")
     index = 1
     while delete_stack(aws, failover_stack_name(stack, index), FAILOVER_REGION):
         report.add("deleted", f"stack {failover_stack_name(stack, index)} ({FAILOVER_REGION})")
@@ -605,7 +617,7 @@ def main(argv: list[str] | None = None) -> int:
 
     x = sub.add_parser("destroy", help="remove the stacks and the wiring; keep every bucket and object")
     common(x)
-    x.add_argument("--read-alarms-region", help="where the read alarms were deployed (default --region)")
+    x.add_argument("--read-alarms-region", help="where the read alarms were deployed (default: where deploy put them)")
     x.set_defaults(run=destroy)
 
     b = sub.add_parser("backfill", help="start the first backfill (asynchronously)")

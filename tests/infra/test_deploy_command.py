@@ -292,7 +292,9 @@ def test_failover_chain_and_read_alarms(aws, moto_endpoint, code_dir):
     assert "deleted    stack cmd-read-failover-2 (us-east-1)" in output
     assert params_of(stack_or_none(aws, "cmd-read-failover-1", "us-east-1"))["NextRecordName"] == ""
 
-    run(moto_endpoint, "destroy", "--stack", "cmd-read", "--read-alarms-region", "eu-west-1")
+    # destroy finds the read alarms where deploy put them.
+    output = run(moto_endpoint, "destroy", "--stack", "cmd-read")
+    assert "deleted    stack cmd-read-read-alarms (eu-west-1)" in output
     assert stack_or_none(aws, "cmd-read-failover-1", "us-east-1") is None
     assert stack_or_none(aws, "cmd-read-read-alarms", "eu-west-1") is None
 
