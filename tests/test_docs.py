@@ -498,7 +498,7 @@ def test_figures_come_from_the_bench_block_or_name_their_test(docs):
             line = " ".join(paragraph.split())
             if not (MEASURED.search(line) and re.search(r"\d", MEASURED.split(line, 1)[-1] + line)):
                 continue
-            if not re.search(r"\d+(?:[.,]\d+)?\s?(?:ms|s|MiB|KiB|GiB|KB|%|x)\b", line):
+            if not re.search(r"\d+(?:[.,]\d+)?\s?(?:ms|s|MiB|KiB|GiB|KB|%|x|(?:objects|replicas|requests)/s)\b", line):
                 continue
             named = [t for t in ticks(line) if t in functions or ((ROOT / t).is_file() and "test" in t)]
             if not named:
