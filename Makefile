@@ -2,10 +2,10 @@
 #   make demo      run the replicate function locally on real notifications, print the replicas
 #   make unit      formatting, lints and every test that needs no server (the simulation too)
 #   make test      all of it: unit, simulation, integration against a local S3 server,
-#                  end-to-end through the Lambda runtime API, template tests
+#                  end-to-end through the Lambda runtime API, template tests, the docs against the code
 #   make bench     figures: replicate latency and requests for 1..8 targets, multipart sources,
 #                  a batch's concurrency, memory, copy method, backfill against sync tools;
-#                  target/bench/results.json, target/bench/bench.svg (make bench-docs: README)
+#                  target/bench/results.json, target/bench/bench.svg (make bench-docs: docs/performance.md)
 #   make package   build the Lambda zips (arm64)
 
 VENV ?= .venv
@@ -25,7 +25,7 @@ demo: setup
 	$(LOCAL_S3) $(PY) tests/e2e/replicate_e2e.py
 
 # cargo test runs last, so that its summary closes the output.
-test: setup check lint test-infra test-local-s3 test-e2e test-rust
+test: setup check lint test-infra test-local-s3 docs-test test-e2e test-rust
 
 check:
 	cargo fmt --all -- --check
@@ -41,6 +41,11 @@ test-rust: setup
 
 test-e2e: setup
 	$(LOCAL_S3) $(PY) tests/e2e/replicate_e2e.py
+
+# The docs against the code: parameters, metrics, variables, targets, flags, request counts.
+.PHONY: docs-test
+docs-test: setup
+	$(VENV)/bin/python -m pytest -q -p no:cacheprovider tests/test_docs.py
 
 # The local S3 server itself: what it enforces beyond moto, against what S3 documents.
 .PHONY: test-local-s3
@@ -63,7 +68,7 @@ bench: setup
 	$(PY) -m pip install --quiet --disable-pip-version-check -r tests/bench-requirements.txt && (command -v rclone >/dev/null || (apt-get update -qq && apt-get install -y -qq rclone)) && cargo build --profile bench-build -p s3fanout-cli -p integration --bin s3fanout --bin bench_backfill && $(LOCAL_S3) $(BENCH_BIN)/bench_backfill
 	python3 tests/bench_report.py --dir $(BENCH_DIR)
 
-# The README's figures and docs/bench.svg from the last `make bench`.
+# The figures of docs/performance.md and docs/bench.svg from the last `make bench`.
 .PHONY: bench-docs
 bench-docs:
 	python3 tests/bench_report.py --dir $(BENCH_DIR) --docs

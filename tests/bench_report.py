@@ -13,8 +13,8 @@ bench binaries, read.json when the read-path bench wrote one) and writes:
 - `<dir>/report.md`: the goal figures and the cost table, also printed.
 
 With `--docs` it also copies the plot to `docs/bench.svg` and replaces the block between
-`<!-- bench:begin -->` and `<!-- bench:end -->` in README.md with `report.md`, so the README's
-figures are always those of a run. Standard library only.
+`<!-- bench:begin -->` and `<!-- bench:end -->` in docs/performance.md with `report.md`, so the
+published figures are always those of a run. Standard library only.
 """
 
 import argparse
@@ -158,6 +158,14 @@ def report_md(results):
                 f"| {'yes' if e['etag_preserved'] else 'no'} |"
             )
         out.append("")
+    memory = (rep.get("memory") or {}).get("rows", [])
+    if memory:
+        out.append("**Memory** (peak RSS of a fresh process replicating one object to one target, median of 3 runs):\n")
+        out.append("| object | copy | peak RSS |")
+        out.append("|---|---|---|")
+        for m in memory:
+            out.append(f"| {size_label(m['size'])} | {m['method']} | {m['peak_rss_mib']:.1f} MiB |")
+        out.append("")
     batch = rep.get("batch") or {}
     if batch.get("rows"):
         out.append(f"**One invocation, {batch['messages']} SQS messages x {batch['targets']} targets**:\n")
@@ -294,6 +302,12 @@ def legend(svg, x, y, items):
         svg.append(text(x + 23, yy, label, size=11))
 
 
+def text_width(s, size):
+    """About how wide `s` is drawn at `size` px in Helvetica/Arial (0.6 em a character, the
+    widest common average), so that labels can be placed clear of each other and of the edges."""
+    return len(str(s)) * size * 0.6
+
+
 def nice_max(v):
     """The smallest 1, 2, 2.5 or 5 times a power of ten that is at least `v`."""
     candidates = [step * 10**mag for mag in range(-1, 8) for step in (1, 2, 2.5, 5)]
@@ -310,7 +324,9 @@ def num(v):
 
 
 def plot(results):
-    W, H = 1000, 760
+    # Four panels of PH in all, and a strip below them for the stamp.
+    W, PH = 1000, 760
+    H = PH + 18
     svg = [
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" viewBox="0 0 {W} {H}" '
         'font-family="Helvetica, Arial, sans-serif">',
@@ -321,7 +337,7 @@ def plot(results):
     fan = fan_rows(results)
 
     # 1. Latency against N, in round trips.
-    p = Panel(svg, 0, 0, W / 2, H / 2, f"Replicate latency ({rtt} ms per request)", "targets (N)", "round trips (time / RTT)")
+    p = Panel(svg, 0, 0, W / 2, PH / 2, f"Replicate latency ({rtt} ms per request)", "targets (N)", "round trips (time / RTT)")
     if fan:
         ns = sorted({r["targets"] for r in fan})
         sizes = sorted({r["size"] for r in fan})
@@ -346,7 +362,7 @@ def plot(results):
         p.empty("no replicate figures")
 
     # 2. Requests per object against N.
-    p = Panel(svg, W / 2, 0, W / 2, H / 2, "Requests per object (first delivery)", "targets (N)", "requests")
+    p = Panel(svg, W / 2, 0, W / 2, PH / 2, "Requests per object (first delivery)", "targets (N)", "requests")
     if fan:
         small = smallest_size(fan)
         rows = [r for r in fan if r["size"] == small]
@@ -376,37 +392,48 @@ def plot(results):
 
     # 3. Backfill throughput per tool against the raw capacity.
     bf = results.get("backfill") or {}
-    p = Panel(svg, 0, H / 2, W / 2, H / 2, "Backfill to 3 targets: throughput", "replicas per second", "")
+    p = Panel(svg, 0, PH / 2, W / 2, PH / 2, "Backfill to 3 targets: throughput", "replicas per second", "")
     tools = [t for t in bf.get("tools", []) if "error" not in t]
     ref = bf.get("reference")
     if tools or ref:
         bars = ([("raw CopyObject (reference)", ref["replicas_per_s"])] if ref else []) + [
             (t["label"].split(" (")[0], t["replicas_per_s"]) for t in tools
         ]
+        values = [f"{v:.0f}" + (f" ({v / ref['replicas_per_s']:.2f}x)" if ref else "") for _, v in bars]
+        # The bar labels sit left of the axis: the axis starts after the longest of them.
+        p.left = p.x + 10 + max(text_width(label, 11) for label, _ in bars) + 8
+        # Room above the bars for the subtitle, then the goal's label.
+        p.top = p.y + 60
         top = nice_max(max(v for _, v in bars) * 1.1)
-        p.left = p.x + 150
         p.scale(0, top, 0, len(bars))
+        # The value right of the longest bar must fit in the panel: widen the scale if not.
+        while any(p.px(v) + 4 + text_width(t, 10) > p.right for (_, v), t in zip(bars, values)):
+            top = nice_max(top * 1.01)
+            p.scale(0, top, 0, len(bars))
         p.axes(ticks(top), [], xfmt=num)
+        svg.append(text(p.x + p.w / 2, p.y + 34, f"{bf['objects']:,} objects, {bf['latency_ms']} ms per request",
+                        size=10, anchor="middle", fill="#555"))
+        goal_x = p.px(0.9 * ref["replicas_per_s"]) if ref else None
         bh = (p.bottom - p.top) / len(bars) * 0.65
-        for i, (label, v) in enumerate(bars):
+        for i, ((label, v), value) in enumerate(zip(bars, values)):
             yc = p.top + (i + 0.5) * (p.bottom - p.top) / len(bars)
             color = "#999" if i == 0 and ref else COLORS[(i + 1) % len(COLORS)]
             svg.append(rect(p.left, yc - bh / 2, p.px(v) - p.left, bh, color))
-            svg.append(text(p.left - 6, yc + 4, label, size=11, anchor="end"))
-            share = f" ({v / ref['replicas_per_s']:.2f}x)" if ref else ""
-            svg.append(text(p.px(v) + 4, yc + 4, f"{v:.0f}{share}", size=10))
-        if ref:
-            x = p.px(0.9 * ref["replicas_per_s"])
-            svg.append(line(x, p.top, x, p.bottom, COLORS[3], 1.5, "2,3"))
-            svg.append(text(x, p.top - 4, "goal: 0.9 x raw", size=10, anchor="middle", fill=COLORS[3]))
-        svg.append(text(p.x + p.w / 2, p.y + 30, f"{bf['objects']:,} objects, {bf['latency_ms']} ms per request",
-                        size=10, anchor="middle", fill="#555"))
+            svg.append(text(p.left - 8, yc + 4, label, size=11, anchor="end"))
+            x = p.px(v) + 4
+            # A value the goal line would cross is moved to the line's right.
+            if goal_x is not None and x - 4 <= goal_x <= x + text_width(value, 10) + 2:
+                x = goal_x + 4
+            svg.append(text(x, yc + 4, value, size=10))
+        if goal_x is not None:
+            svg.append(line(goal_x, p.top, goal_x, p.bottom, COLORS[3], 1.5, "2,3"))
+            svg.append(text(goal_x, p.top - 6, "goal: 0.9 x raw", size=10, anchor="middle", fill=COLORS[3]))
     else:
         p.empty("no backfill figures")
 
     # 4. A 10 MiB source: requests of the engine against one CopyObject.
     mp = (rep.get("multipart_source") or {}).get("cases", [])
-    p = Panel(svg, W / 2, H / 2, W / 2, H / 2, "A 10 MiB source to 1 target", "", "requests")
+    p = Panel(svg, W / 2, PH / 2, W / 2, PH / 2, "A 10 MiB source to 1 target", "", "requests")
     if mp:
         groups = [(c["label"], c["engine"], c["single_copy_object"]) for c in mp]
         top = nice_max(max(max(e["requests"]["total"], s["requests"]["total"]) for _, e, s in groups) * 1.25)
@@ -428,7 +455,7 @@ def plot(results):
         p.empty("no multipart figures")
 
     stamp = results.get("generated_at", "")
-    svg.append(text(W - 8, H - 4, f"make bench, {stamp}, local S3 server (moto)", size=9, anchor="end", fill="#888"))
+    svg.append(text(W - 8, H - 5, f"make bench, {stamp}, local S3 server (moto)", size=9, anchor="end", fill="#888"))
     svg.append("</svg>")
     return "\n".join(svg) + "\n"
 
@@ -449,7 +476,7 @@ def main():
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--dir", default=os.environ.get("BENCH_DIR", os.path.join(root, "target", "bench")))
-    ap.add_argument("--docs", action="store_true", help="also refresh docs/bench.svg and README.md")
+    ap.add_argument("--docs", action="store_true", help="also refresh docs/bench.svg and docs/performance.md")
     args = ap.parse_args()
 
     sections = load(args.dir)
@@ -480,8 +507,8 @@ def main():
         os.makedirs(os.path.join(root, "docs"), exist_ok=True)
         with open(os.path.join(root, "docs", "bench.svg"), "w") as f:
             f.write(picture)
-        replace_block(os.path.join(root, "README.md"), md)
-        print("refreshed docs/bench.svg and the figures in README.md")
+        replace_block(os.path.join(root, "docs", "performance.md"), md)
+        print("refreshed docs/bench.svg and the figures in docs/performance.md")
 
 
 if __name__ == "__main__":

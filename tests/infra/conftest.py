@@ -49,6 +49,36 @@ def clean_json(resource_json, resources_map):
 
 
 parsing.clean_json = clean_json
+
+# moto keeps a bucket's EventBridgeConfiguration but leaves it out of
+# GetBucketNotificationConfiguration, whose answer S3 documents to include it
+# (Amazon S3 API Reference, GetBucketNotificationConfiguration: "EventBridgeConfiguration
+# - Enables delivery of events to Amazon EventBridge"); a merge of the configuration
+# would then drop it.
+from moto.s3 import responses as s3_responses
+
+_get_notification = s3_responses.S3Response.get_bucket_notification
+
+
+def get_bucket_notification(self):
+    config = self.backend.get_bucket_notification_configuration(self.bucket_name)
+    if config is None or config.event_bridge is None:
+        return _get_notification(self)
+    serialized = self.serialized
+
+    def with_event_bridge(result):
+        if isinstance(getattr(result, "result", None), dict):
+            result.result["EventBridgeConfiguration"] = {}
+        return serialized(result)
+
+    self.serialized = with_event_bridge
+    try:
+        return _get_notification(self)
+    finally:
+        del self.serialized
+
+
+s3_responses.S3Response.get_bucket_notification = get_bucket_notification
 sys.argv[0] = "moto_server"
 sys.exit(main())
 """

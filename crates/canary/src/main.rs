@@ -2,7 +2,9 @@
 //! EMF lines) or, with `--local`, as a command that prints the lag per replica.
 //!
 //! ```text
+//! canary                                    the Lambda function (under the Lambda runtime)
 //! canary --local [--rounds N] [--interval-ms MS]
+//! canary --help
 //! ```
 
 use std::time::Duration;
@@ -15,11 +17,31 @@ use serde_json::Value;
 /// answer.
 const DEADLINE_MARGIN: Duration = Duration::from_secs(10);
 
+const USAGE: &str = "\
+usage: canary                                  run as the Lambda function (one round per invocation)
+       canary --local [--rounds N] [--interval-ms MS]
+                                               run rounds here and print each replica's lag
+       canary --help
+
+Configuration (environment): SOURCE_BUCKETS and REPLICA_TARGETS as for the replicate function;
+CANARY_SOURCE, CANARY_WAIT_MS, CANARY_POLL_MS, CANARY_STALE_AFTER_MS, CANARY_KEEP.";
+
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.first().map(String::as_str) == Some("--local") {
-        return local(&args[1..]).await;
+    match args.first().map(String::as_str) {
+        None => {}
+        Some("--local") => return local(&args[1..]).await,
+        Some("--help" | "-h") => {
+            println!("{USAGE}");
+            return Ok(());
+        }
+        // Anything else would otherwise start the Lambda runtime, which waits for a runtime
+        // API that is not there.
+        Some(other) => {
+            eprintln!("canary: unknown argument {other:?}\n{USAGE}");
+            std::process::exit(2);
+        }
     }
     lambda_runtime::tracing::init_default_subscriber();
     let canary = &Canary::from_env().await?;
