@@ -123,6 +123,7 @@ async fn an_sse_c_source_fails_for_good_naming_the_customer_key() {
         .await;
     match &report[0].targets[0].outcome {
         Outcome::Failed(failure) => {
+            println!("{}", failure.message);
             assert_eq!(failure.kind, FailureKind::Permanent, "{failure:?}");
             assert!(
                 failure
@@ -159,6 +160,7 @@ async fn an_sse_c_source_fails_for_good_naming_the_customer_key() {
         .await
         .unwrap_err();
     assert_eq!(failure.kind, FailureKind::Permanent, "{failure:?}");
+    println!("{}", failure.message);
     assert!(failure.message.contains("CopyObject"), "{failure:?}");
     assert!(failure.message.contains("(SSE-C)"), "{failure:?}");
     let upload = store

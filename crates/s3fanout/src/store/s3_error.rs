@@ -33,9 +33,17 @@ where
         .is_some_and(|r| r.headers().get("x-amz-bucket-region").is_some());
     if needs_customer_key(operation, status, code, err.message(), region_hint) {
         failure.kind = FailureKind::Permanent;
+        let answer = match (code, err.message()) {
+            (Some(code), Some(message)) => format!("{code}{status_text}: {message}"),
+            _ => format!("HTTP {} with no details", status.unwrap_or(400)),
+        };
+        // A copy's location is its destination: the key it lacks is the source's.
+        let object = match operation {
+            "CopyObject" | "UploadPartCopy" => "the source object",
+            _ => "the object",
+        };
         failure.message = format!(
-            "{operation} {location}: the object is encrypted with a customer-provided key (SSE-C), which replication cannot copy without the key ({}{status_text}: {detail})",
-            code.unwrap_or("error")
+            "{operation} {location}: {object} is encrypted with a customer-provided key (SSE-C), which replication cannot copy without the key (S3 answered {answer})"
         );
         return failure;
     }
