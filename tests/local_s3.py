@@ -38,20 +38,38 @@ What this wrapper adds:
   `x-amz-tagging-directive: REPLACE` and CreateMultipartUpload, before anything is written. moto
   checks these only after PutObject or CopyObject has stored the object, and for a multipart
   upload only when it completes (storing the object and then failing).
+- ListMultipartUploads answers in pages as S3 documents (API reference, ListMultipartUploads):
+  at most `max-uploads` uploads (1,000 when absent or larger), sorted by key and, within a key,
+  by initiation time; `key-marker` / `upload-id-marker` continue after the upload they name;
+  `IsTruncated`, `NextKeyMarker` and `NextUploadIdMarker` say where the next page starts.
+  moto answers every upload in one page, never truncated, whatever the parameters.
+- Objects written by PutObject with a customer-provided key (SSE-C) must be read with it
+  (S3 user guide, "Specifying server-side encryption with customer-provided keys (SSE-C)":
+  GET and HEAD requests must carry the `x-amz-server-side-encryption-customer-*` headers, and
+  a copy of such an object the `x-amz-copy-source-server-side-encryption-customer-*` ones).
+  Without them HeadObject answers 400 with no body, GetObject, CopyObject and UploadPartCopy
+  400 InvalidRequest; with another key, 403. moto ignores SSE-C headers and serves the object
+  to anyone.
+- CRC64NVME checksums are real CRC-64/NVME values: moto computes them with awscrt and, when it
+  is not installed, silently puts a CRC32 in their place, so the server refuses to start
+  without awscrt (tests/requirements.txt installs it).
 """
 
 import sys
 from datetime import datetime, timezone
+from importlib.util import find_spec
 from urllib.parse import parse_qs, unquote, urlparse
 
 from moto.s3.models import FakeMultipart
 from moto.s3.exceptions import (
     BadRequest,
+    InvalidArgumentError,
     InvalidTagError,
     MissingKey,
     PreconditionFailed,
     S3ClientError,
 )
+from moto.core.responses import ActionResult
 from moto.s3.responses import S3Response
 from moto.server import main
 from werkzeug.datastructures import Headers
@@ -219,8 +237,6 @@ S3Response.put_object = _enforce_put_object_limits(S3Response.put_object)
 S3Response._key_response_post = _enforce_post_object(S3Response._key_response_post)
 S3Response.delete_object = _enforce_delete_if_match_any(S3Response.delete_object)
 
-_MOTO_INITIATED = "<Initiated>2010-11-10T20:48:33.000Z</Initiated>"
-
 
 def _record_initiated(init):
     def recorded(self, *args, **kwargs):
@@ -228,26 +244,6 @@ def _record_initiated(init):
         self.initiated = datetime.now(timezone.utc)
 
     return recorded
-
-
-def _real_initiated(handler):
-    # moto renders a fixed time; put each upload's own in its place, in the same order.
-    def listed(self):
-        status, headers, body = handler(self)
-        uploads = list(self.backend.list_multipart_uploads(self.bucket_name).values())
-        prefix = self.querystring.get("prefix", [None])[0] if "prefix" in self.querystring else None
-        if prefix is not None:
-            uploads = [u for u in uploads if u.key_name.startswith(prefix)]
-        text = body.decode("utf-8") if isinstance(body, bytes) else body
-        for upload in uploads:
-            when = getattr(upload, "initiated", None)
-            if when is None or _MOTO_INITIATED not in text:
-                break
-            stamp = when.strftime("%Y-%m-%dT%H:%M:%S.") + f"{when.microsecond // 1000:03d}Z"
-            text = text.replace(_MOTO_INITIATED, f"<Initiated>{stamp}</Initiated>", 1)
-        return status, headers, text.encode("utf-8") if isinstance(body, bytes) else text
-
-    return listed
 
 
 def _list_parts_result(handler):
@@ -261,9 +257,218 @@ def _list_parts_result(handler):
     return renamed
 
 
+# S3 API reference, ListMultipartUploads: "1,000 is the maximum number of uploads that can be
+# returned in a response."
+MAX_UPLOADS = 1000
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+def _stamp(when: datetime) -> str:
+    return when.strftime("%Y-%m-%dT%H:%M:%S.") + f"{when.microsecond // 1000:03d}Z"
+
+
+def _list_multipart_uploads(self):
+    """moto's answer (same fields), paged as S3 pages it, with each upload's real `Initiated`."""
+    query = self.querystring
+    prefix = query.get("prefix", [""])[0] or ""
+    key_marker = query.get("key-marker", [""])[0] or ""
+    id_marker = query.get("upload-id-marker", [""])[0] or ""
+    raw_max = query.get("max-uploads", [str(MAX_UPLOADS)])[0]
+    try:
+        max_uploads = int(raw_max)
+    except ValueError:
+        raise InvalidArgumentError(
+            "Provided max-uploads not an integer or within integer range",
+            "max-uploads",
+            raw_max,
+        )
+    max_uploads = min(max(max_uploads, 0), MAX_UPLOADS)
+    uploads = [
+        u
+        for u in self.backend.list_multipart_uploads(self.bucket_name).values()
+        if u.key_name.startswith(prefix)
+    ]
+    uploads.sort(key=lambda u: (u.key_name.encode("utf-8"), getattr(u, "initiated", _EPOCH), u.id))
+    if key_marker:
+        marker = key_marker.encode("utf-8")
+        position = next(
+            (
+                i
+                for i, u in enumerate(uploads)
+                if id_marker and u.key_name == key_marker and u.id == id_marker
+            ),
+            None,
+        )
+        if position is not None:
+            uploads = uploads[position + 1 :]
+        else:
+            uploads = [
+                u
+                for u in uploads
+                if u.key_name.encode("utf-8") > marker
+                or (id_marker and u.key_name == key_marker and u.id > id_marker)
+            ]
+    page, truncated = uploads[:max_uploads], len(uploads) > max_uploads
+    listed = [
+        {
+            "Key": upload.key_name,
+            "UploadId": upload.id,
+            "Initiator": {
+                "ID": f"arn:aws:iam::{self.current_account}:user/user1-11111a31-17b5-4fb7-9df5-b111111f13de",
+                "DisplayName": "user1-11111a31-17b5-4fb7-9df5-b111111f13de",
+            },
+            "Owner": {
+                "ID": "75aa57f09aa0c8caeab4f8c24e99d10f8e7faeebf76c078efc7c6caea54ba06a",
+                "DisplayName": "webfile",
+            },
+            "StorageClass": "STANDARD",
+            "Initiated": _stamp(getattr(upload, "initiated", _EPOCH)),
+            "ChecksumAlgorithm": upload.metadata.get("x-amz-checksum-algorithm"),
+            "ChecksumType": upload.metadata.get("x-amz-checksum-type"),
+        }
+        for upload in page
+    ]
+    result = {
+        "Bucket": self.bucket_name,
+        "KeyMarker": key_marker,
+        "UploadIdMarker": id_marker,
+        "MaxUploads": max_uploads,
+        "IsTruncated": truncated,
+        "Uploads": listed,
+    }
+    if prefix:
+        result["Prefix"] = prefix
+    if page:
+        result["NextKeyMarker"] = page[-1].key_name
+        result["NextUploadIdMarker"] = page[-1].id
+    self.data["Action"] = "ListMultipartUploads"
+    return self.serialized(ActionResult(result))
+
+
 FakeMultipart.__init__ = _record_initiated(FakeMultipart.__init__)
 S3Response.list_parts = _list_parts_result(S3Response.list_parts)
-S3Response.list_multipart_uploads = _real_initiated(S3Response.list_multipart_uploads)
+S3Response.list_multipart_uploads = _list_multipart_uploads
+
+# SSE-C. The header names and answers of the user guide page "Specifying server-side
+# encryption with customer-provided keys (SSE-C)" (ServerSideEncryptionCustomerKeys).
+SSE_C_KEY_MD5 = "x-amz-server-side-encryption-customer-key-MD5"
+COPY_SOURCE_SSE_C_KEY_MD5 = "x-amz-copy-source-server-side-encryption-customer-key-MD5"
+SSE_C_MESSAGE = (
+    "The object was stored using a form of Server Side Encryption. The correct parameters "
+    "must be provided to retrieve the object."
+)
+
+
+class CustomerKeyRequired(S3ClientError):
+    """400 InvalidRequest: the object is SSE-C and the request does not carry its key."""
+
+    code = "InvalidRequest"
+
+    def __init__(self):
+        super().__init__(SSE_C_MESSAGE)
+
+
+class CustomerKeyDenied(S3ClientError):
+    """403 AccessDenied: the request carries another key than the object's."""
+
+    code = "AccessDenied"
+
+    def __init__(self):
+        super().__init__("Access Denied")
+
+
+def _customer_key_of(key) -> str | None:
+    return getattr(key, "sse_customer_key_md5", None) if key is not None else None
+
+
+def _key_check(stored: str | None, given: str | None) -> str:
+    """"ok", "missing" or "other" key, for an object stored with `stored`."""
+    if stored is None:
+        return "ok"
+    if not given:
+        return "missing"
+    return "ok" if given.strip() == stored else "other"
+
+
+def _source_of_copy(response: S3Response):
+    source = response.headers.get("x-amz-copy-source")
+    if isinstance(source, bytes):
+        source = source.decode("utf-8")
+    parsed = urlparse(source)
+    bucket, key = unquote(parsed.path).lstrip("/").split("/", 1)
+    version = parse_qs(parsed.query).get("versionId", [None])[0]
+    return response.backend.get_object(bucket, key, version_id=version)
+
+
+def _record_customer_key(handler):
+    def recorded(self):
+        result = handler(self)
+        md5 = self.headers.get(SSE_C_KEY_MD5)
+        if md5:
+            stored = self.backend.get_object(self.bucket_name, self.parse_key_name())
+            if stored is not None:
+                stored.sse_customer_key_md5 = md5.strip()
+        return result
+
+    return recorded
+
+
+def _head_needs_customer_key(handler):
+    def checked(self, bucket_name, query, key_name, headers):
+        version = query.get("versionId", [None])[0]
+        try:
+            current = self.backend.get_object(bucket_name, key_name, version_id=version)
+        except Exception:  # noqa: BLE001 moto's own handler answers for missing buckets
+            current = None
+        verdict = _key_check(_customer_key_of(current), headers.get(SSE_C_KEY_MD5))
+        if verdict == "missing":
+            return 400, {}, ""
+        if verdict == "other":
+            return 403, {}, ""
+        return handler(self, bucket_name, query, key_name, headers)
+
+    return checked
+
+
+def _get_needs_customer_key(handler):
+    def checked(self):
+        version = self.querystring.get("versionId", [None])[0]
+        current = self.backend.get_object(self.bucket_name, self.parse_key_name(), version_id=version)
+        verdict = _key_check(_customer_key_of(current), self.headers.get(SSE_C_KEY_MD5))
+        if verdict == "missing":
+            raise CustomerKeyRequired()
+        if verdict == "other":
+            raise CustomerKeyDenied()
+        return handler(self)
+
+    return checked
+
+
+def _copy_needs_customer_key(handler):
+    def checked(self):
+        if self.headers.get("x-amz-copy-source"):
+            verdict = _key_check(
+                _customer_key_of(_source_of_copy(self)), self.headers.get(COPY_SOURCE_SSE_C_KEY_MD5)
+            )
+            if verdict == "missing":
+                raise CustomerKeyRequired()
+            if verdict == "other":
+                raise CustomerKeyDenied()
+        return handler(self)
+
+    return checked
+
+
+S3Response.put_object = _record_customer_key(S3Response.put_object)
+S3Response.head_object = _head_needs_customer_key(S3Response.head_object)
+S3Response.get_object = _get_needs_customer_key(S3Response.get_object)
+S3Response.copy_object = _copy_needs_customer_key(S3Response.copy_object)
+S3Response.upload_part_copy = _copy_needs_customer_key(S3Response.upload_part_copy)
 
 if __name__ == "__main__":
+    if find_spec("awscrt") is None:
+        sys.exit(
+            "local_s3.py: awscrt is not installed, and without it moto labels a CRC32 as CRC64NVME; "
+            "install tests/requirements.txt (make setup)"
+        )
     main(sys.argv[1:])

@@ -10,6 +10,15 @@ Sources, cited per test:
   InvalidTag for a tag that fails validation. S3 answers 11 tags with 400 BadRequest "Object tags
   cannot be greater than 10".
 - S3 API reference, CopyObject / UploadPartCopy: `x-amz-copy-source-if-match`, 412 on a mismatch.
+- S3 API reference, ListMultipartUploads: `max-uploads` (at most 1,000), `key-marker`,
+  `upload-id-marker`, `IsTruncated`, `NextKeyMarker`, `NextUploadIdMarker`; uploads sorted by
+  key, and within a key by initiation time.
+- S3 user guide, "Specifying server-side encryption with customer-provided keys (SSE-C)": GET and
+  HEAD of an SSE-C object need the `x-amz-server-side-encryption-customer-*` headers, copies of
+  one the `x-amz-copy-source-server-side-encryption-customer-*` headers.
+- S3 user guide, "Checking object integrity": CRC64NVME checksums; CopyObject with
+  `x-amz-checksum-algorithm` computes the new object's checksum. The CRC-64/NVME check value
+  (of the bytes "123456789") is 0xAE8B14860A799888 (CRC catalogue, "CRC-64/NVME").
 """
 
 from __future__ import annotations
@@ -559,3 +568,86 @@ def test_list_parts_answers_a_list_parts_result(s3, bucket, endpoint):
     assert "<ListPartsResult" in raw and "</ListPartsResult>" in raw, raw
     parts = s3.list_parts(Bucket=bucket, Key="parts", UploadId=upload)["Parts"]
     assert [(p["PartNumber"], p["Size"]) for p in parts] == [(1, 10)]
+
+
+def test_list_multipart_uploads_pages(s3, bucket):
+    """ListMultipartUploads: at most `max-uploads` per answer, sorted by key then initiation
+    time; `IsTruncated` with `NextKeyMarker` / `NextUploadIdMarker` until the last page, and the
+    markers continue after the upload they name. moto answers everything in one page."""
+    created = []
+    for key in ["up/a", "up/a", "up/a", "up/b", "up/b", "up/c"]:
+        created.append((key, s3.create_multipart_upload(Bucket=bucket, Key=key)["UploadId"]))
+        time.sleep(0.002)
+    s3.create_multipart_upload(Bucket=bucket, Key="other")
+    pages, markers = [], {}
+    while True:
+        page = s3.list_multipart_uploads(Bucket=bucket, Prefix="up/", MaxUploads=2, **markers)
+        assert page["MaxUploads"] == 2
+        pages.append([(u["Key"], u["UploadId"]) for u in page.get("Uploads", [])])
+        if not page["IsTruncated"]:
+            break
+        markers = {"KeyMarker": page["NextKeyMarker"], "UploadIdMarker": page["NextUploadIdMarker"]}
+        assert len(pages) < 10, pages
+    assert pages == [created[0:2], created[2:4], created[4:6]]
+    after_a = s3.list_multipart_uploads(Bucket=bucket, Prefix="up/", KeyMarker="up/a")
+    assert [u["Key"] for u in after_a["Uploads"]] == ["up/b", "up/b", "up/c"]
+    assert s3.list_multipart_uploads(Bucket=bucket, MaxUploads=5000)["MaxUploads"] == 1000
+
+
+SSE_C_KEY = b"0123456789abcdef0123456789abcdef"
+
+
+def test_sse_c_objects_need_their_key(s3, bucket):
+    """SSE-C: HEAD and GET of an object stored with a customer-provided key must carry the key
+    (HEAD without it: 400 and no body; GET: 400 InvalidRequest); a copy of it must carry it in
+    the `x-amz-copy-source-server-side-encryption-customer-*` headers (CopyObject and
+    UploadPartCopy without them: 400 InvalidRequest). moto serves the object to anyone."""
+    key = {"SSECustomerAlgorithm": "AES256", "SSECustomerKey": SSE_C_KEY}
+    copy_key = {"CopySourceSSECustomerAlgorithm": "AES256", "CopySourceSSECustomerKey": SSE_C_KEY}
+    s3.put_object(Bucket=bucket, Key="secret", Body=b"hidden", **key)
+    s3.put_object(Bucket=bucket, Key="plain", Body=b"open")
+
+    with pytest.raises(ClientError) as excinfo:
+        s3.head_object(Bucket=bucket, Key="secret")
+    assert excinfo.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400
+    with pytest.raises(ClientError) as excinfo:
+        s3.head_object(Bucket=bucket, Key="secret", SSECustomerAlgorithm="AES256",
+                       SSECustomerKey=b"f" * 32)
+    assert excinfo.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403
+    assert s3.head_object(Bucket=bucket, Key="secret", **key)["ContentLength"] == 6
+    with pytest.raises(ClientError) as excinfo:
+        s3.get_object(Bucket=bucket, Key="secret")
+    assert _error(excinfo) == (400, "InvalidRequest")
+    assert s3.get_object(Bucket=bucket, Key="secret", **key)["Body"].read() == b"hidden"
+
+    source = {"Bucket": bucket, "Key": "secret"}
+    with pytest.raises(ClientError) as excinfo:
+        s3.copy_object(Bucket=bucket, Key="copy", CopySource=source)
+    assert _error(excinfo) == (400, "InvalidRequest")
+    assert not _exists(s3, bucket, "copy")
+    upload = s3.create_multipart_upload(Bucket=bucket, Key="parts")["UploadId"]
+    with pytest.raises(ClientError) as excinfo:
+        s3.upload_part_copy(Bucket=bucket, Key="parts", UploadId=upload, PartNumber=1,
+                            CopySource=source)
+    assert _error(excinfo) == (400, "InvalidRequest")
+    s3.copy_object(Bucket=bucket, Key="copy", CopySource=source, **copy_key)
+    assert _body(s3, bucket, "copy") == b"hidden"
+
+    # Objects without SSE-C, and an overwrite without it, are read as before.
+    assert s3.head_object(Bucket=bucket, Key="plain")["ContentLength"] == 4
+    s3.put_object(Bucket=bucket, Key="secret", Body=b"public now")
+    assert _body(s3, bucket, "secret") == b"public now"
+
+
+def test_copy_computes_a_real_crc64nvme(s3, bucket):
+    """CopyObject with `x-amz-checksum-algorithm: CRC64NVME` stores the CRC-64/NVME of the bytes,
+    which HEAD returns with checksum mode: for "123456789", 0xAE8B14860A799888. Without awscrt
+    moto stores a CRC32 under that name."""
+    import base64
+
+    s3.put_object(Bucket=bucket, Key="digits", Body=b"123456789", ChecksumAlgorithm="CRC32")
+    s3.copy_object(Bucket=bucket, Key="copy", CopySource={"Bucket": bucket, "Key": "digits"},
+                   ChecksumAlgorithm="CRC64NVME")
+    head = s3.head_object(Bucket=bucket, Key="copy", ChecksumMode="ENABLED")
+    assert head["ChecksumCRC64NVME"] == base64.b64encode(
+        (0xAE8B14860A799888).to_bytes(8, "big")).decode()

@@ -655,6 +655,8 @@ def test_iam_targets_from_the_list(aws, all_stacks):
             for action in (
                 "s3:PutObject",
                 "s3:PutObjectTagging",
+                # Removing every tag of a replica is a DeleteObjectTagging.
+                "s3:DeleteObjectTagging",
                 "s3:AbortMultipartUpload",
                 "s3:ListMultipartUploadParts",
             ):
@@ -662,8 +664,8 @@ def test_iam_targets_from_the_list(aws, all_stacks):
             assert not any(a.startswith("s3:") and a not in {
                 "s3:ListBucket", "s3:ListBucketMultipartUploads",
                 "s3:GetObject", "s3:GetObjectTagging", "s3:GetObjectVersion",
-                "s3:PutObject", "s3:PutObjectTagging", "s3:AbortMultipartUpload",
-                "s3:ListMultipartUploadParts", "s3:DeleteObject",
+                "s3:PutObject", "s3:PutObjectTagging", "s3:DeleteObjectTagging",
+                "s3:AbortMultipartUpload", "s3:ListMultipartUploadParts", "s3:DeleteObject",
             } for a in perms), perms
 
 

@@ -259,6 +259,7 @@ mod tests {
             faulted: false,
             range: None,
             if_match: None,
+            amz: Default::default(),
         }
     }
 

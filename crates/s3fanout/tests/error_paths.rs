@@ -221,3 +221,122 @@ async fn every_request_names_the_expected_bucket_owner() {
     assert_eq!(head_replica.num_calls(), 1);
     assert_eq!((head.num_calls(), copy.num_calls()), (4, 2));
 }
+
+/// HeadObject of an object encrypted with a customer-provided key answers a bare 400 (no body)
+/// when the key is missing: the failure is permanent and says why, unless the 400 names the
+/// bucket's region (a request signed for another region).
+#[tokio::test]
+async fn a_bare_400_on_the_source_head_names_sse_c() {
+    let sse_c = mock!(Client::head_object)
+        .match_requests(|r| r.key() == Some("secret"))
+        .then_http_response(|| {
+            HttpResponse::new(StatusCode::try_from(400).unwrap(), SdkBody::empty())
+        });
+    let elsewhere = mock!(Client::head_object)
+        .match_requests(|r| r.key() == Some("elsewhere"))
+        .then_http_response(|| {
+            let mut response =
+                HttpResponse::new(StatusCode::try_from(400).unwrap(), SdkBody::empty());
+            response
+                .headers_mut()
+                .insert("x-amz-bucket-region", "eu-west-1");
+            response
+        });
+    let replicator = replicator(&[&sse_c, &elsewhere], &["t1"]);
+    let report = replicator
+        .apply_change(&created("src", "secret"), &Deadline::none())
+        .await;
+    match &report.targets[0].outcome {
+        Outcome::Failed(failure) => {
+            assert_eq!(failure.kind, FailureKind::Permanent, "{failure:?}");
+            assert!(
+                failure.message.contains(
+                    "HeadObject s3://src/secret: the object is encrypted with a customer-provided key (SSE-C), which replication cannot copy without the key"
+                ),
+                "{failure:?}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    let report = replicator
+        .apply_change(&created("src", "elsewhere"), &Deadline::none())
+        .await;
+    match &report.targets[0].outcome {
+        Outcome::Failed(failure) => {
+            assert!(!failure.message.contains("SSE-C"), "{failure:?}")
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+/// Per-bucket owners and Requester Pays buckets, as the configuration gives them, reach each
+/// request: a copy names the source's owner apart from the destination's, and says who pays
+/// when either bucket is Requester Pays.
+#[tokio::test]
+async fn each_bucket_has_its_own_owner_and_payer() {
+    let head = mock!(Client::head_object)
+        .match_requests(|r| {
+            r.bucket() == Some("src")
+                && r.expected_bucket_owner() == Some("444455556666")
+                && r.request_payer().is_some()
+        })
+        .then_output(|| {
+            HeadObjectOutput::builder()
+                .e_tag("\"abc\"")
+                .content_length(3)
+                .build()
+        });
+    let copy_other = mock!(Client::copy_object)
+        .match_requests(|r| {
+            r.bucket() == Some("rep-1")
+                && r.expected_bucket_owner() == Some("111122223333")
+                && r.expected_source_bucket_owner() == Some("444455556666")
+                && r.request_payer().is_some()
+        })
+        .then_output(|| CopyObjectOutput::builder().build());
+    let copy_own = mock!(Client::copy_object)
+        .match_requests(|r| {
+            r.bucket() == Some("rep-2")
+                && r.expected_bucket_owner() == Some("123456789012")
+                && r.expected_source_bucket_owner() == Some("444455556666")
+                && r.request_payer().is_some()
+        })
+        .then_output(|| CopyObjectOutput::builder().build());
+    let client: Client = mock_client!(
+        aws_sdk_s3,
+        RuleMode::MatchAny,
+        &[&head, &copy_other, &copy_own]
+    );
+    let vars = [
+        (
+            "SOURCE_BUCKETS",
+            "src?expected_owner=444455556666&request_payer=requester",
+        ),
+        (
+            "REPLICA_TARGETS",
+            "rep-1@us-west-2?expected_owner=111122223333,rep-2@us-west-2",
+        ),
+        ("EXPECTED_BUCKET_OWNER", "123456789012"),
+    ];
+    let config = Config::from_lookup(|name| {
+        vars.iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v.to_string())
+    })
+    .unwrap();
+    let replicator = Replicator::new(config, Clients::fixed(client));
+    let report = replicator
+        .apply_change(&created("src", "k"), &Deadline::none())
+        .await;
+    for t in &report.targets {
+        assert_eq!(t.outcome, Outcome::Copied, "{}", t.bucket);
+    }
+    assert_eq!(
+        (
+            head.num_calls(),
+            copy_other.num_calls(),
+            copy_own.num_calls()
+        ),
+        (1, 1, 1)
+    );
+}

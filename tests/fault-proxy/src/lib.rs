@@ -88,6 +88,8 @@ pub struct Seen {
     pub range: Option<String>,
     /// The `If-Match` header, when there was one.
     pub if_match: Option<String>,
+    /// Its `x-amz-*` headers, names in lower case, those of the signature left out.
+    pub amz: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Default)]
@@ -308,6 +310,19 @@ async fn handle(
             .map(str::to_string)
     };
     let (range, if_match) = (header("range"), header("if-match"));
+    let amz = req
+        .headers()
+        .iter()
+        .filter(|(name, _)| {
+            let name = name.as_str();
+            name.starts_with("x-amz-")
+                && !matches!(
+                    name,
+                    "x-amz-date" | "x-amz-content-sha256" | "x-amz-security-token"
+                )
+        })
+        .filter_map(|(name, value)| Some((name.to_string(), value.to_str().ok()?.to_string())))
+        .collect();
     let (fault, cut) = {
         let mut state = state.lock().unwrap();
         let rule = state
@@ -350,6 +365,7 @@ async fn handle(
             faulted: !matches!(fault, Fault::None(_)),
             range,
             if_match,
+            amz,
         });
         let cut = rule
             .cut_body_after

@@ -67,6 +67,12 @@ pub struct Config {
     /// Account that must own every bucket (`x-amz-expected-bucket-owner`): a bucket deleted and
     /// re-created by someone else then never receives data.
     pub expected_owner: Option<String>,
+    /// Accounts that must own particular buckets (`?expected_owner=ACCOUNT` on a source or a
+    /// target), in place of `expected_owner`: a replica bucket in another account.
+    pub expected_owners: std::collections::BTreeMap<String, String>,
+    /// Requester Pays buckets of another account (`?request_payer=requester` on a source or a
+    /// target): every request to them says that this account pays.
+    pub requester_pays: BTreeSet<String>,
     /// Replica buckets, each receiving a full copy.
     pub targets: Vec<Target>,
     /// Whether `ObjectRemoved` events delete the object from every replica.
@@ -95,9 +101,11 @@ pub struct ConfigError {
 
 /// Environment variable names, documented in the README.
 pub mod vars {
-    /// Comma-separated allowed source buckets, each optionally `BUCKET@REGION`.
+    /// Comma-separated allowed source buckets, each optionally `BUCKET@REGION`, with options
+    /// `?prefix=..&request_payer=requester&expected_owner=ACCOUNT`.
     pub const SOURCE_BUCKETS: &str = "SOURCE_BUCKETS";
-    /// Comma-separated targets: `BUCKET@REGION[?prefix=..&storage_class=..&kms_key_id=..]`.
+    /// Comma-separated targets: `BUCKET@REGION[?prefix=..&storage_class=..&kms_key_id=..]`,
+    /// and `request_payer=requester`, `expected_owner=ACCOUNT` as on sources.
     pub const REPLICA_TARGETS: &str = "REPLICA_TARGETS";
     /// `true` or `false`.
     pub const REPLICATE_DELETES: &str = "REPLICATE_DELETES";
@@ -121,6 +129,8 @@ impl Config {
             source_regions: Default::default(),
             source_prefixes: Default::default(),
             expected_owner: None,
+            expected_owners: Default::default(),
+            requester_pays: Default::default(),
             targets,
             replicate_deletes: false,
             concurrency: DEFAULT_CONCURRENCY,
@@ -147,6 +157,7 @@ impl Config {
         let mut source_buckets = BTreeSet::new();
         let mut source_regions = std::collections::BTreeMap::new();
         let mut source_prefixes = std::collections::BTreeMap::new();
+        let mut buckets = BucketOptions::default();
         for entry in split_list(&sources_raw) {
             let (location, options) = entry.split_once('?').unwrap_or((entry, ""));
             let (name, region) = match location.split_once('@') {
@@ -165,11 +176,15 @@ impl Config {
                         source_prefixes.insert(name.to_string(), value);
                     }
                     other => {
-                        return Err(ConfigError {
-                            variable: vars::SOURCE_BUCKETS,
-                            value: entry.to_string(),
-                            reason: format!("unknown option {other:?} (known: prefix)"),
-                        })
+                        if !buckets.apply(vars::SOURCE_BUCKETS, entry, name, other, &value)? {
+                            return Err(ConfigError {
+                                variable: vars::SOURCE_BUCKETS,
+                                value: entry.to_string(),
+                                reason: format!(
+                                    "unknown option {other:?} (known: prefix, {BUCKET_OPTIONS})"
+                                ),
+                            });
+                        }
                     }
                 }
             }
@@ -190,7 +205,7 @@ impl Config {
         })?;
         let mut targets: Vec<Target> = Vec::new();
         for entry in split_list(&targets_raw) {
-            let target = parse_target(entry)?;
+            let target = parse_target(entry, &mut buckets)?;
             if source_buckets.contains(&target.bucket) {
                 return Err(ConfigError {
                     variable: vars::REPLICA_TARGETS,
@@ -268,7 +283,7 @@ impl Config {
 
         let expected_owner = match get(vars::EXPECTED_BUCKET_OWNER) {
             None => None,
-            Some(v) if v.len() == 12 && v.chars().all(|c| c.is_ascii_digit()) => Some(v),
+            Some(v) if is_account_id(&v) => Some(v),
             Some(v) => {
                 return Err(ConfigError {
                     variable: vars::EXPECTED_BUCKET_OWNER,
@@ -283,6 +298,8 @@ impl Config {
             source_regions,
             source_prefixes,
             expected_owner,
+            expected_owners: buckets.expected_owners,
+            requester_pays: buckets.requester_pays,
             targets,
             replicate_deletes,
             concurrency,
@@ -340,7 +357,61 @@ fn parse_bool(v: &str) -> Option<bool> {
     }
 }
 
-fn parse_target(entry: &str) -> Result<Target, ConfigError> {
+/// The options any bucket, source or target, may have.
+const BUCKET_OPTIONS: &str = "request_payer, expected_owner";
+
+/// What the per-bucket options of the entries read so far say.
+#[derive(Default)]
+struct BucketOptions {
+    requester_pays: BTreeSet<String>,
+    expected_owners: std::collections::BTreeMap<String, String>,
+}
+
+impl BucketOptions {
+    /// Applies option `name=value` of `bucket`; `false` when it is not a per-bucket option.
+    fn apply(
+        &mut self,
+        variable: &'static str,
+        entry: &str,
+        bucket: &str,
+        name: &str,
+        value: &str,
+    ) -> Result<bool, ConfigError> {
+        let err = |reason: String| ConfigError {
+            variable,
+            value: entry.to_string(),
+            reason,
+        };
+        match name {
+            // S3 knows one value, as `x-amz-request-payer: requester`.
+            "request_payer" if value == "requester" => {
+                self.requester_pays.insert(bucket.to_string());
+            }
+            "request_payer" => {
+                return Err(err(format!(
+                    "request_payer {value:?} is not a payer: the only value is \"requester\" (this account pays for requests to a Requester Pays bucket)"
+                )))
+            }
+            "expected_owner" if is_account_id(value) => {
+                self.expected_owners
+                    .insert(bucket.to_string(), value.to_string());
+            }
+            "expected_owner" => {
+                return Err(err(format!(
+                    "expected_owner {value:?} is not a 12-digit AWS account id"
+                )))
+            }
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+}
+
+fn is_account_id(v: &str) -> bool {
+    v.len() == 12 && v.chars().all(|c| c.is_ascii_digit())
+}
+
+fn parse_target(entry: &str, buckets: &mut BucketOptions) -> Result<Target, ConfigError> {
     let err = |reason: String| ConfigError {
         variable: vars::REPLICA_TARGETS,
         value: entry.to_string(),
@@ -377,9 +448,11 @@ fn parse_target(entry: &str) -> Result<Target, ConfigError> {
             "kms_key_id" if !value.is_empty() => target.kms_key_id = Some(value),
             "kms_key_id" => {}
             other => {
-                return Err(err(format!(
-                    "unknown option {other:?} (known: prefix, storage_class, kms_key_id)"
-                )))
+                if !buckets.apply(vars::REPLICA_TARGETS, entry, bucket, other, &value)? {
+                    return Err(err(format!(
+                        "unknown option {other:?} (known: prefix, storage_class, kms_key_id, {BUCKET_OPTIONS})"
+                    )));
+                }
             }
         }
     }
@@ -561,6 +634,100 @@ mod tests {
         .unwrap_err();
         assert_eq!(err.variable, "SOURCE_BUCKETS");
         assert!(err.reason.contains("not a region name"), "{err}");
+    }
+
+    #[test]
+    fn buckets_may_be_requester_pays_or_owned_by_another_account() {
+        let c = parse(&[
+            (
+                "SOURCE_BUCKETS",
+                "src@eu-west-1?request_payer=requester&expected_owner=111122223333",
+            ),
+            (
+                "REPLICA_TARGETS",
+                "rep-1@us-west-2?expected_owner=444455556666,rep-2@us-east-1?request_payer=requester&prefix=m%2F,rep-3@us-east-1",
+            ),
+            ("EXPECTED_BUCKET_OWNER", "999988887777"),
+        ])
+        .unwrap();
+        assert_eq!(
+            c.requester_pays,
+            BTreeSet::from(["src".to_string(), "rep-2".to_string()])
+        );
+        assert_eq!(
+            c.expected_owners,
+            std::collections::BTreeMap::from([
+                ("rep-1".to_string(), "444455556666".to_string()),
+                ("src".to_string(), "111122223333".to_string()),
+            ])
+        );
+        assert_eq!(c.expected_owner.as_deref(), Some("999988887777"));
+        assert_eq!(c.targets[1].prefix, "m/");
+        assert_eq!(
+            c.source_regions.get("src").map(String::as_str),
+            Some("eu-west-1")
+        );
+    }
+
+    #[test]
+    fn bad_bucket_options_name_the_value() {
+        let cases = [
+            (
+                "SOURCE_BUCKETS",
+                "src?request_payer=me",
+                "rep@us-east-1",
+                "\"me\"",
+            ),
+            (
+                "REPLICA_TARGETS",
+                "src",
+                "rep@us-east-1?request_payer=me",
+                "\"me\"",
+            ),
+            (
+                "SOURCE_BUCKETS",
+                "src?expected_owner=1111-2222-3333",
+                "rep@us-east-1",
+                "\"1111-2222-3333\" is not a 12-digit AWS account id",
+            ),
+            (
+                "REPLICA_TARGETS",
+                "src",
+                "rep@us-east-1?expected_owner=12345678901",
+                "\"12345678901\" is not a 12-digit AWS account id",
+            ),
+            (
+                "REPLICA_TARGETS",
+                "src",
+                "rep@us-east-1?expected_owner=",
+                "\"\" is not a 12-digit AWS account id",
+            ),
+        ];
+        for (variable, sources, targets, needle) in cases {
+            let err =
+                parse(&[("SOURCE_BUCKETS", sources), ("REPLICA_TARGETS", targets)]).unwrap_err();
+            assert_eq!(err.variable, variable, "{err}");
+            let message = err.to_string();
+            assert!(
+                message.contains(needle),
+                "{message:?} should name {needle:?}"
+            );
+        }
+        let err = parse(&[
+            ("SOURCE_BUCKETS", "src"),
+            ("REPLICA_TARGETS", "rep@us-east-1?request_payer=me"),
+        ])
+        .unwrap_err();
+        assert!(err.reason.contains("\"requester\""), "{err}");
+        let err = parse(&[
+            ("SOURCE_BUCKETS", "src?colour=red"),
+            ("REPLICA_TARGETS", "rep@us-east-1"),
+        ])
+        .unwrap_err();
+        assert!(
+            err.reason.contains("prefix, request_payer, expected_owner"),
+            "{err}"
+        );
     }
 
     #[test]

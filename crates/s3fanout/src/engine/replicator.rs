@@ -66,7 +66,10 @@ impl Replicator<S3Store> {
 
     /// A replicator over S3 with these clients.
     pub fn new(config: Config, clients: Clients) -> Self {
-        let store = S3Store::new(clients).with_expected_owner(config.expected_owner.clone());
+        let store = S3Store::new(clients)
+            .with_expected_owner(config.expected_owner.clone())
+            .with_expected_owners(config.expected_owners.clone())
+            .with_requester_pays(config.requester_pays.clone());
         Self::with_store(config, store)
     }
 }

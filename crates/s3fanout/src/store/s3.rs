@@ -1,11 +1,12 @@
 //! The storage port over aws-sdk-s3.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use aws_sdk_s3::operation::head_object::HeadObjectOutput;
 use aws_sdk_s3::types::{
-    CompletedMultipartUpload, CompletedPart, MetadataDirective, ServerSideEncryption, StorageClass,
-    Tagging, TaggingDirective,
+    ChecksumAlgorithm as SdkChecksumAlgorithm, ChecksumMode, ChecksumType,
+    CompletedMultipartUpload, CompletedPart, MetadataDirective, RequestPayer, ServerSideEncryption,
+    StorageClass, Tagging, TaggingDirective,
 };
 use aws_sdk_s3::Client;
 
@@ -16,7 +17,9 @@ use super::{
     SmallObject, Store, Upload, WriteCondition, SMALL_OBJECT_MAX_BYTES,
 };
 use crate::core::keys::copy_source;
-use crate::core::object::{Access, ContentHeaders, Listed, ObjectHead, Tag};
+use crate::core::object::{
+    Access, Checksum, ChecksumAlgorithm, ContentHeaders, Listed, ObjectHead, Tag,
+};
 use crate::core::outcome::Failure;
 use crate::core::provenance::bare_etag;
 
@@ -27,6 +30,12 @@ pub struct S3Store {
     /// Sent as `x-amz-expected-bucket-owner` (and `x-amz-source-expected-bucket-owner` on
     /// copies): S3 refuses the request with 403 when another account owns the bucket.
     owner: Option<String>,
+    /// Owners of particular buckets, in place of `owner` for them.
+    owners: BTreeMap<String, String>,
+    /// Buckets whose requests carry `x-amz-request-payer: requester`.
+    requester_pays: BTreeSet<String>,
+    /// `max-uploads` of each ListMultipartUploads page; `None` leaves S3's (1,000).
+    upload_page: Option<u32>,
     /// Attempt timeout of every request but copies.
     attempt: std::time::Duration,
 }
@@ -37,6 +46,9 @@ impl S3Store {
         S3Store {
             clients,
             owner: None,
+            owners: BTreeMap::new(),
+            requester_pays: BTreeSet::new(),
+            upload_page: None,
             attempt: ATTEMPT_TIMEOUT,
         }
     }
@@ -59,6 +71,42 @@ impl S3Store {
     pub fn with_expected_owner(mut self, account: Option<String>) -> Self {
         self.owner = account;
         self
+    }
+
+    /// Requires these buckets to belong to these accounts, whatever
+    /// [`S3Store::with_expected_owner`] says for the others.
+    pub fn with_expected_owners(mut self, owners: BTreeMap<String, String>) -> Self {
+        self.owners = owners;
+        self
+    }
+
+    /// Sends `x-amz-request-payer: requester` on every request to these buckets (Requester
+    /// Pays buckets of another account refuse requests without it), and on every copy whose
+    /// source or destination is one of them.
+    pub fn with_requester_pays(mut self, buckets: BTreeSet<String>) -> Self {
+        self.requester_pays = buckets;
+        self
+    }
+
+    /// Reads ListMultipartUploads in pages of at most `uploads` uploads (S3's own page is
+    /// 1,000, its maximum).
+    pub fn with_upload_page_size(mut self, uploads: u32) -> Self {
+        self.upload_page = Some(uploads.clamp(1, 1000));
+        self
+    }
+
+    /// The account expected to own `bucket`.
+    fn owner(&self, bucket: &str) -> Option<String> {
+        self.owners.get(bucket).or(self.owner.as_ref()).cloned()
+    }
+
+    /// `x-amz-request-payer` of a request that reads or writes these buckets: one header
+    /// covers a whole request, a copy's source and destination alike.
+    fn payer(&self, buckets: &[&str]) -> Option<RequestPayer> {
+        buckets
+            .iter()
+            .any(|b| self.requester_pays.contains(*b))
+            .then_some(RequestPayer::Requester)
     }
 
     /// The clients, for callers that need S3 beyond the port (tests, tools).
@@ -156,12 +204,52 @@ fn object_head(out: &HeadObjectOutput) -> ObjectHead {
         storage_class: out.storage_class().map(|c| c.as_str().to_string()),
         parts_count: out.parts_count().and_then(|n| u32::try_from(n).ok()),
         last_modified_ms: out.last_modified().and_then(|t| t.to_millis().ok()),
-        checksum: None,
+        checksum: full_object_checksum(out),
         access: Access::from_headers(
             out.storage_class().map(|c| c.as_str()),
             out.restore(),
             out.archive_status().map(|a| a.as_str()),
         ),
+    }
+}
+
+/// The checksum of a HEAD that covers the whole object whatever its part layout: CRC64NVME is
+/// always of type `FULL_OBJECT`; CRC32 and CRC32C only when S3 says so (multipart uploads
+/// otherwise have composite ones, checksums of the parts' checksums, `…-N`).
+fn full_object_checksum(out: &HeadObjectOutput) -> Option<Checksum> {
+    let full = out.checksum_type() == Some(&ChecksumType::FullObject);
+    let candidates = [
+        (
+            ChecksumAlgorithm::Crc64Nvme,
+            out.checksum_crc64_nvme(),
+            true,
+        ),
+        (ChecksumAlgorithm::Crc32C, out.checksum_crc32_c(), full),
+        (ChecksumAlgorithm::Crc32, out.checksum_crc32(), full),
+    ];
+    candidates
+        .into_iter()
+        .find_map(|(algorithm, value, whole)| match value {
+            Some(value) if whole && !value.is_empty() && !value.contains('-') => Some(Checksum {
+                algorithm,
+                value: value.to_string(),
+            }),
+            _ => None,
+        })
+}
+
+/// Adds `x-amz-request-payer` to a request whose operation has no such parameter in the SDK
+/// (HeadBucket, DeleteObjectTagging): S3 reads the header on every request to a Requester
+/// Pays bucket.
+fn requester_pays_header(
+    payer: Option<RequestPayer>,
+) -> impl Fn(&mut aws_smithy_runtime_api::client::orchestrator::HttpRequest) + Send + Sync + 'static
+{
+    move |req| {
+        if let Some(payer) = &payer {
+            req.headers_mut()
+                .insert("x-amz-request-payer", payer.as_str().to_string());
+        }
     }
 }
 
@@ -175,15 +263,24 @@ impl Store for S3Store {
             .client(at.region)
             .head_object()
             .bucket(at.bucket)
-            .set_expected_bucket_owner(self.owner.clone())
+            .set_expected_bucket_owner(self.owner(at.bucket))
+            .set_request_payer(self.payer(&[at.bucket]))
             .key(at.key)
             .set_part_number(part.map(|p| p as i32))
+            .checksum_mode(ChecksumMode::Enabled)
             .customize()
             .config_override(self.bounded())
             .send()
             .await;
         match result {
-            Ok(out) => Ok(Some(object_head(&out))),
+            Ok(out) => {
+                let mut head = object_head(&out);
+                // A part's checksum is not the object's.
+                if part.is_some() {
+                    head.checksum = None;
+                }
+                Ok(Some(head))
+            }
             Err(err) => {
                 let failure = failure(&err, "HeadObject", &location(at));
                 if failure.is_missing_object() {
@@ -200,8 +297,9 @@ impl Store for S3Store {
             .client(region)
             .head_bucket()
             .bucket(bucket)
-            .set_expected_bucket_owner(self.owner.clone())
+            .set_expected_bucket_owner(self.owner(bucket))
             .customize()
+            .mutate_request(requester_pays_header(self.payer(&[bucket])))
             .config_override(self.bounded())
             .send()
             .await
@@ -230,7 +328,8 @@ impl Store for S3Store {
             .client(region)
             .list_objects_v2()
             .bucket(bucket)
-            .set_expected_bucket_owner(self.owner.clone())
+            .set_expected_bucket_owner(self.owner(bucket))
+            .set_request_payer(self.payer(&[bucket]))
             .prefix(prefix)
             .max_keys(max_keys as i32);
         request = match from {
@@ -275,13 +374,17 @@ impl Store for S3Store {
             .client(at.region)
             .copy_object()
             .bucket(at.bucket)
-            .set_expected_bucket_owner(self.owner.clone())
+            .set_expected_bucket_owner(self.owner(at.bucket))
+            .set_request_payer(self.payer(&[request.source.bucket, at.bucket]))
             .key(at.key)
             .copy_source(copy_source(request.source.bucket, request.source.key, None))
             .copy_source_if_match(quoted(request.source_etag))
-            .set_expected_source_bucket_owner(self.owner.clone())
+            .set_expected_source_bucket_owner(self.owner(request.source.bucket))
             .metadata_directive(MetadataDirective::Replace)
-            .tagging_directive(TaggingDirective::Copy);
+            .tagging_directive(TaggingDirective::Copy)
+            // Without it S3 carries the source's checksum over: computed afresh from the bytes
+            // written, the replica's checksum proves the copy.
+            .checksum_algorithm(SdkChecksumAlgorithm::Crc64Nvme);
         let builder = with_condition!(builder, &request.condition);
         with_attributes!(builder, request.attributes)
             .send()
@@ -301,7 +404,8 @@ impl Store for S3Store {
             .client(at.region)
             .create_multipart_upload()
             .bucket(at.bucket)
-            .set_expected_bucket_owner(self.owner.clone())
+            .set_expected_bucket_owner(self.owner(at.bucket))
+            .set_request_payer(self.payer(&[at.bucket]))
             .key(at.key)
             .set_tagging((!tagging.is_empty()).then_some(tagging));
         let out = with_attributes!(builder, attributes)
@@ -326,13 +430,14 @@ impl Store for S3Store {
             .client(at.region)
             .upload_part_copy()
             .bucket(at.bucket)
-            .set_expected_bucket_owner(self.owner.clone())
+            .set_expected_bucket_owner(self.owner(at.bucket))
+            .set_request_payer(self.payer(&[request.source.bucket, at.bucket]))
             .key(at.key)
             .upload_id(request.upload_id)
             .part_number(request.part_number as i32)
             .copy_source(copy_source(request.source.bucket, request.source.key, None))
             .copy_source_if_match(quoted(request.source_etag))
-            .set_expected_source_bucket_owner(self.owner.clone())
+            .set_expected_source_bucket_owner(self.owner(request.source.bucket))
             .set_copy_source_range(match request.range {
                 CopyRange::Bytes => Some(format!("bytes={}-{}", request.first, request.last)),
                 CopyRange::WholeObject => None,
@@ -367,7 +472,8 @@ impl Store for S3Store {
             .client(at.region)
             .complete_multipart_upload()
             .bucket(at.bucket)
-            .set_expected_bucket_owner(self.owner.clone())
+            .set_expected_bucket_owner(self.owner(at.bucket))
+            .set_request_payer(self.payer(&[at.bucket]))
             .key(at.key)
             .upload_id(upload_id)
             .multipart_upload(
@@ -386,7 +492,8 @@ impl Store for S3Store {
         self.client(at.region)
             .abort_multipart_upload()
             .bucket(at.bucket)
-            .set_expected_bucket_owner(self.owner.clone())
+            .set_expected_bucket_owner(self.owner(at.bucket))
+            .set_request_payer(self.payer(&[at.bucket]))
             .key(at.key)
             .upload_id(upload_id)
             .customize()
@@ -405,7 +512,8 @@ impl Store for S3Store {
             let out = client
                 .list_parts()
                 .bucket(at.bucket)
-                .set_expected_bucket_owner(self.owner.clone())
+                .set_expected_bucket_owner(self.owner(at.bucket))
+                .set_request_payer(self.payer(&[at.bucket]))
                 .key(at.key)
                 .upload_id(upload_id)
                 .set_part_number_marker(marker.clone())
@@ -427,27 +535,48 @@ impl Store for S3Store {
     }
 
     async fn list_uploads(&self, at: ObjectAt<'_>) -> Result<Vec<Upload>, Failure> {
-        let out = self
-            .client(at.region)
-            .list_multipart_uploads()
-            .bucket(at.bucket)
-            .set_expected_bucket_owner(self.owner.clone())
-            .prefix(at.key)
-            .customize()
-            .config_override(self.bounded())
-            .send()
-            .await
-            .map_err(|err| failure(&err, "ListMultipartUploads", &location(at)))?;
-        Ok(out
-            .uploads()
-            .iter()
-            .filter(|u| u.key() == Some(at.key))
-            .map(|u| Upload {
-                key: at.key.to_string(),
-                upload_id: u.upload_id().unwrap_or_default().to_string(),
-                initiated_ms: u.initiated().and_then(|t| t.to_millis().ok()),
-            })
-            .collect())
+        let client = self.client(at.region);
+        let mut uploads = Vec::new();
+        let (mut key_marker, mut id_marker): (Option<String>, Option<String>) = (None, None);
+        loop {
+            let out = client
+                .list_multipart_uploads()
+                .bucket(at.bucket)
+                .set_expected_bucket_owner(self.owner(at.bucket))
+                .set_request_payer(self.payer(&[at.bucket]))
+                .prefix(at.key)
+                .set_max_uploads(self.upload_page.map(|n| n as i32))
+                .set_key_marker(key_marker.take())
+                .set_upload_id_marker(id_marker.take())
+                .customize()
+                .config_override(self.bounded())
+                .send()
+                .await
+                .map_err(|err| failure(&err, "ListMultipartUploads", &location(at)))?;
+            uploads.extend(
+                out.uploads()
+                    .iter()
+                    .filter(|u| u.key() == Some(at.key))
+                    .map(|u| Upload {
+                        key: at.key.to_string(),
+                        upload_id: u.upload_id().unwrap_or_default().to_string(),
+                        initiated_ms: u.initiated().and_then(|t| t.to_millis().ok()),
+                    }),
+            );
+            // Uploads come in key order, and every key under the prefix sorts after the key
+            // itself: once a later key shows, the key's own uploads have all been seen.
+            let passed = out
+                .uploads()
+                .iter()
+                .any(|u| u.key().is_some_and(|k| k > at.key));
+            match (out.is_truncated(), out.next_key_marker()) {
+                (Some(true), Some(next)) if !passed && next <= at.key => {
+                    key_marker = Some(next.to_string());
+                    id_marker = out.next_upload_id_marker().map(str::to_string);
+                }
+                _ => return Ok(uploads),
+            }
+        }
     }
 
     async fn delete(&self, at: ObjectAt<'_>, condition: &WriteCondition) -> Result<(), Failure> {
@@ -455,7 +584,8 @@ impl Store for S3Store {
             .client(at.region)
             .delete_object()
             .bucket(at.bucket)
-            .set_expected_bucket_owner(self.owner.clone())
+            .set_expected_bucket_owner(self.owner(at.bucket))
+            .set_request_payer(self.payer(&[at.bucket]))
             .key(at.key);
         let builder = match condition {
             WriteCondition::Matches(etag) => builder.if_match(quoted(etag)),
@@ -476,7 +606,8 @@ impl Store for S3Store {
             .client(at.region)
             .get_object_tagging()
             .bucket(at.bucket)
-            .set_expected_bucket_owner(self.owner.clone())
+            .set_expected_bucket_owner(self.owner(at.bucket))
+            .set_request_payer(self.payer(&[at.bucket]))
             .key(at.key)
             .customize()
             .config_override(self.bounded())
@@ -494,6 +625,23 @@ impl Store for S3Store {
     }
 
     async fn put_tags(&self, at: ObjectAt<'_>, tags: &[Tag]) -> Result<(), Failure> {
+        if tags.is_empty() {
+            // PutObjectTagging with an empty TagSet removes every tag on S3, but some
+            // S3-compatible servers refuse it; DeleteObjectTagging means the same everywhere.
+            return self
+                .client(at.region)
+                .delete_object_tagging()
+                .bucket(at.bucket)
+                .set_expected_bucket_owner(self.owner(at.bucket))
+                .key(at.key)
+                .customize()
+                .mutate_request(requester_pays_header(self.payer(&[at.bucket])))
+                .config_override(self.bounded())
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(|err| failure(&err, "DeleteObjectTagging", &location(at)));
+        }
         let set = tags
             .iter()
             .map(|t| {
@@ -511,7 +659,8 @@ impl Store for S3Store {
         self.client(at.region)
             .put_object_tagging()
             .bucket(at.bucket)
-            .set_expected_bucket_owner(self.owner.clone())
+            .set_expected_bucket_owner(self.owner(at.bucket))
+            .set_request_payer(self.payer(&[at.bucket]))
             .key(at.key)
             .tagging(tagging)
             .customize()
@@ -532,7 +681,8 @@ impl Store for S3Store {
             .client(at.region)
             .put_object()
             .bucket(at.bucket)
-            .set_expected_bucket_owner(self.owner.clone())
+            .set_expected_bucket_owner(self.owner(at.bucket))
+            .set_request_payer(self.payer(&[at.bucket]))
             .key(at.key)
             .content_type("application/json")
             .body(aws_sdk_s3::primitives::ByteStream::from(body.to_vec()));
@@ -550,7 +700,8 @@ impl Store for S3Store {
             .client(at.region)
             .get_object()
             .bucket(at.bucket)
-            .set_expected_bucket_owner(self.owner.clone())
+            .set_expected_bucket_owner(self.owner(at.bucket))
+            .set_request_payer(self.payer(&[at.bucket]))
             .key(at.key)
             .customize()
             .config_override(self.bounded())

@@ -28,6 +28,25 @@ where
         code.unwrap_or("error")
     );
     let mut failure = Failure::from_response(status, code, message);
+    let region_hint = err
+        .raw_response()
+        .is_some_and(|r| r.headers().get("x-amz-bucket-region").is_some());
+    if needs_customer_key(operation, status, code, err.message(), region_hint) {
+        failure.kind = FailureKind::Permanent;
+        let answer = match (code, err.message()) {
+            (Some(code), Some(message)) => format!("{code}{status_text}: {message}"),
+            _ => format!("HTTP {} with no details", status.unwrap_or(400)),
+        };
+        // A copy's location is its destination: the key it lacks is the source's.
+        let object = match operation {
+            "CopyObject" | "UploadPartCopy" => "the source object",
+            _ => "the object",
+        };
+        failure.message = format!(
+            "{operation} {location}: {object} is encrypted with a customer-provided key (SSE-C), which replication cannot copy without the key (S3 answered {answer})"
+        );
+        return failure;
+    }
     failure.kind = match err {
         SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
             FailureKind::Retryable
@@ -36,4 +55,92 @@ where
         _ => failure.kind,
     };
     failure
+}
+
+/// Whether S3 refused to read an object encrypted with a customer-provided key (SSE-C)
+/// because the request did not carry the key. HeadObject answers a bare 400 (no body, so no
+/// code); a HEAD signed for another region is a 400 too, but names the bucket's region in
+/// `x-amz-bucket-region`. CopyObject, UploadPartCopy and GetObject answer 400 InvalidRequest
+/// "The object was stored using a form of Server Side Encryption. The correct parameters must
+/// be provided to retrieve the object."
+fn needs_customer_key(
+    operation: &str,
+    status: Option<u16>,
+    code: Option<&str>,
+    message: Option<&str>,
+    region_hint: bool,
+) -> bool {
+    if status != Some(400) {
+        return false;
+    }
+    match operation {
+        "HeadObject" => matches!(code, None | Some("BadRequest")) && !region_hint,
+        _ => {
+            code == Some("InvalidRequest")
+                && message.is_some_and(|m| {
+                    m.to_ascii_lowercase()
+                        .contains("stored using a form of server side encryption")
+                })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::needs_customer_key;
+
+    #[test]
+    fn customer_key_refusals_are_told_apart() {
+        let stored = Some("The object was stored using a form of Server Side Encryption. The correct parameters must be provided to retrieve the object.");
+        assert!(needs_customer_key(
+            "HeadObject",
+            Some(400),
+            None,
+            None,
+            false
+        ));
+        // The same bare 400, with the bucket's region named: a request signed for another one.
+        assert!(!needs_customer_key(
+            "HeadObject",
+            Some(400),
+            None,
+            None,
+            true
+        ));
+        assert!(!needs_customer_key(
+            "HeadObject",
+            Some(403),
+            None,
+            None,
+            false
+        ));
+        assert!(needs_customer_key(
+            "CopyObject",
+            Some(400),
+            Some("InvalidRequest"),
+            stored,
+            false
+        ));
+        assert!(needs_customer_key(
+            "UploadPartCopy",
+            Some(400),
+            Some("InvalidRequest"),
+            stored,
+            false
+        ));
+        assert!(!needs_customer_key(
+            "CopyObject",
+            Some(400),
+            Some("InvalidRequest"),
+            Some("The specified copy source is larger than the maximum allowable size"),
+            false
+        ));
+        assert!(!needs_customer_key(
+            "CopyObject",
+            Some(400),
+            Some("InvalidArgument"),
+            stored,
+            false
+        ));
+    }
 }
