@@ -9,7 +9,9 @@ use fault_proxy::{FaultProxy, Seen};
 use integration::*;
 use s3fanout::core::object::ChecksumAlgorithm;
 use s3fanout::store::s3::S3Store;
-use s3fanout::store::{CopyRequest, ObjectAt, PartCopyRequest, ReplicaAttributes, WriteCondition};
+use s3fanout::store::{
+    CopyRange, CopyRequest, ObjectAt, PartCopyRequest, ReplicaAttributes, WriteCondition,
+};
 use s3fanout::{event, Config, FailureKind, Outcome, Replicator, Store};
 
 /// A configuration read from the functions' own variables.
@@ -176,6 +178,7 @@ async fn an_sse_c_source_fails_for_good_naming_the_customer_key() {
             part_number: 1,
             first: 0,
             last: 5,
+            range: CopyRange::WholeObject,
         })
         .await
         .unwrap_err();
