@@ -413,6 +413,9 @@ def _run(server: Server, binaries, tmp: Path, functions: list, consumers: list) 
     admin_s3.put_object_tagging(Bucket=SOURCE, Key="docs/new file.txt",
                                 Tagging={"TagSet": [{"Key": "stage", "Value": "three"}]})
     _wait(lambda: _in_sync(admin_s3, "docs/new file.txt", {"stage": "three"}), "a tag change's replicas")
+    # Removing every tag of the source removes the replicas' tags (DeleteObjectTagging).
+    admin_s3.delete_object_tagging(Bucket=SOURCE, Key="docs/new file.txt")
+    _wait(lambda: _in_sync(admin_s3, "docs/new file.txt", {}), "a tag removal's replicas")
     admin_s3.put_object(Bucket=SOURCE, Key="docs/gone.txt", Body=b"short-lived\n")
     _wait(lambda: _in_sync(admin_s3, "docs/gone.txt"), "a second object's replicas")
     admin_s3.put_object(Bucket=SOURCE, Key="big/blob.bin", Body=os.urandom(11 * MIB), Tagging="size=big")

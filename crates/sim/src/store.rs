@@ -1,6 +1,6 @@
 //! The simulated S3: buckets, objects, uploads, faults and another writer.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -214,6 +214,11 @@ struct State {
     last_notice_ms: BTreeMap<(String, String), i64>,
     /// Notifications lost to merging.
     lost: u64,
+    /// Buckets whose region is unavailable: every request to them fails, as in a regional
+    /// outage.
+    unavailable: BTreeSet<String>,
+    /// Requests sent to each bucket, by bucket.
+    by_bucket: BTreeMap<String, u64>,
 }
 
 /// Two writes of one key within this time may produce a single notification.
@@ -639,6 +644,8 @@ impl SimStore {
                 lose_notices: false,
                 last_notice_ms: BTreeMap::new(),
                 lost: 0,
+                unavailable: BTreeSet::new(),
+                by_bucket: BTreeMap::new(),
             })),
         }
     }
@@ -711,6 +718,30 @@ impl SimStore {
             op,
             count,
         });
+    }
+
+    /// Makes a bucket's region unavailable, or available again: while it is, every request to
+    /// the bucket fails before taking effect with 503 ServiceUnavailable or a timeout, the
+    /// errors a client sees in a regional outage (S3 documents 503 for "Service is unable to
+    /// handle request"; AWS's summary of the us-east-1 S3 event of 2017-02-28 describes
+    /// requests failing for about four hours).
+    pub fn set_unavailable(&self, bucket: &str, unavailable: bool) {
+        let mut state = self.lock();
+        state.log(format!("client: s3://{bucket} unavailable: {unavailable}"));
+        if unavailable {
+            state.unavailable.insert(bucket.to_string());
+        } else {
+            state.unavailable.remove(bucket);
+        }
+    }
+
+    /// Requests sent to `bucket` so far (served or failed).
+    pub fn requests_to(&self, bucket: &str) -> u64 {
+        self.lock()
+            .by_bucket
+            .get(bucket)
+            .copied()
+            .unwrap_or_default()
     }
 
     /// Changes the faults from now on.
@@ -969,8 +1000,31 @@ impl SimStore {
         let result = {
             let mut state = self.lock();
             *state.requests.entry(op).or_default() += 1;
+            let bucket = place
+                .trim_start_matches("s3://")
+                .split('/')
+                .next()
+                .unwrap_or_default()
+                .to_string();
+            *state.by_bucket.entry(bucket.clone()).or_default() += 1;
             state.maybe_other_write();
-            let fault = state.fault(op, &place);
+            let fault = if state.unavailable.contains(&bucket) {
+                let failure = if state.rng.chance(0.5) {
+                    error(
+                        503,
+                        "ServiceUnavailable",
+                        format!("{op} {place}: ServiceUnavailable (HTTP 503): Service is unable to handle request."),
+                    )
+                } else {
+                    Failure::new(
+                        FailureKind::Retryable,
+                        format!("{op} {place}: timed out waiting for the response"),
+                    )
+                };
+                Fault::Before(failure)
+            } else {
+                state.fault(op, &place)
+            };
             let apply = |state: &mut State| {
                 let result = effect(state);
                 if result.is_ok() {

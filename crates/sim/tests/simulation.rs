@@ -10,6 +10,7 @@ use std::time::Duration;
 use futures::future::join_all;
 use s3fanout::core::object::{ContentHeaders, Tag};
 use s3fanout::core::provenance::{metadata_bytes, MAX_METADATA_BYTES, SOURCE_BUCKET, SOURCE_ETAG};
+use s3fanout::lambda::owed::Mailbox;
 use s3fanout::lambda::{backfill, invocation};
 use s3fanout::{Config, Deadline, Replicator, Target};
 use s3fanout_sim::{Faults, NewObject, Notice, NoticeKind, Rng, SimStore};
@@ -66,6 +67,38 @@ fn simulation_of_random_workloads_converges() {
 struct Message {
     id: String,
     notice: Notice,
+}
+
+/// Work owed to one target, waiting in the retry queue until `due`.
+#[derive(Debug, Clone)]
+struct Owed {
+    id: String,
+    body: String,
+    due: tokio::time::Instant,
+}
+
+/// The retry queue as the function posts to it; it refuses some postings, so that a delivery
+/// whose owed work could not be posted is seen failing whole.
+struct RetryQueue {
+    posted: std::sync::Mutex<Vec<(String, Duration)>>,
+    rng: std::sync::Mutex<Rng>,
+}
+
+impl Mailbox for RetryQueue {
+    async fn post(&self, letters: &[(String, Duration)]) -> Vec<bool> {
+        let mut rng = self.rng.lock().unwrap();
+        let mut posted = self.posted.lock().unwrap();
+        letters
+            .iter()
+            .map(|letter| {
+                let accepted = !rng.chance(0.1);
+                if accepted {
+                    posted.push(letter.clone());
+                }
+                accepted
+            })
+            .collect()
+    }
 }
 
 /// A delivery path, chosen per invocation.
@@ -351,6 +384,8 @@ fn deadline(rng: &mut Rng) -> Deadline {
 /// Work for one invocation.
 enum Work {
     Events(Path, Vec<Message>),
+    /// Owed work from the retry queue, an SQS batch.
+    Owed(Vec<Owed>),
     Backfill(Value),
     BatchTask(&'static str, String),
 }
@@ -358,24 +393,54 @@ enum Work {
 /// What came back from one invocation: messages to deliver again, a backfill to continue.
 enum Result_ {
     Redeliver(Vec<Message>),
+    RedeliverOwed(Vec<Owed>),
     Continue(Value),
     RetryTask(&'static str, String),
     Done,
 }
 
-async fn invoke(replicator: &Replicator<SimStore>, work: Work, deadline: Deadline) -> Result_ {
+/// The ids of the messages an SQS batch response reports failed.
+fn failed_ids(value: &Value) -> Vec<&str> {
+    value["batchItemFailures"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|f| f["itemIdentifier"].as_str())
+        .collect()
+}
+
+async fn invoke(
+    replicator: &Replicator<SimStore>,
+    work: Work,
+    deadline: Deadline,
+    retry: &RetryQueue,
+) -> Result_ {
     match work {
+        Work::Owed(owed) => {
+            let payload = json!({"Records": owed.iter().map(|o| json!({
+                "eventSource": "aws:sqs", "messageId": o.id, "body": o.body,
+            })).collect::<Vec<_>>()});
+            let response = invocation::handle_owing(replicator, &payload, &deadline, retry).await;
+            match response {
+                Ok(handled) => {
+                    let failed = failed_ids(&handled.response);
+                    Result_::RedeliverOwed(
+                        owed.into_iter()
+                            .filter(|o| failed.contains(&o.id.as_str()))
+                            .collect(),
+                    )
+                }
+                Err(_) => Result_::RedeliverOwed(owed),
+            }
+        }
         Work::Events(path, messages) => {
             let response =
-                invocation::handle(replicator, &payload(path, &messages), &deadline).await;
+                invocation::handle_owing(replicator, &payload(path, &messages), &deadline, retry)
+                    .await
+                    .map(|handled| handled.response);
             match (path, response) {
                 (Path::Sqs, Ok(value)) => {
-                    let failed: Vec<&str> = value["batchItemFailures"]
-                        .as_array()
-                        .into_iter()
-                        .flatten()
-                        .filter_map(|f| f["itemIdentifier"].as_str())
-                        .collect();
+                    let failed = failed_ids(&value);
                     Result_::Redeliver(
                         messages
                             .into_iter()
@@ -475,6 +540,11 @@ async fn simulate(seed: u64) -> Result<(), String> {
         scenario.ops.len()
     ));
 
+    let retry = RetryQueue {
+        posted: std::sync::Mutex::new(Vec::new()),
+        rng: std::sync::Mutex::new(Rng::new(seed ^ 0x0072_6574_7279)),
+    };
+    let mut owed: Vec<Owed> = Vec::new();
     let mut ops = scenario.ops.clone().into_iter();
     let mut pending: Vec<Message> = Vec::new();
     let mut backfills: Vec<Value> = Vec::new();
@@ -499,11 +569,12 @@ async fn simulate(seed: u64) -> Result<(), String> {
         } else {
             &[SOURCE]
         };
-        if rng.chance(0.05) {
+        // Backfills and Batch Operations tasks are part of the workload: they stop with it.
+        if rng.chance(0.05) && !ops_done {
             let source = *rng.pick(sources);
             backfills.push(json!({"source_bucket": source, "delete": scenario.replicate_deletes, "auto_continue": true}));
         }
-        if rng.chance(0.05) {
+        if rng.chance(0.05) && !ops_done {
             tasks.push((*rng.pick(sources), rng.pick(&scenario.keys).clone()));
         }
         for notice in store.take_notices() {
@@ -516,12 +587,30 @@ async fn simulate(seed: u64) -> Result<(), String> {
                 });
             }
         }
-        if ops_done
-            && writes.is_empty()
-            && pending.is_empty()
-            && backfills.is_empty()
-            && tasks.is_empty()
-        {
+        let now = tokio::time::Instant::now();
+        for (body, delay) in retry.posted.lock().unwrap().drain(..) {
+            next_id += 1;
+            owed.push(Owed {
+                id: format!("owed{next_id}"),
+                body,
+                due: now + delay,
+            });
+        }
+        let idle =
+            writes.is_empty() && pending.is_empty() && backfills.is_empty() && tasks.is_empty();
+        if ops_done && idle && !owed.is_empty() && owed.iter().all(|o| o.due > now) {
+            // Only owed work is left, and none of it is due: the queue's delay passes.
+            let due = owed.iter().map(|o| o.due).min().expect("owed work");
+            tokio::time::sleep_until(due).await;
+            continue;
+        }
+        if ops_done && !idle {
+            // Retries come back after a pause (Lambda's asynchronous retries, Batch Operations'
+            // retried tasks, redeliveries): time passes between the rounds that only retry,
+            // as it does for the breakers that hold an unavailable target's work.
+            tokio::time::sleep(Duration::from_secs(5)).await;
+        }
+        if ops_done && idle && owed.is_empty() {
             // Archived objects still waiting are restored: their restores' events must copy
             // them.
             if thaw_all(store, sources) {
@@ -542,6 +631,16 @@ async fn simulate(seed: u64) -> Result<(), String> {
         // the rest is late.
         rng.shuffle(&mut pending);
         let mut work = Vec::new();
+        // Owed work that is due, in a batch of its own (the retry queue's mapping).
+        let (due, waiting): (Vec<Owed>, Vec<Owed>) = owed.drain(..).partition(|o| o.due <= now);
+        owed = waiting;
+        if !due.is_empty() {
+            let mut due = due;
+            rng.shuffle(&mut due);
+            let take = rng.below(1..11).min(due.len() as u64) as usize;
+            owed.extend(due.drain(take..));
+            work.push(Work::Owed(due));
+        }
         for _ in 0..rng.below(1..4) {
             if let Some(request) =
                 (!backfills.is_empty() && rng.chance(0.5)).then(|| backfills.remove(0))
@@ -575,7 +674,7 @@ async fn simulate(seed: u64) -> Result<(), String> {
             .into_iter()
             .map(|w| {
                 let deadline = deadline(&mut rng);
-                invoke(&replicator, w, deadline)
+                invoke(&replicator, w, deadline, &retry)
             })
             .collect();
         let first_id = next_id;
@@ -613,6 +712,7 @@ async fn simulate(seed: u64) -> Result<(), String> {
                 &replicator,
                 Work::Events(prompt_path, messages),
                 prompt_deadline,
+                &retry,
             )
             .await
         };
@@ -620,6 +720,11 @@ async fn simulate(seed: u64) -> Result<(), String> {
         for result in results.into_iter().chain([prompt]) {
             match result {
                 Result_::Redeliver(messages) => pending.extend(messages),
+                // A failed SQS message comes back after its visibility timeout.
+                Result_::RedeliverOwed(again) => owed.extend(again.into_iter().map(|o| Owed {
+                    due: tokio::time::Instant::now() + Duration::from_secs(10),
+                    ..o
+                })),
                 Result_::Continue(request) => backfills.push(request),
                 Result_::RetryTask(source, key) => tasks.push((source, key)),
                 Result_::Done => {}
@@ -628,7 +733,13 @@ async fn simulate(seed: u64) -> Result<(), String> {
     }
     Err(failure_report(
         store,
-        &format!("did not quiesce in {MAX_ROUNDS} rounds"),
+        &format!(
+            "did not quiesce in {MAX_ROUNDS} rounds: {} events, {} owed work, {} backfills, {} tasks left; ops done: {ops_done}",
+            pending.len(),
+            owed.len(),
+            backfills.len(),
+            tasks.len()
+        ),
     ))
 }
 
@@ -822,6 +933,9 @@ async fn check(
 
         // Verify and a second sync, without faults, must agree with the comparison above.
         store.set_faults(Faults::NONE);
+        // In an execution environment of their own: the run's breakers may still hold a
+        // target its last faults made look unavailable.
+        let replicator = &Replicator::with_store(replicator.config().clone(), store.clone());
         let before = store.requests();
         let verify = backfill::handle_invocation(
             replicator,

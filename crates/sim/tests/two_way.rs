@@ -191,6 +191,11 @@ async fn simulate(seed: u64) -> Result<u64, String> {
         for again in join_all(invocations).await {
             pending.extend(again);
         }
+        if writes == 0 && !pending.is_empty() {
+            // Lambda retries a failed asynchronous invocation after a pause (a minute, then
+            // two): time passes for the breakers that hold a target's work.
+            tokio::time::sleep(Duration::from_secs(5)).await;
+        }
     }
     Err(format!(
         "did not quiesce in {MAX_ROUNDS} rounds: copies back and forth?\n{}",

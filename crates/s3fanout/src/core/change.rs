@@ -1,9 +1,9 @@
 //! One object change, however it was announced (an event, a listing, a Batch Operations task).
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// What happened to an object.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ChangeKind {
     /// The object was created or overwritten.
@@ -15,7 +15,7 @@ pub enum ChangeKind {
 }
 
 /// One object change, normalised.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Change {
     /// Created or removed.
     pub kind: ChangeKind,

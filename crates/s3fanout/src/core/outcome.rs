@@ -17,6 +17,9 @@ pub enum FailureKind {
     Permanent,
     /// Not done because the invocation's deadline came first; the next delivery continues.
     Deferred,
+    /// Not tried: the target was seen unavailable and its breaker holds work until a probe
+    /// finds it answering again; delivered again later, for that target alone.
+    Held,
 }
 
 /// A request (or a whole step) that did not succeed.
@@ -44,6 +47,14 @@ impl Failure {
             status: None,
             message: message.into(),
         }
+    }
+
+    /// Work not tried because `bucket`'s breaker is open.
+    pub fn held(bucket: &str) -> Self {
+        Self::new(
+            FailureKind::Held,
+            format!("s3://{bucket}: not tried, the target was seen unavailable; held until it answers again"),
+        )
     }
 
     /// A permanent failure (configuration, limits).
@@ -233,6 +244,7 @@ impl Outcome {
             Outcome::Extraneous => "extraneous",
             Outcome::AwaitingRestore => "awaiting_restore",
             Outcome::Failed(failure) if failure.kind == FailureKind::Deferred => "deferred",
+            Outcome::Failed(failure) if failure.kind == FailureKind::Held => "held",
             Outcome::Failed(_) => "failed",
         }
     }

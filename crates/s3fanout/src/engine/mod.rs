@@ -2,6 +2,7 @@
 //! an invocation's deadline.
 
 pub mod backfill;
+pub mod breaker;
 mod copy;
 pub mod deadline;
 pub mod replicator;

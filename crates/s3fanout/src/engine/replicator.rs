@@ -8,6 +8,7 @@ use futures::future::join_all;
 use tokio::sync::{OnceCell, Semaphore};
 use tokio::time::Instant;
 
+use super::breaker::{Admission, BreakerSettings, Breakers, Health};
 use super::copy::{self, AtDeadline, CopyError, Destination, PartsProgress};
 use super::deadline::Deadline;
 use super::shared::{Fresh, Writes};
@@ -55,6 +56,8 @@ pub struct Replicator<S = S3Store> {
     /// finish one after another instead of all advancing together and none finishing before
     /// the deadline.
     changes: Semaphore,
+    /// One per target: work for a target seen unavailable is held instead of sent.
+    breakers: Breakers,
 }
 
 impl Replicator<S3Store> {
@@ -200,7 +203,19 @@ impl<S: Store> Replicator<S> {
             store,
             limit,
             changes,
+            breakers: Breakers::default(),
         }
+    }
+
+    /// With other breaker settings (shorter pauses in tests).
+    pub fn with_breaker(mut self, settings: BreakerSettings) -> Self {
+        self.breakers = Breakers::new(settings);
+        self
+    }
+
+    /// Whether work for `target` is held because the target was seen unavailable.
+    pub fn holds(&self, target: &Target) -> bool {
+        self.breakers.is_open(target)
     }
 
     /// The configuration in use.
@@ -384,7 +399,10 @@ impl<S: Store> Replicator<S> {
         .sized(change.size.and_then(|s| u64::try_from(s).ok()));
         let work = targets.iter().map(|target| async {
             let outcome = self
-                .settle(&job, target, ReplicaSeen::Unknown, deadline)
+                .guarded(
+                    target,
+                    self.settle(&job, target, ReplicaSeen::Unknown, deadline),
+                )
                 .await;
             let bytes = copied_bytes(&job, &outcome);
             TargetReport {
@@ -396,6 +414,23 @@ impl<S: Store> Replicator<S> {
             change: change.clone(),
             targets: join_all(work).await,
         }
+    }
+
+    /// Work for one target, through its breaker: held without a request while the target is
+    /// seen unavailable, and what it finds recorded.
+    pub(crate) async fn guarded(
+        &self,
+        target: &Target,
+        work: impl Future<Output = Outcome>,
+    ) -> Outcome {
+        let admission = self.breakers.admit(target);
+        if admission == Admission::Hold {
+            return Outcome::Failed(Failure::held(&target.bucket));
+        }
+        let outcome = work.await;
+        self.breakers
+            .record(target, admission, Health::of(&outcome));
+        outcome
     }
 
     /// A delete delivered with two spellings of its key: each spelling's replica is brought to
@@ -423,15 +458,18 @@ impl<S: Store> Replicator<S> {
         });
         let work = targets.iter().map(|target| async {
             let [delivered, decoded] = &jobs;
-            let (a, b) = futures::join!(
-                self.settle(delivered, target, ReplicaSeen::Unknown, deadline),
-                self.settle(decoded, target, ReplicaSeen::Unknown, deadline)
-            );
-            let outcome = match (a, b) {
-                (failed @ Outcome::Failed(_), _) | (_, failed @ Outcome::Failed(_)) => failed,
-                (_, Outcome::Deleted) => Outcome::Deleted,
-                (first, _) => first,
+            let both = async {
+                let (a, b) = futures::join!(
+                    self.settle(delivered, target, ReplicaSeen::Unknown, deadline),
+                    self.settle(decoded, target, ReplicaSeen::Unknown, deadline)
+                );
+                match (a, b) {
+                    (failed @ Outcome::Failed(_), _) | (_, failed @ Outcome::Failed(_)) => failed,
+                    (_, Outcome::Deleted) => Outcome::Deleted,
+                    (first, _) => first,
+                }
             };
+            let outcome = self.guarded(target, both).await;
             report(&self.config, change, target, started, outcome)
         });
         ChangeReport {
@@ -790,13 +828,16 @@ impl<S: Store> Replicator<S> {
                 }
             }
         }
-        Outcome::Failed(Failure::new(
+        let mut failure = Failure::new(
             FailureKind::Retryable,
             format!(
                 "s3://{}/{}: the source kept changing while its replica was written; retried later",
                 job.bucket, job.key
             ),
-        ))
+        );
+        // Not about the target's availability: its breaker must not count it.
+        failure.code = Some("SourceKeptChanging".into());
+        Outcome::Failed(failure)
     }
 
     /// Deletes a replica only if it exists (`If-Match: *`): deleting a missing key would

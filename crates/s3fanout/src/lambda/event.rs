@@ -10,6 +10,7 @@ use aws_smithy_types::date_time::{DateTime, Format};
 use serde::Deserialize;
 use serde_json::Value;
 
+use super::owed::{self, Owing};
 use crate::core::change::{Change, ChangeKind};
 use crate::core::keys::decode_event_key;
 
@@ -32,6 +33,9 @@ pub struct SqsItem {
     pub queue_arn: Option<String>,
     /// The changes of its body, or why the body is unusable.
     pub changes: Result<Vec<Change>, EventError>,
+    /// When the body is work owed to one target (from the retry queue): that target, and how
+    /// long the work has waited. `None`: a notification, for every target.
+    pub owing: Option<Owing>,
 }
 
 /// A Lambda invocation payload, classified by how it was delivered.
@@ -78,11 +82,19 @@ fn parse_sqs_record((index, record): (usize, &Value)) -> Result<SqsItem, EventEr
     // When the notification itself carries no time, the moment SQS accepted it is the closest
     // earlier bound: the latency measured from it is never shorter than the true one by much.
     let sent = attribute("SentTimestamp").and_then(|t| t.parse::<u64>().ok());
+    let mut owing = None;
     let changes = match record.get("body").and_then(Value::as_str) {
         None => Err(EventError(format!("SQS message {message_id} has no body"))),
         Some(body) => serde_json::from_str::<Value>(body)
             .map_err(|e| EventError(format!("SQS message {message_id}: body is not JSON: {e}")))
-            .and_then(|v| parse_notification(&v))
+            .and_then(|v| match owed::parse(&v) {
+                Some(work) => work.map(|work| {
+                    let (from, changes) = work.split();
+                    owing = Some(from);
+                    changes
+                }),
+                None => parse_notification(&v),
+            })
             .map_err(|e| EventError(format!("SQS message {message_id}: {}", e.0))),
     }
     .map(|changes| {
@@ -106,6 +118,7 @@ fn parse_sqs_record((index, record): (usize, &Value)) -> Result<SqsItem, EventEr
             .map(str::to_string),
         message_id,
         changes,
+        owing,
     })
 }
 

@@ -19,7 +19,9 @@ use serde_json::{json, Value};
 
 use super::event::{parse_invocation, EventError, Invocation, SqsItem};
 use super::metrics;
-use crate::core::outcome::{ChangeReport, Outcome};
+use super::owed::{self, Debt, Mailbox, NoMailbox, Owing, TargetName};
+use crate::core::config::Config;
+use crate::core::outcome::{ChangeReport, FailureKind, Outcome};
 use crate::engine::deadline::Deadline;
 use crate::engine::replicator::Replicator;
 use crate::store::Store;
@@ -112,41 +114,64 @@ pub async fn handle<S: Store>(
 }
 
 /// Handles one invocation payload; also names the failed SQS messages to make visible again
-/// sooner than the queue's visibility timeout.
+/// sooner than the queue's visibility timeout. Without a retry queue, a change that failed at
+/// any target is delivered again whole.
 pub async fn handle_with_redeliveries<S: Store>(
     replicator: &Replicator<S>,
     payload: &Value,
     deadline: &Deadline,
 ) -> Result<Handled, InvocationError> {
+    handle_owing(replicator, payload, deadline, &NoMailbox).await
+}
+
+/// Handles one invocation payload. Work that failed only transiently at some targets is posted
+/// to `mailbox` (the retry queue) as work owed to those targets alone, and the delivery
+/// succeeds; a delivery fails (and is delivered again whole) when it is unusable, when a target
+/// refused it permanently, or when its owed work could not be posted.
+pub async fn handle_owing<S: Store, M: Mailbox>(
+    replicator: &Replicator<S>,
+    payload: &Value,
+    deadline: &Deadline,
+    mailbox: &M,
+) -> Result<Handled, InvocationError> {
+    let config = replicator.config();
     match parse_invocation(payload)? {
         Invocation::Sqs(items) => {
-            let results = join_all(items.into_iter().map(|item| async move {
-                let redelivery = Redelivery::of(&item);
-                let reports = match item.changes {
-                    Ok(changes) => replicator.apply_before(&changes, deadline).await,
-                    Err(error) => {
-                        tracing::error!(message_id = %item.message_id, error = %error, "unusable SQS message");
-                        return (item.message_id, redelivery, Vec::new(), true);
-                    }
-                };
-                let failed = reports.iter().any(ChangeReport::failed);
-                (item.message_id, redelivery, reports, failed)
-            }))
+            let runs = join_all(
+                items
+                    .iter()
+                    .map(|item| run_item(replicator, item, deadline)),
+            )
             .await;
-            let all: Vec<ChangeReport> = results
+            let all: Vec<ChangeReport> = runs
                 .iter()
-                .flat_map(|(_, _, r, _)| r.iter().cloned())
+                .flat_map(|r| r.reports.iter().cloned())
                 .collect();
             metrics::emit(&all);
+            let mut failed: Vec<bool> = runs.iter().map(|r| r.unusable).collect();
+            let mut debts = Vec::new();
+            for (index, (item, run)) in items.iter().zip(&runs).enumerate() {
+                if run.unusable {
+                    continue;
+                }
+                if run.reports.iter().any(refused) {
+                    failed[index] = true;
+                    continue;
+                }
+                debts.extend(debts_of(config, index, item.owing.as_ref(), &run.reports));
+            }
+            for from in post(replicator, mailbox, debts).await {
+                failed[from] = true;
+            }
             let mut response = SqsBatchResponse::default();
             let mut redeliveries = Vec::new();
-            for (message_id, redelivery, _, failed) in results {
+            for (item, failed) in items.iter().zip(failed) {
                 if !failed {
                     continue;
                 }
-                redeliveries.extend(redelivery);
+                redeliveries.extend(Redelivery::of(item));
                 let mut failure = BatchItemFailure::default();
-                failure.item_identifier = message_id;
+                failure.item_identifier = item.message_id.clone();
                 response.batch_item_failures.push(failure);
             }
             Ok(Handled {
@@ -157,11 +182,18 @@ pub async fn handle_with_redeliveries<S: Store>(
         Invocation::Direct(changes) => {
             let reports = replicator.apply_before(&changes, deadline).await;
             metrics::emit(&reports);
+            let owed_ok = if reports.iter().any(refused) {
+                false
+            } else {
+                post(replicator, mailbox, debts_of(config, 0, None, &reports))
+                    .await
+                    .is_empty()
+            };
             let failures: Vec<String> = reports
                 .iter()
                 .flat_map(|r| r.targets.iter())
                 .filter_map(|t| match &t.outcome {
-                    Outcome::Failed(failure) => {
+                    Outcome::Failed(failure) if !owed_ok || !failure.is_transient() => {
                         Some(format!("s3://{}/{}: {}", t.bucket, t.key, failure.message))
                     }
                     _ => None,
@@ -181,6 +213,136 @@ pub async fn handle_with_redeliveries<S: Store>(
             }
         }
     }
+}
+
+/// What one SQS message gave.
+struct ItemRun {
+    reports: Vec<ChangeReport>,
+    /// The body could not be used: the message fails as a whole.
+    unusable: bool,
+}
+
+async fn run_item<S: Store>(
+    replicator: &Replicator<S>,
+    item: &SqsItem,
+    deadline: &Deadline,
+) -> ItemRun {
+    let changes = match &item.changes {
+        Ok(changes) => changes,
+        Err(error) => {
+            tracing::error!(message_id = %item.message_id, error = %error, "unusable SQS message");
+            return ItemRun {
+                reports: Vec::new(),
+                unusable: true,
+            };
+        }
+    };
+    let reports = match &item.owing {
+        None => replicator.apply_before(changes, deadline).await,
+        Some(owing) => match owing.target.find(replicator.config()) {
+            Some(target) => {
+                let only = [target];
+                join_all(
+                    changes
+                        .iter()
+                        .map(|c| replicator.apply_to(c, &only, deadline)),
+                )
+                .await
+            }
+            None => {
+                // Nothing is owed to a target the configuration no longer has.
+                tracing::warn!(bucket = %owing.target.bucket, prefix = %owing.target.prefix,
+                    changes = changes.len(), "work owed to a target that is no longer configured: dropped");
+                Vec::new()
+            }
+        },
+    };
+    ItemRun {
+        reports,
+        unusable: false,
+    }
+}
+
+/// Whether a target refused a change for good: someone must act first.
+fn refused(report: &ChangeReport) -> bool {
+    report
+        .targets
+        .iter()
+        .any(|t| t.outcome.failure().is_some_and(|f| !f.is_transient()))
+}
+
+/// The transient failures of one delivery, as debts to their targets.
+fn debts_of(
+    config: &Config,
+    from: usize,
+    owing: Option<&Owing>,
+    reports: &[ChangeReport],
+) -> Vec<Debt> {
+    let now = owed::now_ms();
+    let mut debts = Vec::new();
+    for report in reports {
+        let targets: Vec<TargetName> = match owing {
+            Some(owing) => vec![owing.target.clone()],
+            None => config.targets.iter().map(TargetName::of).collect(),
+        };
+        for (target, at) in targets.into_iter().zip(&report.targets) {
+            let Some(failure) = at.outcome.failure() else {
+                continue;
+            };
+            debts.push(Debt {
+                target,
+                change: report.change.clone(),
+                since_ms: owing.map_or(now, |o| o.since_ms),
+                tries: owing.map_or(0, |o| o.tries + 1),
+                held: failure.kind == FailureKind::Held,
+                from,
+            });
+        }
+    }
+    debts
+}
+
+/// Posts debts as owed work; answers the deliveries whose debts could not be posted. Emits,
+/// per target, whether it is held and how many changes wait for it.
+async fn post<S: Store, M: Mailbox>(
+    replicator: &Replicator<S>,
+    mailbox: &M,
+    debts: Vec<Debt>,
+) -> Vec<usize> {
+    let letters = owed::letters(debts);
+    let bodies: Vec<(String, Duration)> = letters
+        .iter()
+        .map(|l| (l.body.clone(), l.work.delay()))
+        .collect();
+    let accepted = if bodies.is_empty() {
+        Vec::new()
+    } else {
+        mailbox.post(&bodies).await
+    };
+    let mut unposted = Vec::new();
+    let mut waiting: BTreeMap<&str, metrics::Waiting> = BTreeMap::new();
+    for target in &replicator.config().targets {
+        let entry = waiting.entry(target.bucket.as_str()).or_default();
+        entry.down |= replicator.holds(target);
+    }
+    let now = owed::now_ms();
+    for (index, letter) in letters.iter().enumerate() {
+        if accepted.get(index).copied().unwrap_or(false) {
+            let entry = waiting
+                .entry(letter.work.target.bucket.as_str())
+                .or_default();
+            entry.changes += letter.work.changes.len() as u64;
+            entry.oldest_ms = entry
+                .oldest_ms
+                .max(now.saturating_sub(letter.work.since_ms));
+        } else {
+            unposted.extend(letter.from.iter().copied());
+        }
+    }
+    metrics::emit_waiting(&waiting);
+    unposted.sort_unstable();
+    unposted.dedup();
+    unposted
 }
 
 /// Counts of outcomes, for the response of a direct invocation.
@@ -212,6 +374,7 @@ mod tests {
             receive_count: count,
             queue_arn: arn.map(str::to_string),
             changes: Ok(Vec::new()),
+            owing: None,
         };
         let arn = "arn:aws:sqs:eu-west-1:123456789012:q";
         let redelivery = Redelivery::of(&item(Some("h"), Some(arn), Some(3))).unwrap();

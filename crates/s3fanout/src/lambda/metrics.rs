@@ -9,6 +9,15 @@
 //! - `BytesReplicated`: bytes of source content copied;
 //! - `AwaitingRestore`: objects not copied because they are archived (GLACIER, DEEP_ARCHIVE,
 //!   an Intelligent-Tiering archive tier) until restored; the restore's event copies them.
+//! - `HeldCopies`: work not sent because the target was seen unavailable (its breaker is
+//!   open); it waits in the retry queue for that target.
+//!
+//! And, from an invocation that posted work to the retry queue or found a target held:
+//!
+//! - `TargetDown`: 1 while the target's breaker holds its work, else 0 (Maximum: down or not);
+//! - `WaitingChanges`: changes posted to wait for the target. While it is down, each waiting
+//!   change comes back every five minutes, so the sum over five minutes is how many wait;
+//! - `OldestWaitingSeconds`: how long the oldest of them has waited (Maximum).
 
 use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -38,6 +47,7 @@ struct Tally {
     deferred: u64,
     refused: u64,
     awaiting_restore: u64,
+    held: u64,
     bytes: u64,
     latencies: Vec<u64>,
 }
@@ -59,6 +69,7 @@ fn lines(reports: &[ChangeReport], timestamp: u64) -> Vec<String> {
                     }
                 }
                 Outcome::Failed(f) if f.kind == FailureKind::Deferred => tally.deferred += 1,
+                Outcome::Failed(f) if f.kind == FailureKind::Held => tally.held += 1,
                 Outcome::Failed(_) => tally.failed += 1,
                 // Not copied because the object is a replica of another configured source.
                 Outcome::IsReplica => tally.refused += 1,
@@ -76,6 +87,7 @@ fn lines(reports: &[ChangeReport], timestamp: u64) -> Vec<String> {
             json!({"Name": "DeferredCopies", "Unit": "Count"}),
             json!({"Name": "RefusedLoops", "Unit": "Count"}),
             json!({"Name": "AwaitingRestore", "Unit": "Count"}),
+            json!({"Name": "HeldCopies", "Unit": "Count"}),
             json!({"Name": "BytesReplicated", "Unit": "Bytes"}),
         ];
         let mut first = json!({
@@ -85,6 +97,7 @@ fn lines(reports: &[ChangeReport], timestamp: u64) -> Vec<String> {
             "DeferredCopies": tally.deferred,
             "RefusedLoops": tally.refused,
             "AwaitingRestore": tally.awaiting_restore,
+            "HeldCopies": tally.held,
             "BytesReplicated": tally.bytes,
         });
         if let Some(chunk) = chunks.next() {
@@ -98,6 +111,47 @@ fn lines(reports: &[ChangeReport], timestamp: u64) -> Vec<String> {
         }
     }
     lines
+}
+
+/// What waits for one target after an invocation.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Waiting {
+    /// The target's breaker holds its work.
+    pub down: bool,
+    /// Changes posted to wait for it.
+    pub changes: u64,
+    /// How long the oldest of them has waited (ms).
+    pub oldest_ms: u64,
+}
+
+/// Writes the EMF lines of what waits for each target, when anything does or a target is held.
+pub fn emit_waiting(waiting: &BTreeMap<&str, Waiting>) {
+    for line in waiting_lines(waiting, now_ms()) {
+        println!("{line}");
+    }
+}
+
+fn waiting_lines(waiting: &BTreeMap<&str, Waiting>, timestamp: u64) -> Vec<String> {
+    if waiting.values().all(|w| !w.down && w.changes == 0) {
+        return Vec::new();
+    }
+    let metrics = vec![
+        json!({"Name": "TargetDown", "Unit": "Count"}),
+        json!({"Name": "WaitingChanges", "Unit": "Count"}),
+        json!({"Name": "OldestWaitingSeconds", "Unit": "Seconds"}),
+    ];
+    waiting
+        .iter()
+        .map(|(bucket, w)| {
+            let values = json!({
+                "TargetBucket": bucket,
+                "TargetDown": u8::from(w.down),
+                "WaitingChanges": w.changes,
+                "OldestWaitingSeconds": w.oldest_ms / 1000,
+            });
+            document(timestamp, metrics.clone(), values)
+        })
+        .collect()
 }
 
 fn latency_metric() -> Value {
@@ -152,6 +206,29 @@ mod tests {
             .iter()
             .map(|l| serde_json::from_str(l).unwrap())
             .collect()
+    }
+
+    #[test]
+    fn what_waits_is_reported_per_target_only_when_something_does() {
+        let mut waiting = BTreeMap::new();
+        waiting.insert("a", Waiting::default());
+        waiting.insert("b", Waiting::default());
+        assert!(waiting_lines(&waiting, 7).is_empty());
+        waiting.insert(
+            "b",
+            Waiting {
+                down: true,
+                changes: 12,
+                oldest_ms: 90_500,
+            },
+        );
+        let lines = parse(&waiting_lines(&waiting, 7));
+        assert_eq!(lines.len(), 2);
+        assert_eq!(lines[0]["TargetDown"], 0);
+        assert_eq!(lines[1]["TargetBucket"], "b");
+        assert_eq!(lines[1]["TargetDown"], 1);
+        assert_eq!(lines[1]["WaitingChanges"], 12);
+        assert_eq!(lines[1]["OldestWaitingSeconds"], 90);
     }
 
     #[test]

@@ -6,3 +6,4 @@ pub mod batch;
 pub mod event;
 pub mod invocation;
 pub mod metrics;
+pub mod owed;

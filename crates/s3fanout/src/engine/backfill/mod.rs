@@ -627,10 +627,9 @@ impl<S: Store> Context<'_, S> {
                 };
                 let job = &job;
                 async move {
-                    let outcome = self
-                        .replicator
-                        .settle(job, self.targets[t], seen, deadline)
-                        .await;
+                    let target = self.targets[t];
+                    let settled = self.replicator.settle(job, target, seen, deadline);
+                    let outcome = self.replicator.guarded(target, settled).await;
                     (t, outcome)
                 }
             });
