@@ -1193,14 +1193,14 @@ def test_reconcile_schedule(aws, translated, full_stack, minimal_stack, six_stac
         {"Fn::Equals": [{"Ref": "ReconcileSchedule"}, ""]},
     ]}]}
 
-    schedule = translated["Resources"]["ReconcileSchedule"]
+    schedule = translated["Resources"]["ReconciliationSchedule"]
     assert (schedule["Type"], schedule["Condition"]) == ("AWS::Scheduler::Schedule", "ReconcileEnabled")
     props = schedule["Properties"]
     assert props["ScheduleExpression"] == {"Ref": "ReconcileSchedule"}
     assert (props["State"], props["FlexibleTimeWindow"]) == ("ENABLED", {"Mode": "OFF"})
     target = props["Target"]
     assert target["Arn"] == {"Fn::GetAtt": ["BackfillFunction", "Arn"]}
-    assert target["RoleArn"] == {"Fn::GetAtt": ["ReconcileScheduleRole", "Arn"]}
+    assert target["RoleArn"] == {"Fn::GetAtt": ["ReconciliationScheduleRole", "Arn"]}
     assert target["DeadLetterConfig"] == {"Arn": {"Fn::GetAtt": ["BackfillDeadLetterQueue", "Arn"]}}
     assert target["RetryPolicy"]["MaximumRetryAttempts"] > 0
     # Retries end well before the next day's run.
@@ -1215,16 +1215,16 @@ def test_reconcile_schedule(aws, translated, full_stack, minimal_stack, six_stac
     assert "targets" not in payload and "source_bucket" not in payload, "every target of the one source"
 
     for stack in (full_stack, minimal_stack):
-        assert "ReconcileSchedule" in stack["resources"] and "ReconcileScheduleRole" in stack["resources"]
-        assert stack["outputs"]["ReconcileScheduleName"] == physical(stack, "ReconcileSchedule")
-    assert not any(r.startswith("ReconcileSchedule") for r in six_stack["resources"]), "off"
-    assert "ReconcileScheduleName" not in six_stack["outputs"]
+        assert "ReconciliationSchedule" in stack["resources"] and "ReconciliationScheduleRole" in stack["resources"]
+        assert stack["outputs"]["ReconciliationScheduleName"] == physical(stack, "ReconciliationSchedule")
+    assert not any(r.startswith("ReconciliationSchedule") for r in six_stack["resources"]), "off"
+    assert "ReconciliationScheduleName" not in six_stack["outputs"]
 
     if not moto_supports("AWS::Scheduler::Schedule"):
         pytest.skip(f"{MOTO} does not implement AWS::Scheduler::Schedule in CloudFormation; schedule checked in the template only")
     scheduler = aws("scheduler")
     for stack, expression, deletes in ((full_stack, "rate(1 day)", True), (minimal_stack, "cron(30 3 * * ? *)", False)):
-        deployed = scheduler.get_schedule(Name=stack["outputs"]["ReconcileScheduleName"])
+        deployed = scheduler.get_schedule(Name=stack["outputs"]["ReconciliationScheduleName"])
         assert deployed["ScheduleExpression"] == expression
         assert deployed["Target"]["Arn"] == stack["outputs"]["BackfillFunctionArn"]
         sent = json.loads(deployed["Target"]["Input"].replace("<aws.scheduler.scheduled-time>", "T"))
@@ -1235,7 +1235,7 @@ def test_iam_reconcile_schedule_role(aws, full_stack, minimal_stack):
     """The schedule invokes the backfill function and dead-letters to its queue: nothing else."""
     iam = aws("iam")
     for stack in (full_stack, minimal_stack):
-        role = physical(stack, "ReconcileScheduleRole")
+        role = physical(stack, "ReconciliationScheduleRole")
         trust = iam.get_role(RoleName=role)["Role"]["AssumeRolePolicyDocument"]
         if isinstance(trust, str):
             trust = parse_policy_document(unquote(trust))
