@@ -1215,13 +1215,15 @@ def test_reconcile_schedule(aws, translated, full_stack, minimal_stack, six_stac
     assert "targets" not in payload and "source_bucket" not in payload, "every target of the one source"
 
     for stack in (full_stack, minimal_stack):
-        assert "ReconciliationSchedule" in stack["resources"] and "ReconciliationScheduleRole" in stack["resources"]
-        assert stack["outputs"]["ReconciliationScheduleName"] == physical(stack, "ReconciliationSchedule")
+        assert "ReconciliationScheduleRole" in stack["resources"]
     assert not any(r.startswith("ReconciliationSchedule") for r in six_stack["resources"]), "off"
     assert "ReconciliationScheduleName" not in six_stack["outputs"]
+    assert translated["Outputs"]["ReconciliationScheduleName"]["Condition"] == "ReconcileEnabled"
 
     if not moto_supports("AWS::Scheduler::Schedule"):
         pytest.skip(f"{MOTO} does not implement AWS::Scheduler::Schedule in CloudFormation; schedule checked in the template only")
+    for stack in (full_stack, minimal_stack):
+        assert stack["outputs"]["ReconciliationScheduleName"] == physical(stack, "ReconciliationSchedule")
     scheduler = aws("scheduler")
     for stack, expression, deletes in ((full_stack, "rate(1 day)", True), (minimal_stack, "cron(30 3 * * ? *)", False)):
         deployed = scheduler.get_schedule(Name=stack["outputs"]["ReconciliationScheduleName"])
