@@ -275,7 +275,6 @@ def full_stack(aws, translated) -> dict:
             "MaximumConcurrency": "20",
             "AlarmTopicArn": f"arn:aws:sns:{REGION}:{ACCOUNT_ID}:fanout-alarms",
             "ReplicationLatencyAlarmMs": "300000",
-            "DriftAlarmThreshold": "5",
             "CreateBatchOperationsRole": "true",
             "BatchOperationsBucket": "fanout-batch",
         },
@@ -894,13 +893,11 @@ def test_replication_alarm_definitions(translated):
     assert age["MetricName"] == "ApproximateAgeOfOldestMessage"
     assert age["Dimensions"] == [{"Name": "QueueName", "Value": {"Fn::GetAtt": ["ReplicationQueue", "QueueName"]}}]
     assert age["Threshold"] == {"Ref": "OldestMessageAgeAlarmSeconds"}
-    # Once per run, a day apart: the alarm stays up until the next run, and fires on more
-    # drift than the threshold at the targets together.
+    # Once per run, a day apart: the alarm stays up until the next run; any drift fires it.
     drift = alarms["DriftFoundAlarm"]["Properties"]
     assert (drift["Namespace"], drift["MetricName"], drift["Statistic"]) == ("S3Fanout", "DriftFound", "Sum")
     assert (drift["Period"], drift["EvaluationPeriods"]) == (86400, 1)
-    assert drift["Threshold"] == {"Ref": "DriftAlarmThreshold"}
-    assert translated["Parameters"]["DriftAlarmThreshold"]["Default"] == 0
+    assert drift["Threshold"] == 0
     assert "Condition" not in alarms["DriftFoundAlarm"], "any backfill run reports drift"
 
     errors = alarms["ReplicateErrorsAlarm"]["Properties"]
@@ -914,7 +911,7 @@ def test_replication_alarms_deployed(aws, full_stack):
     assert alarms["fanout-full-replication-latency"]["Threshold"] == 300000
     assert alarms["fanout-full-failed-copies"]["Dimensions"] == []
     drift = alarms["fanout-full-drift-found"]
-    assert (drift["MetricName"], drift["Threshold"], drift["Period"]) == ("DriftFound", 5, 86400)
+    assert (drift["MetricName"], drift["Threshold"], drift["Period"]) == ("DriftFound", 0, 86400)
 
 
 # --------------------------------------------------------------------------- replication: dashboard
@@ -936,10 +933,12 @@ def test_dashboard(aws, translated, full_stack, minimal_stack):
     expressions = " ".join(m[0]["expression"] for m in metrics if isinstance(m[0], dict))
     for name in (
         "ReplicatedObjects", "FailedCopies", "DeferredCopies", "ReplicationLatency", "BytesReplicated",
-        "ReplicationLag", "CanaryStale", "CanaryReadFailed", "DriftFound", "DriftRepaired", "BackfillFailed",
+        "ReplicationLag", "CanaryStale", "CanaryReadFailed",
     ):
         assert f"SEARCH('{{S3Fanout,TargetBucket}} MetricName=\"{name}\"'" in expressions, name
 
+    for name in ("DriftFound", "DriftRepaired", "BackfillFailed"):
+        assert f'MetricName="{name}"' in expressions, name
     plain = [m for m in metrics if isinstance(m[0], str)]
     queues = {
         tuple(m[1:4])
@@ -1184,49 +1183,42 @@ def test_reconcile_schedule(aws, translated, full_stack, minimal_stack, six_stac
     param = translated["Parameters"]["ReconcileSchedule"]
     assert param["Default"] == "rate(1 day)"
     pattern = re.compile(param["AllowedPattern"])
-    for good in ("rate(1 day)", "rate(12 hours)", "cron(30 3 * * ? *)", "off", ""):
+    for good in ("rate(1 day)", "rate(12 hours)", "cron(30 3 * * ? *)", "off"):
         assert pattern.match(good), good
-    for bad in ("daily", "rate(1 day", "on"):
+    for bad in ("daily", "rate(1 day", "on", ""):
         assert not pattern.match(bad), bad
-    assert translated["Conditions"]["ReconcileEnabled"] == {"Fn::Not": [{"Fn::Or": [
-        {"Fn::Equals": [{"Ref": "ReconcileSchedule"}, "off"]},
-        {"Fn::Equals": [{"Ref": "ReconcileSchedule"}, ""]},
-    ]}]}
+    assert translated["Conditions"]["ReconcileEnabled"] == {
+        "Fn::Not": [{"Fn::Equals": [{"Ref": "ReconcileSchedule"}, "off"]}]}
 
     schedule = translated["Resources"]["ReconciliationSchedule"]
     assert (schedule["Type"], schedule["Condition"]) == ("AWS::Scheduler::Schedule", "ReconcileEnabled")
     props = schedule["Properties"]
     assert props["ScheduleExpression"] == {"Ref": "ReconcileSchedule"}
-    assert (props["State"], props["FlexibleTimeWindow"]) == ("ENABLED", {"Mode": "OFF"})
+    assert props["FlexibleTimeWindow"] == {"Mode": "OFF"}
     target = props["Target"]
     assert target["Arn"] == {"Fn::GetAtt": ["BackfillFunction", "Arn"]}
     assert target["RoleArn"] == {"Fn::GetAtt": ["ReconciliationScheduleRole", "Arn"]}
     assert target["DeadLetterConfig"] == {"Arn": {"Fn::GetAtt": ["BackfillDeadLetterQueue", "Arn"]}}
-    assert target["RetryPolicy"]["MaximumRetryAttempts"] > 0
-    # Retries end well before the next day's run.
-    assert target["RetryPolicy"]["MaximumEventAgeInSeconds"] <= 43200
+    # Scheduler's default retries (185 attempts over 24 hours): a late one keeps its run id.
+    assert "RetryPolicy" not in target
     payload = schedule_input(props, "true", TARGET_EU)
     assert payload == {
-        "mode": "sync", "auto_continue": True, "delete": True,
+        "auto_continue": True, "delete": True,
         "run_id": "reconcile-2026-05-01T03:00:00Z",
         "summary_to": f"s3://{TARGET_EU}/.s3fanout/reconcile/",
     }
     assert schedule_input(props, "false", TARGET_EU)["delete"] is False
-    assert "targets" not in payload and "source_bucket" not in payload, "every target of the one source"
+    assert not {"mode", "targets", "source_bucket"} & set(payload), "a sync of every target of the one source"
 
     for stack in (full_stack, minimal_stack):
         assert "ReconciliationScheduleRole" in stack["resources"]
     assert not any(r.startswith("ReconciliationSchedule") for r in six_stack["resources"]), "off"
-    assert "ReconciliationScheduleName" not in six_stack["outputs"]
-    assert translated["Outputs"]["ReconciliationScheduleName"]["Condition"] == "ReconcileEnabled"
 
     if not moto_supports("AWS::Scheduler::Schedule"):
         pytest.skip(f"{MOTO} does not implement AWS::Scheduler::Schedule in CloudFormation; schedule checked in the template only")
-    for stack in (full_stack, minimal_stack):
-        assert stack["outputs"]["ReconciliationScheduleName"] == physical(stack, "ReconciliationSchedule")
     scheduler = aws("scheduler")
     for stack, expression, deletes in ((full_stack, "rate(1 day)", True), (minimal_stack, "cron(30 3 * * ? *)", False)):
-        deployed = scheduler.get_schedule(Name=stack["outputs"]["ReconciliationScheduleName"])
+        deployed = scheduler.get_schedule(Name=physical(stack, "ReconciliationSchedule"))
         assert deployed["ScheduleExpression"] == expression
         assert deployed["Target"]["Arn"] == stack["outputs"]["BackfillFunctionArn"]
         sent = json.loads(deployed["Target"]["Input"].replace("<aws.scheduler.scheduled-time>", "T"))
