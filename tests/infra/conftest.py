@@ -24,7 +24,7 @@ REGION = "us-east-1"
 # moto's CloudFormation resolves `Ref: AWS::NoValue` inside a list to null and
 # keeps it, where CloudFormation removes the item (the idiom for an optional
 # policy statement: `- !If [Cond, {...}, !Ref AWS::NoValue]`). The server is
-# started with this one difference corrected; everything else is moto as is.
+# started with this difference corrected, and the two below; everything else is moto as is.
 _MOTO_SERVER_SHIM = """
 import sys
 from moto.cloudformation import parsing
@@ -79,6 +79,25 @@ def get_bucket_notification(self):
 
 
 s3_responses.S3Response.get_bucket_notification = get_bucket_notification
+
+# moto reads a TemplateURL whose host starts with "s3" as path-style, so the virtual-hosted
+# URL of a bucket named s3fanout-... (https://s3fanout-x.s3.REGION.amazonaws.com/KEY, the
+# form deploy.py gives CloudFormation for a template above 51,200 bytes) names the wrong bucket.
+from urllib.parse import urlparse
+from moto.cloudformation import responses as cfn_responses
+
+_get_stack_from_s3_url = cfn_responses.get_stack_from_s3_url
+
+
+def get_stack_from_s3_url(template_url, account_id, partition):
+    host = urlparse(template_url).netloc
+    if ".s3." in host and not host.startswith("s3."):
+        bucket = host.split(".s3.", 1)[0]
+        template_url = f"https://s3.amazonaws.com/{bucket}{urlparse(template_url).path}"
+    return _get_stack_from_s3_url(template_url, account_id=account_id, partition=partition)
+
+
+cfn_responses.get_stack_from_s3_url = get_stack_from_s3_url
 sys.argv[0] = "moto_server"
 sys.exit(main())
 """

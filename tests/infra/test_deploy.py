@@ -294,6 +294,7 @@ def minimal_stack(aws, translated) -> dict:
             "ReplicaTargets": f"{TARGET_EU}@eu-west-1",
             "TargetBuckets": TARGET_EU,
             "FunctionTimeout": "900",
+            "ReconcileSchedule": "cron(30 3 * * ? *)",
         },
     )
 
@@ -312,6 +313,7 @@ def six_stack(aws, translated) -> dict:
             "TargetBuckets": ",".join(SIX_BUCKETS),
             "ReplicateDeletes": "true",
             "EnableCanary": "false",
+            "ReconcileSchedule": "off",
         },
     )
 
@@ -837,6 +839,7 @@ def test_replication_alarm_definitions(translated):
         "CanaryLagAlarm",
         "CanaryStaleAlarm",
         "CanaryReadFailedAlarm",
+        "DriftFoundAlarm",
     }
     for alarm_id, alarm in alarms.items():
         props = alarm["Properties"]
@@ -848,6 +851,7 @@ def test_replication_alarm_definitions(translated):
         if props["Namespace"] == "S3Fanout":
             assert props["MetricName"] in {
                 "FailedCopies", "ReplicationLatency", "ReplicationLag", "CanaryStale", "CanaryReadFailed",
+                "DriftFound",
             }
             # Aggregate over all targets (the maximum of any target): no dimension.
             assert "Dimensions" not in props, alarm_id
@@ -889,6 +893,13 @@ def test_replication_alarm_definitions(translated):
     assert age["MetricName"] == "ApproximateAgeOfOldestMessage"
     assert age["Dimensions"] == [{"Name": "QueueName", "Value": {"Fn::GetAtt": ["ReplicationQueue", "QueueName"]}}]
     assert age["Threshold"] == {"Ref": "OldestMessageAgeAlarmSeconds"}
+    # Once per run, a day apart: the alarm stays up until the next run; any drift fires it.
+    drift = alarms["DriftFoundAlarm"]["Properties"]
+    assert (drift["Namespace"], drift["MetricName"], drift["Statistic"]) == ("S3Fanout", "DriftFound", "Sum")
+    assert (drift["Period"], drift["EvaluationPeriods"]) == (86400, 1)
+    assert drift["Threshold"] == 0
+    assert "Condition" not in alarms["DriftFoundAlarm"], "any backfill run reports drift"
+
     errors = alarms["ReplicateErrorsAlarm"]["Properties"]
     assert (errors["Namespace"], errors["MetricName"]) == ("AWS/Lambda", "Errors")
 
@@ -899,6 +910,8 @@ def test_replication_alarms_deployed(aws, full_stack):
     alarms = {a["AlarmName"]: a for a in aws("cloudwatch").describe_alarms()["MetricAlarms"]}
     assert alarms["fanout-full-replication-latency"]["Threshold"] == 300000
     assert alarms["fanout-full-failed-copies"]["Dimensions"] == []
+    drift = alarms["fanout-full-drift-found"]
+    assert (drift["MetricName"], drift["Threshold"], drift["Period"]) == ("DriftFound", 0, 86400)
 
 
 # --------------------------------------------------------------------------- replication: dashboard
@@ -924,6 +937,8 @@ def test_dashboard(aws, translated, full_stack, minimal_stack):
     ):
         assert f"SEARCH('{{S3Fanout,TargetBucket}} MetricName=\"{name}\"'" in expressions, name
 
+    for name in ("DriftFound", "DriftRepaired", "BackfillFailed"):
+        assert f'MetricName="{name}"' in expressions, name
     plain = [m for m in metrics if isinstance(m[0], str)]
     queues = {
         tuple(m[1:4])
@@ -1148,3 +1163,81 @@ def test_replica_bucket_hardening(aws, replica_bucket_stacks):
     bucket_hardening_in_template(load_template("replica-bucket.yaml")["Resources"]["ReplicaBucket"])
     assert_bucket_hardening_deployed(aws("s3", "eu-west-1"), "fanout-rb-eu")
     assert_bucket_hardening_deployed(aws("s3"), "fanout-rb-local")
+
+
+# --------------------------------------------------------------------------- replication: reconciliation
+
+
+def schedule_input(props: dict, deletes: str, summary_bucket: str) -> dict:
+    """The payload the schedule sends, as EventBridge Scheduler fills it in."""
+    template, variables = props["Target"]["Input"]["Fn::Sub"]
+    assert variables == {"SummaryBucket": {"Fn::Select": [0, {"Ref": "TargetBuckets"}]}}
+    text = template.replace("${ReplicateDeletes}", deletes).replace("${SummaryBucket}", summary_bucket)
+    return json.loads(text.replace("<aws.scheduler.scheduled-time>", "2026-05-01T03:00:00Z"))
+
+
+def test_reconcile_schedule(aws, translated, full_stack, minimal_stack, six_stack):
+    """On by default, daily; a sync of every target that continues itself, deletes as live
+    replication does, writes its summary to the first target and is named by its scheduled
+    time; retried, then dead-lettered; absent when off."""
+    param = translated["Parameters"]["ReconcileSchedule"]
+    assert param["Default"] == "rate(1 day)"
+    pattern = re.compile(param["AllowedPattern"])
+    for good in ("rate(1 day)", "rate(12 hours)", "cron(30 3 * * ? *)", "off"):
+        assert pattern.match(good), good
+    for bad in ("daily", "rate(1 day", "on", ""):
+        assert not pattern.match(bad), bad
+    assert translated["Conditions"]["ReconcileEnabled"] == {
+        "Fn::Not": [{"Fn::Equals": [{"Ref": "ReconcileSchedule"}, "off"]}]}
+
+    schedule = translated["Resources"]["ReconciliationSchedule"]
+    assert (schedule["Type"], schedule["Condition"]) == ("AWS::Scheduler::Schedule", "ReconcileEnabled")
+    props = schedule["Properties"]
+    assert props["ScheduleExpression"] == {"Ref": "ReconcileSchedule"}
+    assert props["FlexibleTimeWindow"] == {"Mode": "OFF"}
+    target = props["Target"]
+    assert target["Arn"] == {"Fn::GetAtt": ["BackfillFunction", "Arn"]}
+    assert target["RoleArn"] == {"Fn::GetAtt": ["ReconciliationScheduleRole", "Arn"]}
+    assert target["DeadLetterConfig"] == {"Arn": {"Fn::GetAtt": ["BackfillDeadLetterQueue", "Arn"]}}
+    # Scheduler's default retries (185 attempts over 24 hours): a late one keeps its run id.
+    assert "RetryPolicy" not in target
+    payload = schedule_input(props, "true", TARGET_EU)
+    assert payload == {
+        "auto_continue": True, "delete": True,
+        "run_id": "reconcile-2026-05-01T03:00:00Z",
+        "summary_to": f"s3://{TARGET_EU}/.s3fanout/reconcile/",
+    }
+    assert schedule_input(props, "false", TARGET_EU)["delete"] is False
+    assert not {"mode", "targets", "source_bucket"} & set(payload), "a sync of every target of the one source"
+
+    for stack in (full_stack, minimal_stack):
+        assert "ReconciliationScheduleRole" in stack["resources"]
+    assert not any(r.startswith("ReconciliationSchedule") for r in six_stack["resources"]), "off"
+
+    if not moto_supports("AWS::Scheduler::Schedule"):
+        pytest.skip(f"{MOTO} does not implement AWS::Scheduler::Schedule in CloudFormation; schedule checked in the template only")
+    scheduler = aws("scheduler")
+    for stack, expression, deletes in ((full_stack, "rate(1 day)", True), (minimal_stack, "cron(30 3 * * ? *)", False)):
+        deployed = scheduler.get_schedule(Name=physical(stack, "ReconciliationSchedule"))
+        assert deployed["ScheduleExpression"] == expression
+        assert deployed["Target"]["Arn"] == stack["outputs"]["BackfillFunctionArn"]
+        sent = json.loads(deployed["Target"]["Input"].replace("<aws.scheduler.scheduled-time>", "T"))
+        assert (sent["delete"], sent["summary_to"]) == (deletes, f"s3://{TARGET_EU}/.s3fanout/reconcile/")
+
+
+def test_iam_reconcile_schedule_role(aws, full_stack, minimal_stack):
+    """The schedule invokes the backfill function and dead-letters to its queue: nothing else."""
+    iam = aws("iam")
+    for stack in (full_stack, minimal_stack):
+        role = physical(stack, "ReconciliationScheduleRole")
+        trust = iam.get_role(RoleName=role)["Role"]["AssumeRolePolicyDocument"]
+        if isinstance(trust, str):
+            trust = parse_policy_document(unquote(trust))
+        assert trust["Statement"][0]["Principal"] == {"Service": "scheduler.amazonaws.com"}
+        assert trust["Statement"][0]["Condition"] == {"StringEquals": {"aws:SourceAccount": ACCOUNT_ID}}
+        statements = role_statements(iam, role)
+        assert_least_privilege(statements)
+        assert allowed(statements) == {
+            "lambda:InvokeFunction": {stack["outputs"]["BackfillFunctionArn"]},
+            "sqs:SendMessage": {stack["outputs"]["BackfillDeadLetterQueueArn"]},
+        }

@@ -63,6 +63,7 @@ ROLES = {
     "BackfillRole": "backfill",
     "CanaryRole": "canary",
     "BatchOperationsRole": "batch",
+    "ReconciliationScheduleRole": "schedule",
 }
 
 
@@ -473,6 +474,11 @@ def _run(server: Server, binaries, tmp: Path, functions: list, consumers: list) 
     result["backfill_elsewhere"] = backfill.invoke({
         "prefix": "old/", "summary_to": f"s3://{NOT_A_TARGET}/summaries/"}, timeout_s=300)
     result["verify"] = backfill.invoke({"mode": "verify", "compare": "full"}, timeout_s=300)
+    # What the reconciliation's schedule sends: its summary goes to the first target.
+    result["reconcile"] = backfill.invoke({
+        "mode": "sync", "auto_continue": True, "delete": False,
+        "run_id": "reconcile-2026-05-01T03:00:00Z",
+        "summary_to": f"s3://{TARGET_WEST}/.s3fanout/reconcile/"}, timeout_s=300)
     admin_s3.put_object(Bucket=BATCH_BUCKET, Key="manifests/job.csv", Body=f"{SOURCE},old/batch%2Bme.txt\n".encode())
     admin_s3.delete_object(Bucket=TARGET_WEST, Key="old/batch+me.txt")
     result["batch"] = backfill.invoke({
@@ -504,8 +510,9 @@ def _run(server: Server, binaries, tmp: Path, functions: list, consumers: list) 
     result["invokes"] = [
         roles["batch"].client("lambda").invoke(FunctionName="lp-backfill", InvocationType="DryRun", Payload=b"{}")["StatusCode"],
         roles["backfill"].client("lambda").invoke(FunctionName="lp-backfill", InvocationType="DryRun", Payload=b"{}")["StatusCode"],
+        roles["schedule"].client("lambda").invoke(FunctionName="lp-backfill", InvocationType="DryRun", Payload=b"{}")["StatusCode"],
     ]
-    for name in ("batch", "backfill"):
+    for name in ("batch", "backfill", "schedule"):
         denied(roles[name], "Invoke of the replicate function", lambda name=name: roles[name].client("lambda").invoke(
             FunctionName="lp-replicate", InvocationType="DryRun", Payload=b"{}"))
 
@@ -591,6 +598,10 @@ def test_functions_did_their_work(world):
         assert _in_sync(admin_s3, key), key
     for bucket in (TARGET_WEST, TARGET_EU):
         assert admin_s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == [], bucket
+    reconcile = world["reconcile"]
+    assert reconcile["done"] is True and "summary_error" not in reconcile, reconcile
+    assert reconcile["summary_object"] == f"s3://{TARGET_WEST}/.s3fanout/reconcile/reconcile-2026-05-01T03:00:00Z.json"
+    assert all(t["drift_found"] == 0 and t["failed"] == 0 for t in reconcile["targets"].values()), reconcile
     verify = world["verify"]
     assert verify["done"] is True
     assert all(t["missing"] == 0 and t["different"] == 0 and t["extraneous"] == 0
@@ -630,7 +641,7 @@ def test_writes_they_must_not_make_are_denied(world):
         # request names the code (test_every_request_allowed_and_every_denial_expected).
         lambda_status = what.startswith("Invoke") and code == "403"
         assert code in ("AccessDenied", "AccessDeniedException") or lambda_status, (who, what, code)
-    assert world["invokes"] == [204, 204], "Batch Operations and the backfill may invoke the backfill"
+    assert world["invokes"] == [204, 204, 204], "Batch Operations, the backfill and the schedule may invoke the backfill"
     names = {what for _, what, _ in world["denials"]}
     assert "DeleteObject on a replica (deletes not propagated)" in names
     # With deletes not propagated, the function itself never tries one: the only DeleteObject
@@ -706,6 +717,11 @@ def test_what_the_lambda_service_does_with_the_roles(world):
     assert not allows["backfill"](Need("lambda:InvokeFunction", replicate_arn))
     assert allows["batch"](Need("lambda:InvokeFunction", backfill_arn))
     assert not allows["batch"](Need("lambda:InvokeFunction", replicate_arn))
+    assert allows["schedule"](Need("lambda:InvokeFunction", backfill_arn))
+    assert not allows["schedule"](Need("lambda:InvokeFunction", replicate_arn))
+    assert allows["schedule"](Need("sqs:SendMessage", outputs["BackfillDeadLetterQueueArn"]))
+    assert not allows["schedule"](Need("sqs:SendMessage", outputs["QueueArn"]))
+    assert not roles["schedule"].policy.granted_actions() - {"lambda:InvokeFunction", "sqs:SendMessage"}
     assert allows["backfill"](Need("sqs:SendMessage", outputs["BackfillDeadLetterQueueArn"]))
     assert not allows["backfill"](Need("sqs:SendMessage", outputs["QueueArn"]))
     assert not allows["replicate"](Need("sqs:SendMessage", outputs["QueueArn"]))

@@ -563,3 +563,191 @@ async fn an_upload_left_open_is_aborted_when_the_key_settles_otherwise() {
         r.store().object(SOURCE, "huge.bin").unwrap().content
     );
 }
+
+/// The template's schedule: one run per scheduled time, the run id made of that time.
+fn scheduled(time: &str) -> Value {
+    json!({
+        "mode": "sync",
+        "auto_continue": true,
+        "delete": true,
+        "run_id": format!("reconcile-{time}"),
+        "summary_to": "s3://ops-bucket/reconcile/",
+    })
+}
+
+/// One scheduled run to its end, as Lambda would run its chain; answers the last hop's
+/// answer, the drift metrics emitted at each hop, and the requests made, by kind.
+async fn scheduled_run(
+    r: &Replicator<SimStore>,
+    time: &str,
+    window: fn() -> Deadline,
+) -> (
+    Value,
+    Vec<Vec<Value>>,
+    std::collections::BTreeMap<String, u64>,
+) {
+    let before = r.store().requests();
+    s3fanout::lambda::metrics::capture();
+    let mut payload = scheduled(time);
+    let mut emitted = Vec::new();
+    for hop in 0.. {
+        assert!(hop < 50, "no convergence");
+        let (answer, next) = invoke(r, &payload, window(), &format!("{time}-req-{hop}")).await;
+        emitted.push(s3fanout::lambda::metrics::take_captured());
+        match next {
+            Some(next) => payload = serde_json::to_value(&next).unwrap(),
+            None => {
+                let requests = r
+                    .store()
+                    .requests()
+                    .into_iter()
+                    .map(|(kind, n)| (kind.to_string(), n - before.get(kind).unwrap_or(&0)))
+                    .filter(|(_, n)| *n > 0)
+                    .collect();
+                return (answer, emitted, requests);
+            }
+        }
+    }
+    unreachable!()
+}
+
+/// (DriftFound, DriftRepaired, BackfillFailed) per target, from the EMF lines.
+fn drift_figures(lines: &[Value]) -> Vec<(String, u64, u64, u64)> {
+    lines
+        .iter()
+        .map(|l| {
+            let n = |name: &str| l[name].as_u64().unwrap();
+            (
+                l["TargetBucket"].as_str().unwrap().to_string(),
+                n("DriftFound"),
+                n("DriftRepaired"),
+                n("BackfillFailed"),
+            )
+        })
+        .collect()
+}
+
+/// The scheduled reconciliation: each day's run is a run of its own and runs fully; a second
+/// delivery of the same scheduled invocation, or Lambda's retry of it once the chain moved on,
+/// starts no second chain. The run's end, and only it, writes the drift metrics per target,
+/// with the figures the summary object holds; on synced buckets they are zero and the run
+/// lists and writes its run state, nothing else.
+#[tokio::test(start_paused = true)]
+async fn a_scheduled_reconciliation_reports_drift_per_target_at_the_end_of_each_run() {
+    let r = replicator(3, 30, 4);
+    fill(&r, 60);
+
+    // Day 1: nothing was replicated (every notification lost): 60 objects drifted per target.
+    let day1 = "2026-05-01T03:00:00Z";
+    let (answer, emitted, _) = scheduled_run(&r, day1, window).await;
+    assert_eq!(answer["done"], true, "{answer}");
+    assert!(emitted.len() > 1, "the window should have split the run");
+    assert!(
+        emitted[..emitted.len() - 1].iter().all(Vec::is_empty),
+        "only the run's end emits: {emitted:?}"
+    );
+    let figures = drift_figures(emitted.last().unwrap());
+    println!("day 1 (nothing replicated): {figures:?}");
+    assert_eq!(figures.len(), 3);
+    for (bucket, found, repaired, failed) in &figures {
+        // A copy the deadline cut after it landed is found current by the next hop.
+        let counts = &answer["targets"][bucket];
+        assert_eq!(Some(*found), counts["copied"].as_u64(), "{answer}");
+        assert_eq!((found, failed), (repaired, &0));
+        assert_eq!(
+            counts["copied"].as_u64().unwrap() + counts["up_to_date"].as_u64().unwrap(),
+            60
+        );
+    }
+    let at = ObjectAt {
+        bucket: OPS,
+        region: None,
+        key: &format!("reconcile/reconcile-{day1}.json"),
+    };
+    let written = r.store().get_small_object(at).await.unwrap().unwrap();
+    let written: Summary = serde_json::from_slice(&written.body).unwrap();
+    assert_eq!(
+        written.run_id.as_deref(),
+        Some(&*format!("reconcile-{day1}"))
+    );
+    for (bucket, found, repaired, failed) in &figures {
+        let counts = &written.targets[bucket];
+        assert_eq!(
+            (counts.drift_found, counts.drift_repaired, counts.failed),
+            (*found, *repaired, *failed),
+            "the summary object says what the metrics say"
+        );
+    }
+
+    // The same scheduled invocation delivered again (a new request id) and Lambda's retry of
+    // its first invocation (the same request id), after the chain moved on: both stop at once.
+    let copies = r.store().requests()["CopyObject"];
+    s3fanout::lambda::metrics::capture();
+    for request_id in ["duplicate-delivery", &format!("{day1}-req-0")] {
+        let (again, next) = invoke(&r, &scheduled(day1), window(), request_id).await;
+        assert!(next.is_none(), "{again}");
+        assert_eq!(reason(&again), Some(StopReason::Superseded), "{again}");
+    }
+    assert_eq!(r.store().requests()["CopyObject"], copies);
+    assert!(s3fanout::lambda::metrics::take_captured().is_empty());
+
+    // Day 2, in sync: no drift, listings and the run's own state only.
+    let (answer, emitted, requests) =
+        scheduled_run(&r, "2026-05-02T03:00:00Z", Deadline::none).await;
+    assert_eq!(answer["done"], true, "{answer}");
+    let figures = drift_figures(emitted.last().unwrap());
+    println!("day 2 (in sync): {figures:?}, requests {requests:?}");
+    assert!(
+        figures.iter().all(|f| (f.1, f.2, f.3) == (0, 0, 0)),
+        "{figures:?}"
+    );
+    let hops = emitted.len() as u64;
+    assert_eq!(
+        requests.keys().map(String::as_str).collect::<Vec<_>>(),
+        ["ListObjectsV2", "PutObject"],
+        "{requests:?}"
+    );
+    // A marker claim and a summary per hop.
+    assert_eq!(requests["PutObject"], 2 * hops, "{requests:?}");
+
+    // Day 3: a replica object deleted by hand, another edited, an extraneous one added, and a
+    // source object whose notification was lost.
+    assert!(r.store().remove("rep-0", "k0007"));
+    r.store().put("rep-1", "k0011", NewObject::plain(12));
+    r.store().put("rep-2", "stray", NewObject::plain(3));
+    r.store()
+        .put(SOURCE, "k0060-unannounced", NewObject::plain(10));
+    let (answer, emitted, requests) =
+        scheduled_run(&r, "2026-05-03T03:00:00Z", Deadline::none).await;
+    assert_eq!(answer["done"], true, "{answer}");
+    let figures = drift_figures(emitted.last().unwrap());
+    println!("day 3 (drifted): {figures:?}, requests {requests:?}");
+    assert_eq!(
+        figures,
+        [
+            ("rep-0".to_string(), 2, 2, 0),
+            ("rep-1".to_string(), 2, 2, 0),
+            ("rep-2".to_string(), 2, 2, 0),
+        ]
+    );
+    assert_eq!(answer["targets"]["rep-2"]["deleted"], 1, "{answer}");
+    let (verify, _) = invoke(
+        &r,
+        &json!({"mode": "verify", "delete": true}),
+        Deadline::none(),
+        "v",
+    )
+    .await;
+    for i in 0..3 {
+        let counts = &verify["targets"][format!("rep-{i}")];
+        assert_eq!(
+            (
+                counts["missing"].as_u64(),
+                counts["different"].as_u64(),
+                counts["extraneous"].as_u64()
+            ),
+            (Some(0), Some(0), Some(0)),
+            "{verify}"
+        );
+    }
+}

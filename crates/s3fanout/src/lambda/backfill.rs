@@ -3,6 +3,8 @@
 //! A self-continuing request (`auto_continue`) is one hop of a run: it claims its hop in the
 //! run's marker before any work (see [`chain`]), and continues only when it moved, is under the
 //! hop limit and still holds its hop. Its summary is written to `summary_to` after every hop.
+//! When the run ends (done, or a self-continuing run that stops continuing), its last
+//! invocation writes the run's drift metrics per target ([`metrics::drift_lines`]).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -12,6 +14,7 @@ use serde_json::Value;
 use super::batch;
 use super::event::EventError;
 use super::invocation::InvocationError;
+use super::metrics;
 use crate::engine::backfill::chain::{self, Claim, Hop, Plan};
 use crate::engine::backfill::{run, BackfillRequest, Stop, StopReason, Summary};
 use crate::engine::deadline::Deadline;
@@ -105,6 +108,11 @@ pub async fn handle_invocation_as<S: Store>(
         }),
         _ => None,
     };
+    // The run's end: the counts are the whole run's (a continuation carries them along).
+    // A run without auto_continue that stopped early is resumed by hand, and not over yet.
+    if next.is_none() && (summary.done || (held.is_some() && summary.stopped.is_some())) {
+        metrics::emit_drift(&summary);
+    }
     let mut response = serde_json::to_value(&summary).expect("summary serialises");
     let written = match &plan.summary_to {
         Some(location) => Some(write_summary(replicator, location, &plan, &summary).await),

@@ -18,13 +18,23 @@
 //! - `WaitingChanges`: changes posted to wait for the target. While it is down, each waiting
 //!   change comes back every five minutes, so the sum over five minutes is how many wait;
 //! - `OldestWaitingSeconds`: how long the oldest of them has waited (Maximum).
+//!
+//! The backfill function writes three more once per run, when the run ends (its last
+//! invocation), from the run's summary ([`drift_lines`]):
+//!
+//! - `DriftFound`: objects a target had drifted by (missing, different, extraneous when the
+//!   run deletes), the summary's `drift_found`;
+//! - `DriftRepaired`: of those, repaired by the run (`drift_repaired`);
+//! - `BackfillFailed`: objects the run could not check or repair (`failed`).
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Value};
 
 use crate::core::outcome::{ChangeReport, FailureKind, Outcome};
+use crate::engine::backfill::Summary;
 
 /// Namespace of the metrics.
 pub const NAMESPACE: &str = "S3Fanout";
@@ -36,6 +46,74 @@ const MAX_VALUES: usize = 100;
 /// latencies.
 pub fn emit(reports: &[ChangeReport]) {
     for line in lines(reports, now_ms()) {
+        write(line);
+    }
+}
+
+/// Writes the EMF lines of a finished backfill run: one per target ([`drift_lines`]).
+pub fn emit_drift(summary: &Summary) {
+    for line in drift_lines(summary, now_ms()) {
+        write(line);
+    }
+}
+
+/// The EMF lines of a finished run, one per target: `DriftFound`, `DriftRepaired` and
+/// `BackfillFailed` with the summary's `drift_found`, `drift_repaired` and `failed`.
+pub fn drift_lines(summary: &Summary, timestamp: u64) -> Vec<String> {
+    let metrics = || {
+        vec![
+            json!({"Name": "DriftFound", "Unit": "Count"}),
+            json!({"Name": "DriftRepaired", "Unit": "Count"}),
+            json!({"Name": "BackfillFailed", "Unit": "Count"}),
+        ]
+    };
+    summary
+        .targets
+        .iter()
+        .map(|(bucket, counts)| {
+            let values = json!({
+                "TargetBucket": bucket,
+                "DriftFound": counts.drift_found,
+                "DriftRepaired": counts.drift_repaired,
+                "BackfillFailed": counts.failed,
+            });
+            document(timestamp, metrics(), values)
+        })
+        .collect()
+}
+
+thread_local! {
+    static CAPTURED: RefCell<Option<Vec<String>>> = const { RefCell::new(None) };
+}
+
+/// From now on, this thread's metric lines are kept for [`take_captured`] instead of being
+/// written to standard output: for tests that check what an invocation emits.
+pub fn capture() {
+    CAPTURED.with(|c| *c.borrow_mut() = Some(Vec::new()));
+}
+
+/// The lines kept since [`capture`] (or the last call), parsed; capturing goes on.
+pub fn take_captured() -> Vec<Value> {
+    CAPTURED.with(|c| {
+        c.borrow_mut()
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
+            .iter()
+            .map(|line| serde_json::from_str(line).expect("EMF lines are JSON"))
+            .collect()
+    })
+}
+
+fn write(line: String) {
+    let line = CAPTURED.with(|c| match c.borrow_mut().as_mut() {
+        Some(kept) => {
+            kept.push(line);
+            None
+        }
+        None => Some(line),
+    });
+    if let Some(line) = line {
         println!("{line}");
     }
 }
@@ -331,6 +409,41 @@ mod tests {
             a["_aws"]["CloudWatchMetrics"][0]["Dimensions"],
             json!([["TargetBucket"], []])
         );
+    }
+
+    #[test]
+    fn drift_per_target_from_the_summary() {
+        use crate::engine::backfill::TargetCounts;
+        let mut summary = Summary::default();
+        summary.targets.insert(
+            "a".into(),
+            TargetCounts {
+                drift_found: 3,
+                drift_repaired: 2,
+                failed: 1,
+                ..TargetCounts::default()
+            },
+        );
+        summary.targets.insert("b".into(), TargetCounts::default());
+        let lines: Vec<Value> = drift_lines(&summary, 9)
+            .iter()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 2);
+        let figures = |l: &Value| {
+            (
+                l["TargetBucket"].clone(),
+                l["DriftFound"].as_u64(),
+                l["DriftRepaired"].as_u64(),
+                l["BackfillFailed"].as_u64(),
+            )
+        };
+        assert_eq!(figures(&lines[0]), (json!("a"), Some(3), Some(2), Some(1)));
+        assert_eq!(figures(&lines[1]), (json!("b"), Some(0), Some(0), Some(0)));
+        let declared = &lines[0]["_aws"]["CloudWatchMetrics"][0];
+        assert_eq!(declared["Namespace"], NAMESPACE);
+        assert_eq!(declared["Dimensions"], json!([["TargetBucket"], []]));
+        assert_eq!(lines[0]["_aws"]["Timestamp"], 9);
     }
 
     #[test]

@@ -166,10 +166,11 @@ pub fn marker_at<'a>(config: &'a Config, key: &'a str) -> Option<ObjectAt<'a>> {
 }
 
 fn check_run_id(id: &str) -> Result<(), BackfillError> {
-    let valid = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
+    // ':' for run ids made of a time, as the template's schedule makes them.
+    let valid = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | ':');
     if id.is_empty() || id.len() > MAX_RUN_ID || !id.chars().all(valid) {
         return Err(BackfillError(format!(
-            "run_id {id:?}: use 1 to {MAX_RUN_ID} letters, digits, '.', '_' or '-'"
+            "run_id {id:?}: use 1 to {MAX_RUN_ID} letters, digits, '.', '_', '-' or ':'"
         )));
     }
     Ok(())

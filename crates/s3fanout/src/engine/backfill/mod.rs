@@ -89,7 +89,7 @@ pub struct BackfillRequest {
     pub auto_continue: bool,
     /// Set by a previous run that stopped before its end.
     pub continuation: Option<Continuation>,
-    /// Names the run (letters, digits, `.`, `_`, `-`; at most 64). A self-continuing run
+    /// Names the run (letters, digits, `.`, `_`, `-`, `:`; at most 64). A self-continuing run
     /// started twice under one id proceeds once; by default the first invocation's request id.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub run_id: Option<String>,
@@ -151,6 +151,15 @@ pub struct TargetCounts {
     /// restored (`s3:ObjectRestore:Completed` replicates them).
     #[serde(default)]
     pub awaiting_restore: u64,
+    /// Objects that needed a repair: missing or different at the replica (copied, or to be
+    /// copied), and replica objects the source does not have when the run deletes
+    /// (`delete`): what the replica had drifted by. The `DriftFound` metric.
+    #[serde(default)]
+    pub drift_found: u64,
+    /// Of those, repaired by this run (copied or deleted; never in a verify or dry run). The
+    /// `DriftRepaired` metric.
+    #[serde(default)]
+    pub drift_repaired: u64,
 }
 
 /// One noteworthy object.
@@ -663,6 +672,9 @@ fn tally(
         if item.source.is_some() {
             counts.listed += 1;
         }
+        let (found, repaired) = drift(outcome, request);
+        counts.drift_found += u64::from(found);
+        counts.drift_repaired += u64::from(repaired);
         let note = match outcome {
             Outcome::UpToDate | Outcome::TagsUpdated => {
                 counts.up_to_date += 1;
@@ -719,5 +731,19 @@ fn tally(
         if let Some(what) = note {
             summary.note(bucket, &item.key, what);
         }
+    }
+}
+
+/// Whether an outcome is drift the run found, and whether it repaired it. Extraneous objects
+/// are drift only when the run deletes: without `delete`, replicas keep what the source
+/// deleted on purpose. Archived objects awaiting a restore are counted apart
+/// (`awaiting_restore`), failures too (`failed`).
+fn drift(outcome: &Outcome, request: &BackfillRequest) -> (bool, bool) {
+    let writes = request.mode == Mode::Sync && !request.dry_run;
+    match outcome {
+        Outcome::Copied | Outcome::Deleted => (true, writes),
+        Outcome::Missing | Outcome::Different => (true, false),
+        Outcome::Extraneous => (request.delete, false),
+        _ => (false, false),
     }
 }
