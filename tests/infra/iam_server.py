@@ -48,6 +48,10 @@ from moto.moto_server.werkzeug_app import DomainDispatcherApplication  # noqa: E
 from moto.s3 import responses as s3_responses  # noqa: E402
 
 s3_responses.ACTION_MAP["BUCKET"]["HEAD"]["DEFAULT"] = "ListBucket"
+# moto authorizes DeleteObjectTagging as s3:DeleteObject; S3 requires s3:DeleteObjectTagging
+# ("To use this operation, you must have permission to perform the s3:DeleteObjectTagging
+# action", DeleteObjectTagging in the Amazon S3 API Reference).
+s3_responses.ACTION_MAP["KEY"]["DELETE"]["tagging"] = "DeleteObjectTagging"
 
 
 def _is_invoke(response) -> bool:

@@ -352,7 +352,13 @@ def test_queues_encrypted(aws, translated, full_stack):
         "DeadLetterQueue",
         "BackfillDeadLetterQueue",
         "EventsDeadLetterQueue",
+        "RetryQueue",
     }
+    retry = translated["Resources"]["RetryQueue"]["Properties"]
+    # Owed work waits through a long outage: the longest retention SQS allows, and the
+    # same dead-letter queue for what keeps failing.
+    assert retry["MessageRetentionPeriod"] == 1209600
+    assert retry["RedrivePolicy"]["deadLetterTargetArn"] == {"Fn::GetAtt": ["DeadLetterQueue", "Arn"]}
     for logical_id in queues:
         assert translated["Resources"][logical_id]["Properties"]["SqsManagedSseEnabled"] is True
     attrs = aws("sqs").get_queue_attributes(
@@ -502,6 +508,8 @@ def environment(lam, function_name: str) -> dict[str, str]:
 def test_function_environment(aws, full_stack, minimal_stack, six_stack):
     lam = aws("lambda")
     env = environment(lam, "fanout-full-replicate")
+    # Only replicate posts work owed to a target that is down.
+    assert env.pop("RETRY_QUEUE_URL") == full_stack["outputs"]["RetryQueueUrl"]
     assert env == {
         "SOURCE_BUCKETS": SOURCE,
         "REPLICA_TARGETS": ",".join(THREE_TARGETS),
@@ -513,6 +521,7 @@ def test_function_environment(aws, full_stack, minimal_stack, six_stack):
     assert environment(lam, "fanout-full-backfill") == env
 
     env = environment(lam, "fanout-min-replicate")
+    assert env.pop("RETRY_QUEUE_URL") == minimal_stack["outputs"]["RetryQueueUrl"]
     assert env == {
         "SOURCE_BUCKETS": SOURCE,
         "REPLICA_TARGETS": f"{TARGET_EU}@eu-west-1",
@@ -530,15 +539,19 @@ def test_event_source_mapping(aws, translated, all_stacks):
     mappings = [
         k for k, v in translated["Resources"].items() if v["Type"] == "AWS::Lambda::EventSourceMapping"
     ]
-    assert mappings == ["ReplicationQueueMapping"]
+    assert mappings == ["ReplicationQueueMapping", "RetryQueueMapping"]
     lam = aws("lambda")
     for stack in all_stacks:
         mappings = lam.list_event_source_mappings(FunctionName=f"{stack['name']}-replicate")[
             "EventSourceMappings"
         ]
-        assert len(mappings) == 1
-        esm = mappings[0]
-        assert esm["EventSourceArn"] == stack["outputs"]["QueueArn"]
+        assert len(mappings) == 2
+        queue_arn = stack["outputs"]["QueueArn"]
+        (esm,) = [m for m in mappings if m["EventSourceArn"] == queue_arn]
+        (retry,) = [m for m in mappings if m["EventSourceArn"] != queue_arn]
+        # At most two invocations drain work waiting after an outage.
+        assert retry["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+        assert int(retry["ScalingConfig"]["MaximumConcurrency"]) == 2
         assert esm["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
         assert esm["BatchSize"] == 10
         assert esm["MaximumBatchingWindowInSeconds"] == 1
@@ -678,15 +691,19 @@ def test_iam_replicate_role(aws, full_stack):
     assert trust["Statement"][0]["Principal"] == {"Service": "lambda.amazonaws.com"}
     perms = allowed(role_statements(iam, role))
     queue = full_stack["outputs"]["QueueArn"]
+    retry = aws("sqs").get_queue_attributes(
+        QueueUrl=full_stack["outputs"]["RetryQueueUrl"], AttributeNames=["QueueArn"]
+    )["Attributes"]["QueueArn"]
     for action in (
         "sqs:ReceiveMessage",
         "sqs:DeleteMessage",
         "sqs:ChangeMessageVisibility",
         "sqs:GetQueueAttributes",
     ):
-        assert perms[action] == {queue}, action
+        assert perms[action] == {queue, retry}, action
     assert "lambda:InvokeFunction" not in perms
-    assert "sqs:SendMessage" not in perms
+    # It posts work owed to a target that is down, to the retry queue only.
+    assert perms["sqs:SendMessage"] == {retry}
     assert perms["logs:PutLogEvents"] == {
         f"arn:aws:logs:{REGION}:{ACCOUNT_ID}:log-group:/aws/lambda/fanout-full-replicate:*"
     }
@@ -840,7 +857,10 @@ def test_replication_alarm_definitions(translated):
         "CanaryStaleAlarm",
         "CanaryReadFailedAlarm",
         "DriftFoundAlarm",
+        "TargetDownAlarm",
     }
+    down = alarms["TargetDownAlarm"]["Properties"]
+    assert (down["MetricName"], down["Statistic"], down["Threshold"]) == ("TargetDown", "Maximum", 0)
     for alarm_id, alarm in alarms.items():
         props = alarm["Properties"]
         assert props["AlarmActions"] == ALARM_ACTIONS
@@ -851,7 +871,7 @@ def test_replication_alarm_definitions(translated):
         if props["Namespace"] == "S3Fanout":
             assert props["MetricName"] in {
                 "FailedCopies", "ReplicationLatency", "ReplicationLag", "CanaryStale", "CanaryReadFailed",
-                "DriftFound",
+                "DriftFound", "TargetDown",
             }
             # Aggregate over all targets (the maximum of any target): no dimension.
             assert "Dimensions" not in props, alarm_id

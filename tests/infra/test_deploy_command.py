@@ -335,7 +335,7 @@ def test_replica_bucket_grants_another_accounts_roles(aws):
     )
     assert granted["ReplicationRolesWrite"][0] == {
         "s3:GetObject", "s3:GetObjectTagging", "s3:PutObject", "s3:PutObjectTagging",
-        "s3:DeleteObject", "s3:AbortMultipartUpload", "s3:ListMultipartUploadParts",
+        "s3:DeleteObjectTagging", "s3:DeleteObject", "s3:AbortMultipartUpload", "s3:ListMultipartUploadParts",
     }
     assert granted["ReplicationRolesWrite"][1] == {"Fn::Sub": "${ReplicaBucket.Arn}/*"}
 

@@ -7,7 +7,12 @@ use std::time::Duration;
 use fault_proxy::{FaultProxy, Rule};
 use futures::stream::{self, StreamExt};
 use integration::*;
-use s3fanout::invocation::handle;
+use std::sync::Mutex;
+use std::time::Instant;
+
+use s3fanout::engine::breaker::BreakerSettings;
+use s3fanout::invocation::{handle, handle_owing};
+use s3fanout::lambda::owed::Mailbox;
 use s3fanout::{Deadline, Outcome, Replicator};
 use serde_json::Value;
 
@@ -143,7 +148,8 @@ async fn one_target_down_does_not_hold_back_the_others() {
     );
     let replicator = Replicator::new(setup.config(), clients_via(&proxy.endpoint(), 2).await);
 
-    // The same invocation completes the healthy targets and names only the down one.
+    // The same invocation completes the healthy targets and names only the down one: failed
+    // while its breaker is closed, then held without a request once it opens.
     let changes: Vec<_> = bodies
         .iter()
         .flat_map(|b| match s3fanout::event::parse_invocation(b).unwrap() {
@@ -159,9 +165,13 @@ async fn one_target_down_does_not_hold_back_the_others() {
             Outcome::Failed(failure) if failure.kind == s3fanout::FailureKind::Retryable => {
                 assert!(failure.message.contains("HTTP 503"), "{failure:?}")
             }
+            Outcome::Failed(failure) if failure.kind == s3fanout::FailureKind::Held => {}
             other => panic!("{other:?}"),
         }
     }
+    assert!(replicator.holds(&setup.targets[2]));
+    let replicator = Replicator::new(setup.config(), clients_via(&proxy.endpoint(), 2).await)
+        .with_breaker(never_opens());
     for key in &keys {
         assert_replica(&setup, key, &setup.targets[0]).await;
         assert_replica(&setup, key, &setup.targets[1]).await;
@@ -342,4 +352,202 @@ async fn a_key_overwritten_100_times_with_shuffled_duplicated_events_ends_curren
         count("up_to_date"),
         count("source_changed")
     );
+}
+
+/// A breaker that never opens: every delivery reaches the target.
+fn never_opens() -> BreakerSettings {
+    BreakerSettings {
+        threshold: u32::MAX,
+        ..BreakerSettings::default()
+    }
+}
+
+/// The retry queue with its delays divided by `SPEED_UP`.
+#[derive(Default)]
+struct FastRetryQueue {
+    waiting: Mutex<Vec<(Instant, String, u32)>>,
+}
+
+const SPEED_UP: u32 = 100;
+
+impl Mailbox for FastRetryQueue {
+    async fn post(&self, letters: &[(String, Duration)]) -> Vec<bool> {
+        let mut waiting = self.waiting.lock().unwrap();
+        for (body, delay) in letters {
+            waiting.push((Instant::now() + *delay / SPEED_UP, body.clone(), 0));
+        }
+        vec![true; letters.len()]
+    }
+}
+
+impl FastRetryQueue {
+    /// Delivers what is due, as the retry queue's event source mapping does; failed messages
+    /// come back a second later; one received five times is dead-lettered. Answers how many
+    /// were dead-lettered.
+    async fn deliver_due(&self, replicator: &Replicator) -> usize {
+        let due: Vec<(Instant, String, u32)> = {
+            let mut waiting = self.waiting.lock().unwrap();
+            let now = Instant::now();
+            let (due, rest) = waiting.drain(..).partition(|(at, _, _)| *at <= now);
+            *waiting = rest;
+            due
+        };
+        let mut dead = 0;
+        for batch in due.chunks(10) {
+            let bodies: Vec<Value> = batch
+                .iter()
+                .map(|(_, b, _)| Value::String(b.clone()))
+                .collect();
+            let handled = handle_owing(replicator, &sqs_event(&bodies), &Deadline::none(), self)
+                .await
+                .unwrap();
+            let failed: Vec<&str> = handled.response["batchItemFailures"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|f| f["itemIdentifier"].as_str().unwrap())
+                .collect();
+            for (i, (_, body, receives)) in batch.iter().enumerate() {
+                if failed.contains(&format!("m{i}").as_str()) {
+                    if receives + 1 >= 5 {
+                        dead += 1;
+                    } else {
+                        self.waiting.lock().unwrap().push((
+                            Instant::now() + Duration::from_secs(1),
+                            body.clone(),
+                            receives + 1,
+                        ));
+                    }
+                }
+            }
+        }
+        dead
+    }
+
+    fn len(&self) -> usize {
+        self.waiting.lock().unwrap().len()
+    }
+}
+
+async fn replica_current(setup: &Setup, target: &s3fanout::Target, key: &str) -> bool {
+    let source = snapshot(&setup.source_client(), &setup.source, key).await;
+    let replica = snapshot(
+        &setup.target_client(target),
+        &target.bucket,
+        &target.replica_key(key),
+    )
+    .await;
+    matches!((source, replica), (Some(s), Some(r)) if s.body == r.body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the local S3 server (make test)"]
+async fn a_target_down_under_a_steady_workload_catches_up_from_the_retry_queue_on_recovery() {
+    // On the wire, timers compressed: the breaker probes after 50 ms, then at most every
+    // 500 ms; the retry queue's delays (10 s to 5 minutes) are divided by 100.
+    let setup = Setup::new(3).await;
+    let down = setup.targets[2].clone();
+    let proxy = FaultProxy::start(&local_endpoint()).await.unwrap();
+    let replicator = Replicator::new(setup.config(), clients_via(&proxy.endpoint(), 2).await)
+        .with_breaker(BreakerSettings {
+            threshold: 3,
+            first_probe: Duration::from_millis(50),
+            max_probe: Duration::from_millis(500),
+        });
+    let retry = FastRetryQueue::default();
+    let src = setup.source_client();
+    proxy.set_rule(
+        &down.bucket,
+        Rule {
+            down: true,
+            ..Rule::default()
+        },
+    );
+    proxy.take_seen();
+    let outage = Instant::now();
+    let mut keys = Vec::new();
+    let mut dead = 0;
+    let mut healthy_behind = 0;
+    // 120 writes of 80 keys, 50 ms apart, each delivered at once through the queue.
+    for i in 0..120 {
+        let key = format!("outage/{:03}", i % 80);
+        let etag = put_rich(&src, &setup.source, &key, format!("version {i}").as_bytes()).await;
+        let body = notification(vec![s3_record(
+            "ObjectCreated:Put",
+            &setup.source,
+            &key,
+            Some(&etag),
+        )]);
+        let handled = handle_owing(&replicator, &sqs_event(&[body]), &Deadline::none(), &retry)
+            .await
+            .unwrap();
+        assert_eq!(
+            handled.response["batchItemFailures"]
+                .as_array()
+                .unwrap()
+                .len(),
+            0,
+            "a change that failed only at the down target is acknowledged"
+        );
+        for target in &setup.targets[..2] {
+            if !replica_current(&setup, target, &key).await {
+                healthy_behind += 1;
+            }
+        }
+        dead += retry.deliver_due(&replicator).await;
+        if !keys.contains(&key) {
+            keys.push(key);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let outage_secs = outage.elapsed().as_secs_f64();
+    let to_down = proxy
+        .take_seen()
+        .iter()
+        .filter(|s| s.bucket == down.bucket)
+        .count();
+    proxy.clear_rules();
+    let recovered = Instant::now();
+    let mut behind = keys.clone();
+    while !behind.is_empty() {
+        assert!(
+            recovered.elapsed() < Duration::from_secs(60),
+            "{} keys still behind a minute after recovery; {} waiting",
+            behind.len(),
+            retry.len()
+        );
+        dead += retry.deliver_due(&replicator).await;
+        let mut still = Vec::new();
+        for key in behind {
+            if !replica_current(&setup, &down, &key).await {
+                still.push(key);
+            }
+        }
+        behind = still;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let catch_up = recovered.elapsed();
+    println!(
+        "wire outage of {outage_secs:.1} s (120 changes, delays / {SPEED_UP}): {dead} dead-lettered, \
+         {to_down} requests to the down target ({:.1}/s), caught up {:.1} s after recovery, \
+         healthy replicas behind after their delivery: {healthy_behind}",
+        to_down as f64 / outage_secs,
+        catch_up.as_secs_f64()
+    );
+    assert_eq!(dead, 0);
+    assert_eq!(
+        healthy_behind, 0,
+        "the healthy targets are current after each delivery"
+    );
+    // Without the breaker, every change costs the down target requests (120 changes, plus the
+    // retries of each); with it, a probe at most every 500 ms.
+    assert!(
+        (to_down as f64) < outage_secs * 2.0 * 4.0 + 12.0,
+        "{to_down} requests to the down target in {outage_secs:.1} s"
+    );
+    // The longest compressed delay (5 minutes / 100 = 3 s) and the longest pause between
+    // probes (500 ms) bound the catch-up, with the copies themselves (80 keys, on a local
+    // server that may be slow).
+    assert!(catch_up < Duration::from_secs(30), "{catch_up:?}");
+    assert_all_replicas(&setup, &keys).await;
 }
