@@ -18,6 +18,12 @@ What LocalStack gets wrong, and is corrected here:
   "How to prevent object overwrites with conditional writes" (conditional-writes): when the
   condition fails "the write fails" and the object is left as it was. Corrected: the
   destination's condition is checked before LocalStack starts the copy.
+- UploadPartCopy copies a source stored with a customer-provided key (SSE-C) without the
+  `x-amz-copy-source-server-side-encryption-customer-*` headers. S3 user guide, "Specifying
+  server-side encryption with customer-provided keys (SSE-C)": a copy of such an object must
+  carry its key; S3 answers 400 InvalidRequest without it (as LocalStack's own CopyObject does)
+  and 403 AccessDenied with another key. Corrected: UploadPartCopy checks the source's key as
+  LocalStack's CopyObject does.
 
 What LocalStack gets wrong and is left alone (the tests and the engine cope):
 - DeleteObject with `If-Match` answers 501 NotImplemented (LocalStack allows conditional
@@ -63,7 +69,7 @@ def _environment(port: int, root: str) -> None:
 def _correct() -> None:
     import functools
 
-    from localstack.aws.api.s3 import PreconditionFailed
+    from localstack.aws.api.s3 import AccessDenied, InvalidRequest, PreconditionFailed
     from localstack.services.s3 import provider as s3_provider
     from localstack.services.s3.provider import S3Provider
     from localstack.services.s3.utils import (
@@ -111,6 +117,32 @@ def _correct() -> None:
         return response
 
     S3Provider.copy_object = copy_object
+
+    original_part_copy = S3Provider.upload_part_copy
+
+    @functools.wraps(original_part_copy)
+    def upload_part_copy(self, context, request):
+        src_bucket, src_key, src_version = extract_bucket_key_version_id_from_copy_source(
+            request.get("CopySource")
+        )
+        try:
+            _, src = self._get_cross_account_bucket(context, src_bucket)
+            source = src.get_object(key=src_key, version_id=src_version)
+        except Exception:  # noqa: BLE001 a missing bucket or key: LocalStack's own answer
+            source = None
+        if source is not None and source.sse_key_hash:
+            # The check (and answers) of LocalStack's CopyObject.
+            given = request.get("CopySourceSSECustomerKeyMD5")
+            if not given:
+                raise InvalidRequest(
+                    "The object was stored using a form of Server Side Encryption. "
+                    "The correct parameters must be provided to retrieve the object."
+                )
+            if given != source.sse_key_hash:
+                raise AccessDenied("Access Denied")
+        return original_part_copy(self, context, request)
+
+    S3Provider.upload_part_copy = upload_part_copy
 
 
 def main(argv: list[str]) -> None:

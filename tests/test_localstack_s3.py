@@ -17,6 +17,10 @@ Sources, cited per test:
   and last are the zero-based byte offsets to copy; S3 error code list: InvalidArgument (400),
   InvalidRange (416), for a range the object cannot satisfy.
 - S3 user guide, "How to perform conditional deletes" (conditional-deletes).
+- S3 user guide, "Specifying server-side encryption with customer-provided keys (SSE-C)": a copy
+  of an object stored with a customer-provided key must carry the key in the
+  `x-amz-copy-source-server-side-encryption-customer-*` headers; without them S3 answers 400
+  InvalidRequest.
 """
 
 from __future__ import annotations
@@ -252,6 +256,49 @@ def test_copy_source_if_match(corrected):
         )
     assert _error(excinfo) == (412, "PreconditionFailed")
     assert _read(s3, bucket, "dst") == b"kept"
+
+
+# UploadPartCopy of an SSE-C source.
+
+SSE_C_KEY = b"k" * 32
+SSE_C = {"SSECustomerAlgorithm": "AES256", "SSECustomerKey": SSE_C_KEY}
+COPY_SOURCE_SSE_C = {"CopySourceSSECustomerAlgorithm": "AES256", "CopySourceSSECustomerKey": SSE_C_KEY}
+
+
+def _part_copy_of_sse_c_source(endpoint: str, **key) -> tuple[int, str] | None:
+    """UploadPartCopy of an SSE-C object: the error answered, or None when the part was copied."""
+    s3 = _client(endpoint)
+    bucket = _bucket(s3)
+    s3.put_object(Bucket=bucket, Key="secret", Body=b"hidden", **SSE_C)
+    upload = s3.create_multipart_upload(Bucket=bucket, Key="parts")["UploadId"]
+    try:
+        s3.upload_part_copy(
+            Bucket=bucket,
+            Key="parts",
+            UploadId=upload,
+            PartNumber=1,
+            CopySource={"Bucket": bucket, "Key": "secret"},
+            **key,
+        )
+    except ClientError as err:
+        return err.response["ResponseMetadata"]["HTTPStatusCode"], err.response["Error"]["Code"]
+    finally:
+        s3.abort_multipart_upload(Bucket=bucket, Key="parts", UploadId=upload)
+    return None
+
+
+def test_upload_part_copy_of_an_sse_c_source_needs_its_key(corrected):
+    """SSE-C: UploadPartCopy of an object stored with a customer-provided key answers 400
+    InvalidRequest without the key's copy-source headers and 403 AccessDenied with another key;
+    with the key, the part is copied."""
+    assert _part_copy_of_sse_c_source(corrected) == (400, "InvalidRequest")
+    other = {"CopySourceSSECustomerAlgorithm": "AES256", "CopySourceSSECustomerKey": b"o" * 32}
+    assert _part_copy_of_sse_c_source(corrected, **other) == (403, "AccessDenied")
+    assert _part_copy_of_sse_c_source(corrected, **COPY_SOURCE_SSE_C) is None
+
+
+def test_plain_localstack_copies_parts_of_an_sse_c_source_without_its_key(plain):
+    assert _part_copy_of_sse_c_source(plain) is None
 
 
 # Departures left alone: the engine copes with LocalStack's answers as they are.
