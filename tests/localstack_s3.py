@@ -3,7 +3,8 @@
 server for tests: started in this process in host mode, S3 only, on 127.0.0.1, with the
 corrections below where LocalStack 2026.3.0 departs from what S3 documents in ways the engine's
 tests reach. Usage: `localstack_s3.py --port PORT --root DIR [--plain]`; DIR is scratch space
-(LocalStack's FILESYSTEM_ROOT and HOME); `--plain` starts LocalStack without the corrections (the
+(LocalStack's FILESYSTEM_ROOT and HOME, and where it keeps object data); the server stops when
+the process that started it ends; `--plain` starts LocalStack without the corrections (the
 shim's tests use it to show each departure still exists).
 
 What LocalStack gets wrong, and is corrected here:
@@ -42,6 +43,8 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import threading
+import time
 
 
 def _environment(port: int, root: str) -> None:
@@ -64,6 +67,26 @@ def _environment(port: int, root: str) -> None:
             "HOME": root,
         }
     )
+
+
+def _storage(root: str) -> None:
+    # Object data goes to a fixed /tmp/localstack-s3-storage otherwise, shared by every server.
+    from localstack.services.s3 import provider as s3_provider
+
+    s3_provider.DEFAULT_S3_TMP_DIR = os.path.join(root, "s3-storage")
+
+
+def _exit_with_parent() -> None:
+    """Stops the server once the process that started it is gone, so that a launcher killed
+    before it could stop the server leaves none behind."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
 def _correct() -> None:
@@ -154,7 +177,10 @@ def main(argv: list[str]) -> None:
     if sys.version_info < (3, 13):
         # localstack-core 2026.3.0 imports `warnings.deprecated`, new in Python 3.13.
         sys.exit(f"localstack_s3.py: needs Python 3.13 or newer, not {sys.version.split()[0]}")
-    _environment(args.port, os.path.abspath(args.root))
+    root = os.path.abspath(args.root)
+    _exit_with_parent()
+    _environment(args.port, root)
+    _storage(root)
     if not args.plain:
         _correct()
     from localstack.runtime.main import main as run
