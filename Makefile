@@ -1,8 +1,9 @@
 # s3fanout: replicate S3 buckets to N replicas.
 #   make demo      run the replicate function locally on real notifications, print the replicas
 #   make unit      formatting, lints and every test that needs no server (the simulation too)
-#   make test      all of it: unit, simulation, integration against a local S3 server,
-#                  end-to-end through the Lambda runtime API, template tests, the docs against the code
+#   make test      all of it: unit, simulation, integration against a local S3 server (moto, and
+#                  LocalStack: make test-localstack), end-to-end through the Lambda runtime API,
+#                  template tests, the docs against the code
 #   make bench     figures: replicate latency and requests for 1..8 targets, multipart sources,
 #                  a batch's concurrency, memory, copy method, backfill against sync tools;
 #                  target/bench/results.json, target/bench/bench.svg (make bench-docs: docs/performance.md)
@@ -11,8 +12,9 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 LOCAL_S3 := tests/with-local-s3.sh
+LOCALSTACK := tests/with-localstack.sh
 
-.PHONY: setup demo unit test check test-rust test-e2e bench
+.PHONY: setup demo unit test check test-rust test-e2e test-localstack bench
 
 setup: $(VENV)/.installed
 
@@ -25,7 +27,7 @@ demo: setup
 	$(LOCAL_S3) $(PY) tests/e2e/replicate_e2e.py
 
 # cargo test runs last, so that its summary closes the output.
-test: setup check lint test-infra test-local-s3 docs-test test-e2e test-rust
+test: setup check lint test-infra test-local-s3 docs-test test-e2e test-localstack test-rust
 
 check:
 	cargo fmt --all -- --check
@@ -38,6 +40,13 @@ unit: check
 # Tests that need the local S3 server are marked ignored; here the server runs, so they run too.
 test-rust: setup
 	$(LOCAL_S3) cargo test --workspace -- --include-ignored
+
+# The wire tests again against a second S3 implementation, LocalStack's (tests/localstack_s3.py,
+# installed into .venv-localstack on first use): first its corrections against what S3 documents,
+# then every ignored test. A test a server cannot pass skips itself there, naming the server in
+# S3FANOUT_TEST_SERVER and saying why (docs/servers.md).
+test-localstack: setup
+	$(LOCALSTACK) sh -c '$(PY) -m pytest -q -p no:cacheprovider tests/test_localstack_s3.py && cargo test --workspace -- --ignored'
 
 test-e2e: setup
 	$(LOCAL_S3) $(PY) tests/e2e/replicate_e2e.py

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs a command with a local S3 protocol server (moto) on 127.0.0.1 and the AWS SDK's standard
-# endpoint variables pointing at it; the server is stopped when the command ends.
+# endpoint variables pointing at it; the server is stopped when the command ends. The command
+# sees S3FANOUT_TEST_SERVER=moto (tests/with-localstack.sh: localstack).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 venv=${VENV:-$root/.venv}
@@ -16,5 +17,6 @@ for _ in $(seq 1 200); do
 done
 export AWS_ENDPOINT_URL="http://127.0.0.1:$port"
 export AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_REGION=us-east-1 AWS_DEFAULT_REGION=us-east-1
+export S3FANOUT_TEST_SERVER=moto
 unset AWS_PROFILE AWS_SESSION_TOKEN AWS_ENDPOINT_URL_S3
 "$@"

@@ -14,6 +14,8 @@ use s3fanout::store::{
 };
 use s3fanout::{event, Config, FailureKind, Outcome, Replicator, Store};
 
+const MIB: usize = 1024 * 1024;
+
 /// A configuration read from the functions' own variables.
 fn config_from(vars: &[(&str, String)]) -> Config {
     let vars: BTreeMap<String, String> = vars
@@ -504,4 +506,61 @@ async fn a_replicas_checksum_is_computed_from_the_bytes_it_received() {
         assert_eq!(checksum.algorithm, ChecksumAlgorithm::Crc64Nvme, "{key}");
         assert_eq!(checksum.value, source_crc64, "{key}");
     }
+}
+
+#[tokio::test]
+#[ignore = "needs the local S3 server (make test)"]
+async fn a_part_range_beyond_a_source_that_shrank_reads_as_a_changed_source() {
+    // A copy by parts pinned to a 6 MiB source, which is then overwritten by a 1 MiB one. S3
+    // checks a part's range before its `x-amz-copy-source-if-match`, so parts past the new end
+    // answer a range error rather than 412: either way, the source changed (the copy starts
+    // over from it as it is now), never a failure for good.
+    let setup = Setup::new(1).await;
+    let target = &setup.targets[0];
+    let src = setup.source_client();
+    let etag = put_sized(&src, &setup.source, "shrinks", 6 * MIB).await;
+    put_sized(&src, &setup.source, "shrinks", MIB).await;
+    let store = S3Store::new(clients().await);
+    let source = ObjectAt {
+        bucket: &setup.source,
+        region: Some("us-east-1"),
+        key: "shrinks",
+    };
+    let destination = ObjectAt {
+        bucket: &target.bucket,
+        region: Some(&target.region),
+        key: "shrinks",
+    };
+    let upload = store
+        .create_upload(destination, &attributes(), &[])
+        .await
+        .unwrap();
+    // Ends past the new end; starts past it; within it (the ETag decides: 412).
+    let ranges = [
+        (0, 5 * MIB as u64 - 1),
+        (5 * MIB as u64, 6 * MIB as u64 - 1),
+        (0, MIB as u64 - 1),
+    ];
+    for (number, (first, last)) in ranges.into_iter().enumerate() {
+        let failure = store
+            .copy_part(&PartCopyRequest {
+                source,
+                source_etag: &etag,
+                destination,
+                upload_id: &upload,
+                part_number: number as u32 + 1,
+                first,
+                last,
+                range: CopyRange::Bytes,
+            })
+            .await
+            .unwrap_err();
+        println!("{}", failure.message);
+        assert!(
+            failure.is_precondition_failed(),
+            "bytes={first}-{last}: {failure:?}"
+        );
+        assert!(failure.message.contains("UploadPartCopy"), "{failure:?}");
+    }
+    store.abort_upload(destination, &upload).await.unwrap();
 }

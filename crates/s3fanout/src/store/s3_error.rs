@@ -47,6 +47,20 @@ where
         );
         return failure;
     }
+    if operation == "UploadPartCopy" && range_refused(status, code, err.message()) {
+        // Every part's range is computed from the size of the version the copy is pinned to
+        // (its ETag is sent as `x-amz-copy-source-if-match`), so the source can refuse it only
+        // when it is another, smaller object now. S3 checks the range before the ETag: such a
+        // source answers a range error, not the 412 an overwrite of the same size gets. Read
+        // as that 412 (the source changed), the copy starts over from the source as it is now,
+        // where a range error would fail the replica for good.
+        failure.code = Some("PreconditionFailed".into());
+        failure.message = format!(
+            "{operation} {location}: the source is no longer the version the copy is pinned to (S3 refused the part's range: {}{status_text}: {detail})",
+            code.unwrap_or("error")
+        );
+        return failure;
+    }
     failure.kind = match err {
         SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
             FailureKind::Retryable
@@ -85,9 +99,56 @@ fn needs_customer_key(
     }
 }
 
+/// Whether S3 refused an UploadPartCopy's `x-amz-copy-source-range` as beyond the source:
+/// 400 InvalidArgument "Range specified is not valid for source object of size: N" for a range
+/// that ends past the source's end, InvalidRequest "The specified copy range is invalid for the
+/// source object size" for one that starts past it, or InvalidRange (416, "The requested range
+/// cannot be satisfied", S3 error code list). A malformed range ("must be of the form
+/// bytes=first-last") is not one.
+fn range_refused(status: Option<u16>, code: Option<&str>, message: Option<&str>) -> bool {
+    if status == Some(416) || code == Some("InvalidRange") {
+        return true;
+    }
+    let message = message.unwrap_or_default().to_ascii_lowercase();
+    status == Some(400)
+        && matches!(code, Some("InvalidArgument" | "InvalidRequest"))
+        && message.contains("range")
+        && message.contains("source object")
+}
+
 #[cfg(test)]
 mod tests {
-    use super::needs_customer_key;
+    use super::{needs_customer_key, range_refused};
+
+    #[test]
+    fn part_ranges_refused_as_beyond_the_source_are_told_apart() {
+        let beyond = Some("Range specified is not valid for source object of size: 6291456");
+        assert!(range_refused(Some(400), Some("InvalidArgument"), beyond));
+        assert!(range_refused(
+            Some(400),
+            Some("InvalidRequest"),
+            Some("The specified copy range is invalid for the source object size")
+        ));
+        assert!(range_refused(Some(416), Some("InvalidRange"), None));
+        assert!(range_refused(Some(416), None, None));
+        // A malformed range, an SSE-C refusal, another argument: not a source that changed.
+        assert!(!range_refused(
+            Some(400),
+            Some("InvalidArgument"),
+            Some("The x-amz-copy-source-range value must be of the form bytes=first-last where first and last are the zero-based offsets of the first and last bytes to copy")
+        ));
+        assert!(!range_refused(
+            Some(400),
+            Some("InvalidRequest"),
+            Some("The object was stored using a form of Server Side Encryption. The correct parameters must be provided to retrieve the object.")
+        ));
+        assert!(!range_refused(
+            Some(400),
+            Some("InvalidArgument"),
+            Some("Part number must be an integer between 1 and 10000, inclusive")
+        ));
+        assert!(!range_refused(Some(403), Some("AccessDenied"), beyond));
+    }
 
     #[test]
     fn customer_key_refusals_are_told_apart() {
