@@ -37,6 +37,7 @@ fn attributes() -> ReplicaAttributes {
         metadata: BTreeMap::new(),
         storage_class: None,
         kms_key_id: None,
+        checksum: s3fanout::core::object::ChecksumAlgorithm::Crc64Nvme,
     }
 }
 

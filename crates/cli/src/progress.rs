@@ -77,10 +77,11 @@ fn message(summary: &Summary, elapsed: Duration) -> String {
             )
         }
         Mode::Verify => format!(
-            "{listed} source objects listed, {} missing, {} different, {} extraneous, {} failed; {rate}",
+            "{listed} source objects listed, {} missing, {} different, {} extraneous, {} unverifiable, {} failed; {rate}",
             sum(|c| c.missing),
             sum(|c| c.different),
             sum(|c| c.extraneous),
+            sum(|c| c.unverifiable),
             sum(|c| c.failed)
         ),
     }

@@ -147,6 +147,10 @@ pub struct TargetCounts {
     pub different: u64,
     /// Replica objects the source does not have (deleted only with `delete`).
     pub extraneous: u64,
+    /// Verify: objects whose replica nothing can prove equal or different (no full-object
+    /// checksum on one side, ETags that cannot tell).
+    #[serde(default)]
+    pub unverifiable: u64,
     /// Source objects in an archived storage class that the replica lacks: copied once
     /// restored (`s3:ObjectRestore:Completed` replicates them).
     #[serde(default)]
@@ -703,6 +707,13 @@ fn tally(
             Outcome::Different => {
                 counts.different += 1;
                 Some("different".to_string())
+            }
+            Outcome::Unverifiable => {
+                counts.unverifiable += 1;
+                Some(
+                    "unverifiable: no full-object checksum on both sides, and ETags that cannot tell"
+                        .to_string(),
+                )
             }
             Outcome::SourceChanged
             | Outcome::SourceGone
