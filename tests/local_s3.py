@@ -61,6 +61,10 @@ What this wrapper adds:
   algorithm or none; nothing is completed. moto ignores the declared checksum. (Not corrected:
   ListParts still answers parts without their checksums, so an upload resumed here completes
   without declaring one.)
+- HeadObject with checksum mode of an object written in one part (PutObject, CopyObject) answers
+  `x-amz-checksum-type: FULL_OBJECT` with its checksum ("For PutObject uploads, the checksum type
+  is always FULL_OBJECT", API reference, PutObject / ChecksumType); moto leaves the type out,
+  which makes a CRC32 or CRC32C look like a composite checksum.
 - CRC64NVME checksums are real CRC-64/NVME values: moto computes them with awscrt and, when it
   is not installed, silently puts a CRC32 in their place, so the server refuses to start
   without awscrt (tests/requirements.txt installs it).
@@ -296,6 +300,25 @@ def _part_copy_checksum(handler):
         return status, headers, encoded if isinstance(body, bytes) else text
 
     return answered
+
+
+def _full_object_type_on_head(handler):
+    """A one-part object's checksum is of type FULL_OBJECT; moto sets the type only for
+    objects completed by a multipart upload."""
+
+    def typed(self, *args, **kwargs):
+        status, headers, body = handler(self, *args, **kwargs)
+        named = {name.lower() for name in headers}
+        values = [
+            name for name in named
+            if name.startswith("x-amz-checksum-") and name not in ("x-amz-checksum-type",
+                                                                   "x-amz-checksum-mode")
+        ]
+        if values and "x-amz-checksum-type" not in named:
+            headers["x-amz-checksum-type"] = "FULL_OBJECT"
+        return status, headers, body
+
+    return typed
 
 
 def _enforce_delete_if_match_any(handler):
@@ -551,7 +574,7 @@ def _copy_needs_customer_key(handler):
 
 
 S3Response.put_object = _record_customer_key(S3Response.put_object)
-S3Response.head_object = _head_needs_customer_key(S3Response.head_object)
+S3Response.head_object = _head_needs_customer_key(_full_object_type_on_head(S3Response.head_object))
 S3Response.get_object = _get_needs_customer_key(S3Response.get_object)
 S3Response.copy_object = _copy_needs_customer_key(S3Response.copy_object)
 S3Response.upload_part_copy = _copy_needs_customer_key(S3Response.upload_part_copy)

@@ -658,6 +658,16 @@ def test_copy_computes_a_real_crc64nvme(s3, bucket):
         (0xAE8B14860A799888).to_bytes(8, "big")).decode()
 
 
+def test_one_part_objects_have_full_object_checksums(s3, bucket):
+    """HeadObject with checksum mode of a PutObject's object answers its checksum with
+    `x-amz-checksum-type: FULL_OBJECT` ("For PutObject uploads, the checksum type is always
+    FULL_OBJECT", API reference, PutObject / ChecksumType); moto leaves the type out."""
+    s3.put_object(Bucket=bucket, Key="k", Body=b"123456789", ChecksumAlgorithm="CRC32")
+    head = s3.head_object(Bucket=bucket, Key="k", ChecksumMode="ENABLED")
+    assert head["ChecksumCRC32"] == "y/Q5Jg=="
+    assert head["ChecksumType"] == "FULL_OBJECT"
+
+
 def test_a_completion_declaring_another_full_object_checksum_is_refused(s3, bucket):
     """A copy by parts created with CRC64NVME and type FULL_OBJECT: each UploadPartCopy answers
     the part's checksum, and CompleteMultipartUpload declaring a full-object CRC64NVME other than

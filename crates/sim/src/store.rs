@@ -10,8 +10,8 @@ use s3fanout::core::object::{
     Access, Checksum, ChecksumAlgorithm, ContentHeaders, Listed, ObjectHead, Tag,
 };
 use s3fanout::store::{
-    CopiedPart, CopyRange, CopyRequest, ListFrom, ListPage, ObjectAt, Part, PartCopyRequest, ReplicaAttributes,
-    SmallObject, Upload, WriteCondition,
+    CopiedPart, CopyRange, CopyRequest, ListFrom, ListPage, ObjectAt, Part, PartCopyRequest,
+    ReplicaAttributes, SmallObject, Upload, WriteCondition,
 };
 use s3fanout::{Failure, FailureKind, Store};
 
@@ -805,7 +805,10 @@ impl SimStore {
         };
         let etag = match kms_etag {
             Some(chosen) => {
-                assert!(kms, "only an SSE-KMS object's ETag is not a digest of its bytes");
+                assert!(
+                    kms,
+                    "only an SSE-KMS object's ETag is not a digest of its bytes"
+                );
                 chosen
             }
             None => etag,

@@ -652,7 +652,10 @@ async fn a_replica_with_the_sources_etag_and_provenance_but_other_bytes_is_recop
         },
     );
     let forged = store.object("rep-0", "k").unwrap();
-    assert_eq!((forged.etag.as_str(), forged.content.len()), (etag.as_str(), 100));
+    assert_eq!(
+        (forged.etag.as_str(), forged.content.len()),
+        (etag.as_str(), 100)
+    );
     assert_ne!(forged.content, source.content);
 
     let before = store.requests();
@@ -779,7 +782,8 @@ async fn a_copy_by_parts_whose_bytes_are_not_the_sources_never_completes() {
     let replica = store.object("rep-0", "big").unwrap();
     assert_eq!(replica.content, source.content);
     assert!(store.uploads("rep-0").is_empty(), "no upload left");
-    let completes = after["CompleteMultipartUpload"] - before.get("CompleteMultipartUpload").copied().unwrap_or(0);
+    let completes = after["CompleteMultipartUpload"]
+        - before.get("CompleteMultipartUpload").copied().unwrap_or(0);
     assert_eq!(completes, 3, "two landed, and the one refused");
     assert!(
         store.trace().iter().any(|l| l.contains("BadDigest")),

@@ -223,7 +223,10 @@ async fn copies_compute_the_checksum_in_the_algorithm_asked() {
         },
     );
     let source = store.head(at("src", "k"), None).await.unwrap().unwrap();
-    assert_eq!(source.checksum.as_ref().unwrap().algorithm, ChecksumAlgorithm::Crc32);
+    assert_eq!(
+        source.checksum.as_ref().unwrap().algorithm,
+        ChecksumAlgorithm::Crc32
+    );
     assert!(!source.kms);
     store
         .copy_object(&CopyRequest {
@@ -241,7 +244,10 @@ async fn copies_compute_the_checksum_in_the_algorithm_asked() {
     let replica = store.head(at("kms", "k"), None).await.unwrap().unwrap();
     assert!(replica.kms);
     assert_ne!(replica.etag, source.etag);
-    assert_eq!(replica.checksum, source.checksum, "same bytes, same algorithm");
+    assert_eq!(
+        replica.checksum, source.checksum,
+        "same bytes, same algorithm"
+    );
     copy(&store, "plain", false).await.unwrap();
     let other = store.head(at("plain", "k"), None).await.unwrap().unwrap();
     assert_eq!(
@@ -309,7 +315,13 @@ async fn a_completion_declaring_other_bytes_is_refused() {
         let upload = upload.clone();
         async move {
             store
-                .complete_upload(at("plain", "k"), &upload, &parts, whole.as_ref(), &WriteCondition::Any)
+                .complete_upload(
+                    at("plain", "k"),
+                    &upload,
+                    &parts,
+                    whole.as_ref(),
+                    &WriteCondition::Any,
+                )
                 .await
         }
     };

@@ -493,8 +493,7 @@ fn same_content(source: &SourceSeen, replica: &ObjectHead, target: &Target, etag
     if let Some(bytes) = head.and_then(|head| same_checksum(head, replica)) {
         return if bytes { Proof::Same } else { Proof::Different };
     }
-    let digests =
-        target.kms_key_id.is_none() && !replica.kms && !head.is_some_and(|head| head.kms);
+    let digests = target.kms_key_id.is_none() && !replica.kms && !head.is_some_and(|head| head.kms);
     if digests && replica.etag == etag {
         return Proof::Same;
     }
@@ -1235,10 +1234,7 @@ mod tests {
         let mut replica = head(replica_etag, 10);
         replica.metadata.insert(SOURCE_ETAG.into(), etag.into());
         replica.checksum = Some(crc(b));
-        (
-            S::Headed(Box::new(source)),
-            R::Headed(Box::new(replica)),
-        )
+        (S::Headed(Box::new(source)), R::Headed(Box::new(replica)))
     }
 
     /// Full-object checksums decide where ETags cannot: under KMS an equal ETag proves nothing

@@ -13,8 +13,8 @@ use aws_sdk_s3::Client;
 use super::clients::Clients;
 use super::s3_error::failure;
 use super::{
-    CopiedPart, CopyRange, CopyRequest, ListFrom, ListPage, ObjectAt, Part, PartCopyRequest, ReplicaAttributes,
-    SmallObject, Store, Upload, WriteCondition, SMALL_OBJECT_MAX_BYTES,
+    CopiedPart, CopyRange, CopyRequest, ListFrom, ListPage, ObjectAt, Part, PartCopyRequest,
+    ReplicaAttributes, SmallObject, Store, Upload, WriteCondition, SMALL_OBJECT_MAX_BYTES,
 };
 use crate::core::keys::copy_source;
 use crate::core::object::{
