@@ -14,7 +14,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use aws_sdk_s3::operation::head_object::HeadObjectOutput;
 use aws_sdk_s3::primitives::{ByteStream, DateTime, DateTimeFormat};
-use aws_sdk_s3::types::{ChecksumAlgorithm, ChecksumMode, ChecksumType};
+use aws_sdk_s3::types::{ChecksumAlgorithm, ChecksumType};
 use aws_sdk_s3::Client;
 use futures::future::join_all;
 use s3fanout_read::{MissingPolicy, ReadConfig, ReadErrorKind, Reader, Replica};
@@ -46,6 +46,14 @@ pub fn canary_body(written_ms: u64) -> String {
         .fmt(DateTimeFormat::DateTime)
         .unwrap_or_default();
     format!("s3fanout canary written at {time} ({written_ms} ms)\n")
+}
+
+/// The CRC64NVME (base64, as S3 reports it) of the canary written at `written_ms`: the
+/// source's full-object checksum, since it is written with that algorithm.
+pub fn canary_checksum(written_ms: u64) -> String {
+    let mut crc = aws_smithy_checksums::ChecksumAlgorithm::Crc64Nvme.into_impl();
+    crc.update(canary_body(written_ms).as_bytes());
+    crc.header_value().to_str().unwrap_or_default().to_string()
 }
 
 /// Why a round could not run at all.
@@ -280,32 +288,21 @@ impl Canary {
     }
 
     /// Reads a canary back from one replica: its bytes, then its full-object checksum against
-    /// the source's where both have one of one algorithm.
+    /// the source's. The source's is the CRC64NVME of the bytes the canary wrote (S3 refuses a
+    /// PutObject whose declared checksum is not its body's, and stores it), so it is computed
+    /// here rather than read: the canary's role may not read the source.
     async fn read_back(&self, reader: &Reader, written: u64) -> Result<(), String> {
         read_body(reader, written).await?;
         let key = canary_key(written);
-        let source = self
-            .source
-            .head_object()
-            .bucket(&self.config.source_bucket)
-            .key(&key)
-            .checksum_mode(ChecksumMode::Enabled)
-            .send()
-            .await;
-        let source = match source {
-            Ok(head) => full_object_checksum(&head),
-            // Deleted meanwhile (a round keeping fewer), or unreadable: the bytes were checked.
-            Err(e) => {
-                tracing::warn!(key, error = %aws_sdk_s3::error::DisplayErrorContext(&e),
-                    "reading the source canary's checksum failed");
-                None
-            }
-        };
         let replica = reader
             .head_with_checksum(&key)
             .await
             .map_err(|e| e.to_string())?;
-        compare_checksums(&key, source, full_object_checksum(&replica.output))
+        compare_checksums(
+            &key,
+            Some(("CRC64NVME", canary_checksum(written))),
+            full_object_checksum(&replica.output),
+        )
     }
 
     /// Canaries in the source older than `written`, oldest first.
@@ -460,6 +457,16 @@ mod tests {
         ] {
             assert_eq!(written_ms(other), None, "{other}");
         }
+    }
+
+    /// CRC-64/NVME of "123456789" is 0xAE8B14860A799888 (CRC catalogue, "CRC-64/NVME"); the
+    /// canary's is of its body, base64 as S3 reports it.
+    #[test]
+    fn the_canarys_checksum_is_the_crc64nvme_of_its_body() {
+        let mut crc = aws_smithy_checksums::ChecksumAlgorithm::Crc64Nvme.into_impl();
+        crc.update(b"123456789");
+        assert_eq!(crc.header_value().to_str().unwrap(), "rosUhgp5mIg=");
+        assert_ne!(canary_checksum(1), canary_checksum(2));
     }
 
     #[test]
