@@ -210,7 +210,9 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains("rep          2           1        1          0           0       0"),
+            text.contains(
+                "rep          2           1        1          0           0             0       0"
+            ),
             "{text}"
         );
         assert!(text.contains("rep     a b  missing"), "{text}");
