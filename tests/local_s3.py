@@ -50,6 +50,21 @@ What this wrapper adds:
   Without them HeadObject answers 400 with no body, GetObject, CopyObject and UploadPartCopy
   400 InvalidRequest; with another key, 403. moto ignores SSE-C headers and serves the object
   to anyone.
+- UploadPartCopy into an upload created with `x-amz-checksum-algorithm` answers the part's
+  checksum in that algorithm (S3 API reference, CopyPartResult: `ChecksumCRC64NVME`, "the
+  Base64 encoded, 64-bit CRC64NVME checksum of the part"); moto answers only the ETag.
+- CompleteMultipartUpload with a full-object checksum (`x-amz-checksum-crc64nvme`, `-crc32` or
+  `-crc32c` with `x-amz-checksum-type: FULL_OBJECT`, API reference CompleteMultipartUpload) is
+  refused with 400 BadDigest when the assembled object has another checksum ("Checking object
+  integrity" in the S3 user guide: a provided checksum that does not match the one S3 calculates
+  rejects the request), and with 400 InvalidRequest when the upload was created with another
+  algorithm or none; nothing is completed. moto ignores the declared checksum. (Not corrected:
+  ListParts still answers parts without their checksums, so an upload resumed here completes
+  without declaring one.)
+- HeadObject with checksum mode of an object written in one part (PutObject, CopyObject) answers
+  `x-amz-checksum-type: FULL_OBJECT` with its checksum ("For PutObject uploads, the checksum type
+  is always FULL_OBJECT", API reference, PutObject / ChecksumType); moto leaves the type out,
+  which makes a CRC32 or CRC32C look like a composite checksum.
 - CRC64NVME checksums are real CRC-64/NVME values: moto computes them with awscrt and, when it
   is not installed, silently puts a CRC32 in their place, so the server refuses to start
   without awscrt (tests/requirements.txt installs it).
@@ -71,6 +86,7 @@ from moto.s3.exceptions import (
 )
 from moto.core.responses import ActionResult
 from moto.s3.responses import S3Response
+from moto.s3.utils import compute_checksum
 from moto.server import main
 from werkzeug.datastructures import Headers
 
@@ -91,6 +107,28 @@ class MetadataTooLarge(S3ClientError):
         super().__init__("Your metadata headers exceed the maximum allowed metadata size.")
         self.size = size
         self.max_size_allowed = MAX_USER_METADATA_BYTES
+
+
+class BadDigest(S3ClientError):
+    """S3 error code list: BadDigest, 400 Bad Request."""
+
+    code = "BadDigest"
+
+    def __init__(self, algorithm: str):
+        super().__init__(f"The {algorithm} you specified did not match the calculated checksum.")
+
+
+class ChecksumInvalidRequest(S3ClientError):
+    """S3 error code list: InvalidRequest, 400 Bad Request."""
+
+    code = "InvalidRequest"
+
+    def __init__(self, message: str):
+        super().__init__(message)
+
+
+# Full-object checksums a completion may declare, by the name in `x-amz-checksum-<name>`.
+FULL_OBJECT_ALGORITHMS = ("CRC64NVME", "CRC32", "CRC32C")
 
 
 def _wire_bytes(text: str) -> bytes:
@@ -204,9 +242,83 @@ def _enforce_post_object(handler):
             )
             if not repeated:
                 _check_destination(self, bucket_name, key_name, if_none_match=False)
+                _check_full_object_checksum(self, body, bucket_name, query["uploadId"][0])
         return handler(self, request, body, bucket_name, query, key_name)
 
     return checked
+
+
+def _check_full_object_checksum(response: S3Response, body: bytes, bucket: str, upload_id: str):
+    """A full-object checksum declared on CompleteMultipartUpload must be the assembled
+    object's, in the algorithm the upload was created with."""
+    if (response.headers.get("x-amz-checksum-type") or "").upper() != "FULL_OBJECT":
+        return
+    multipart = response.backend.get_bucket(bucket).multiparts.get(upload_id)
+    if multipart is None:
+        return  # moto answers NoSuchUpload
+    created = (multipart.metadata.get("x-amz-checksum-algorithm") or "").upper()
+    for algorithm in FULL_OBJECT_ALGORITHMS:
+        declared = response.headers.get(f"x-amz-checksum-{algorithm.lower()}")
+        if not declared:
+            continue
+        if created != algorithm:
+            raise ChecksumInvalidRequest(
+                f"The upload was created using the {created or 'null'} checksum algorithm, "
+                f"but a {algorithm} full object checksum was given."
+            )
+        assembled = b"".join(
+            multipart.parts[number].value
+            for number, _ in response._complete_multipart_body(body)
+            if number in multipart.parts
+        )
+        if compute_checksum(assembled, algorithm).decode() != declared:
+            raise BadDigest(algorithm)
+
+
+def _part_copy_checksum(handler):
+    """UploadPartCopy answers the part's checksum when its upload has an algorithm."""
+
+    def answered(self):
+        status, headers, body = handler(self)
+        if status != 200:
+            return status, headers, body
+        multipart = self.backend.get_bucket(self.bucket_name).multiparts.get(
+            self._get_param("uploadId")
+        )
+        algorithm = (
+            (multipart.metadata.get("x-amz-checksum-algorithm") or "").upper() if multipart else ""
+        )
+        part = multipart.parts.get(self._get_int_param("partNumber")) if multipart else None
+        if algorithm not in FULL_OBJECT_ALGORITHMS or part is None:
+            return status, headers, body
+        value = compute_checksum(part.value, algorithm).decode()
+        text = body.decode("utf-8") if isinstance(body, bytes) else body
+        element = f"Checksum{algorithm}"
+        text = text.replace("</ETag>", f"</ETag><{element}>{value}</{element}>", 1)
+        encoded = text.encode("utf-8")
+        headers["content-length"] = str(len(encoded))
+        return status, headers, encoded if isinstance(body, bytes) else text
+
+    return answered
+
+
+def _full_object_type_on_head(handler):
+    """A one-part object's checksum is of type FULL_OBJECT; moto sets the type only for
+    objects completed by a multipart upload."""
+
+    def typed(self, *args, **kwargs):
+        status, headers, body = handler(self, *args, **kwargs)
+        named = {name.lower() for name in headers}
+        values = [
+            name for name in named
+            if name.startswith("x-amz-checksum-") and name not in ("x-amz-checksum-type",
+                                                                   "x-amz-checksum-mode")
+        ]
+        if values and "x-amz-checksum-type" not in named:
+            headers["x-amz-checksum-type"] = "FULL_OBJECT"
+        return status, headers, body
+
+    return typed
 
 
 def _enforce_delete_if_match_any(handler):
@@ -232,7 +344,9 @@ def _enforce_delete_if_match_any(handler):
 S3Response.copy_object = _enforce_copy_object_destination(
     _enforce_copy_source_if_match(S3Response.copy_object)
 )
-S3Response.upload_part_copy = _enforce_copy_source_if_match(S3Response.upload_part_copy)
+S3Response.upload_part_copy = _part_copy_checksum(
+    _enforce_copy_source_if_match(S3Response.upload_part_copy)
+)
 S3Response.put_object = _enforce_put_object_limits(S3Response.put_object)
 S3Response._key_response_post = _enforce_post_object(S3Response._key_response_post)
 S3Response.delete_object = _enforce_delete_if_match_any(S3Response.delete_object)
@@ -460,7 +574,7 @@ def _copy_needs_customer_key(handler):
 
 
 S3Response.put_object = _record_customer_key(S3Response.put_object)
-S3Response.head_object = _head_needs_customer_key(S3Response.head_object)
+S3Response.head_object = _head_needs_customer_key(_full_object_type_on_head(S3Response.head_object))
 S3Response.get_object = _get_needs_customer_key(S3Response.get_object)
 S3Response.copy_object = _copy_needs_customer_key(S3Response.copy_object)
 S3Response.upload_part_copy = _copy_needs_customer_key(S3Response.upload_part_copy)

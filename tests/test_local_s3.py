@@ -19,6 +19,11 @@ Sources, cited per test:
 - S3 user guide, "Checking object integrity": CRC64NVME checksums; CopyObject with
   `x-amz-checksum-algorithm` computes the new object's checksum. The CRC-64/NVME check value
   (of the bytes "123456789") is 0xAE8B14860A799888 (CRC catalogue, "CRC-64/NVME").
+- S3 API reference, CompleteMultipartUpload: `x-amz-checksum-crc64nvme` ("The CRC64NVME checksum
+  is always a full object checksum") and `x-amz-checksum-type`; S3 user guide, "Checking object
+  integrity": a provided checksum that does not match the one S3 calculates rejects the request;
+  S3 error code list: BadDigest, 400. API reference, CopyPartResult: `ChecksumCRC64NVME`, the
+  part's checksum.
 """
 
 from __future__ import annotations
@@ -651,3 +656,59 @@ def test_copy_computes_a_real_crc64nvme(s3, bucket):
     head = s3.head_object(Bucket=bucket, Key="copy", ChecksumMode="ENABLED")
     assert head["ChecksumCRC64NVME"] == base64.b64encode(
         (0xAE8B14860A799888).to_bytes(8, "big")).decode()
+
+
+def test_one_part_objects_have_full_object_checksums(s3, bucket):
+    """HeadObject with checksum mode of a PutObject's object answers its checksum with
+    `x-amz-checksum-type: FULL_OBJECT` ("For PutObject uploads, the checksum type is always
+    FULL_OBJECT", API reference, PutObject / ChecksumType); moto leaves the type out."""
+    s3.put_object(Bucket=bucket, Key="k", Body=b"123456789", ChecksumAlgorithm="CRC32")
+    head = s3.head_object(Bucket=bucket, Key="k", ChecksumMode="ENABLED")
+    assert head["ChecksumCRC32"] == "y/Q5Jg=="
+    assert head["ChecksumType"] == "FULL_OBJECT"
+
+
+def test_a_completion_declaring_another_full_object_checksum_is_refused(s3, bucket):
+    """A copy by parts created with CRC64NVME and type FULL_OBJECT: each UploadPartCopy answers
+    the part's checksum, and CompleteMultipartUpload declaring a full-object CRC64NVME other than
+    the assembled object's answers 400 BadDigest and completes nothing; the right one completes,
+    and HEAD shows it. A declared algorithm other than the upload's answers 400 InvalidRequest.
+    moto checks none of it."""
+    import base64
+    from awscrt import checksums
+
+    mib = 1024 * 1024
+    data = bytes(range(256)) * (6 * mib // 256)
+    s3.put_object(Bucket=bucket, Key="source", Body=data)
+    crc = lambda b: base64.b64encode(checksums.crc64nvme(b).to_bytes(8, "big")).decode()
+    upload = s3.create_multipart_upload(Bucket=bucket, Key="copy", ChecksumAlgorithm="CRC64NVME",
+                                        ChecksumType="FULL_OBJECT")["UploadId"]
+    parts = []
+    for number, (first, last) in enumerate([(0, 5 * mib - 1), (5 * mib, 6 * mib - 1)], 1):
+        result = s3.upload_part_copy(Bucket=bucket, Key="copy", UploadId=upload,
+                                     PartNumber=number,
+                                     CopySource={"Bucket": bucket, "Key": "source"},
+                                     CopySourceRange=f"bytes={first}-{last}")["CopyPartResult"]
+        assert result["ChecksumCRC64NVME"] == crc(data[first:last + 1])
+        parts.append({"PartNumber": number, "ETag": result["ETag"],
+                      "ChecksumCRC64NVME": result["ChecksumCRC64NVME"]})
+    with pytest.raises(ClientError) as excinfo:
+        s3.complete_multipart_upload(Bucket=bucket, Key="copy", UploadId=upload,
+                                     MultipartUpload={"Parts": parts},
+                                     ChecksumCRC64NVME=crc(b"other bytes"),
+                                     ChecksumType="FULL_OBJECT")
+    assert _error(excinfo) == (400, "BadDigest")
+    with pytest.raises(ClientError) as excinfo:
+        s3.head_object(Bucket=bucket, Key="copy")
+    assert _error(excinfo)[0] == 404
+    with pytest.raises(ClientError) as excinfo:
+        s3.complete_multipart_upload(Bucket=bucket, Key="copy", UploadId=upload,
+                                     MultipartUpload={"Parts": parts},
+                                     ChecksumCRC32="AAAAAA==", ChecksumType="FULL_OBJECT")
+    assert _error(excinfo) == (400, "InvalidRequest")
+    s3.complete_multipart_upload(Bucket=bucket, Key="copy", UploadId=upload,
+                                 MultipartUpload={"Parts": parts},
+                                 ChecksumCRC64NVME=crc(data), ChecksumType="FULL_OBJECT")
+    head = s3.head_object(Bucket=bucket, Key="copy", ChecksumMode="ENABLED")
+    assert head["ChecksumCRC64NVME"] == crc(data)
+    assert _body(s3, bucket, "copy") == data

@@ -39,6 +39,7 @@ fn attributes() -> ReplicaAttributes {
         metadata: BTreeMap::new(),
         storage_class: None,
         kms_key_id: None,
+        checksum: s3fanout::core::object::ChecksumAlgorithm::Crc64Nvme,
     }
 }
 
@@ -489,7 +490,23 @@ async fn a_replicas_checksum_is_computed_from_the_bytes_it_received() {
     let checksum = source_head.checksum.expect("a full-object checksum");
     assert_eq!(checksum.algorithm, ChecksumAlgorithm::Crc64Nvme);
     assert_eq!(checksum.value, source_crc64);
-    for key in ["crc64", "crc32"] {
+    let source_crc32 = store
+        .head(
+            ObjectAt {
+                bucket: &setup.source,
+                region: Some("us-east-1"),
+                key: "crc32",
+            },
+            None,
+        )
+        .await
+        .unwrap()
+        .unwrap()
+        .checksum
+        .expect("a full-object CRC32");
+    assert_eq!(source_crc32.algorithm, ChecksumAlgorithm::Crc32);
+    // Each replica's checksum is computed afresh, in its source's algorithm: they compare.
+    for (key, expected) in [("crc64", checksum.clone()), ("crc32", source_crc32)] {
         let replica = store
             .head(
                 ObjectAt {
@@ -502,10 +519,132 @@ async fn a_replicas_checksum_is_computed_from_the_bytes_it_received() {
             .await
             .unwrap()
             .unwrap();
-        let checksum = replica.checksum.expect("the replica's checksum");
-        assert_eq!(checksum.algorithm, ChecksumAlgorithm::Crc64Nvme, "{key}");
-        assert_eq!(checksum.value, source_crc64, "{key}");
+        assert_eq!(replica.checksum, Some(expected), "{key}");
     }
+}
+
+/// A copy by parts asks for a full-object CRC64NVME (`CreateMultipartUpload` with
+/// `x-amz-checksum-algorithm: CRC64NVME` and `x-amz-checksum-type: FULL_OBJECT`), gets each
+/// part's checksum back from `UploadPartCopy`, and declares the source's checksum on completion
+/// (`x-amz-checksum-crc64nvme`, `x-amz-checksum-type: FULL_OBJECT`): other bytes are refused
+/// with 400 BadDigest, and nothing lands; the source's complete.
+#[tokio::test]
+#[ignore = "needs the local S3 server (make test)"]
+async fn a_copy_by_parts_declares_the_sources_full_object_checksum() {
+    let setup = Setup::new(1).await;
+    let target = setup.targets[0].clone();
+    let src = setup.source_client();
+    let body: Vec<u8> = (0..6 * MIB).map(|i| (i % 251) as u8).collect();
+    src.put_object()
+        .bucket(&setup.source)
+        .key("big")
+        .checksum_algorithm(SdkChecksumAlgorithm::Crc64Nvme)
+        .body(ByteStream::from(body.clone()))
+        .send()
+        .await
+        .unwrap();
+    let proxy = FaultProxy::start(&local_endpoint()).await.unwrap();
+    let store = S3Store::new(clients_via(&proxy.endpoint(), 1).await);
+    let source = ObjectAt {
+        bucket: &setup.source,
+        region: Some("us-east-1"),
+        key: "big",
+    };
+    let destination = ObjectAt {
+        bucket: &target.bucket,
+        region: Some(&target.region),
+        key: "big",
+    };
+    let head = store.head(source, None).await.unwrap().unwrap();
+    let whole = head.checksum.clone().expect("a CRC64NVME");
+    assert_eq!(whole.algorithm, ChecksumAlgorithm::Crc64Nvme);
+    let upload = store
+        .create_upload(destination, &attributes(), &[])
+        .await
+        .unwrap();
+    let mut parts = Vec::new();
+    for (number, first, last) in [(1, 0, 5 * MIB - 1), (2, 5 * MIB, 6 * MIB - 1)] {
+        let copied = store
+            .copy_part(&PartCopyRequest {
+                source,
+                source_etag: &head.etag,
+                destination,
+                upload_id: &upload,
+                part_number: number,
+                first: first as u64,
+                last: last as u64,
+                range: CopyRange::Bytes,
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            copied.checksum.as_ref().map(|c| c.algorithm),
+            Some(ChecksumAlgorithm::Crc64Nvme),
+            "{copied:?}"
+        );
+        parts.push(s3fanout::store::Part {
+            number,
+            etag: copied.etag,
+            size: (last + 1 - first) as u64,
+            checksum: copied.checksum,
+        });
+    }
+    let created = proxy
+        .take_seen()
+        .into_iter()
+        .find(|s| s.method == "POST" && s.query.contains("uploads"))
+        .expect("CreateMultipartUpload");
+    assert_eq!(
+        header(&created, "x-amz-checksum-algorithm"),
+        Some("CRC64NVME")
+    );
+    assert_eq!(header(&created, "x-amz-checksum-type"), Some("FULL_OBJECT"));
+    let other = s3fanout::core::object::Checksum {
+        algorithm: ChecksumAlgorithm::Crc64Nvme,
+        value: "AAAAAAAAAAA=".into(),
+    };
+    let refused = store
+        .complete_upload(
+            destination,
+            &upload,
+            &parts,
+            Some(&other),
+            &WriteCondition::Any,
+        )
+        .await
+        .unwrap_err();
+    println!("{}", refused.message);
+    assert_eq!(
+        (refused.status, refused.code.as_deref()),
+        (Some(400), Some("BadDigest"))
+    );
+    assert!(store.head(destination, None).await.unwrap().is_none());
+    store
+        .complete_upload(
+            destination,
+            &upload,
+            &parts,
+            Some(&whole),
+            &WriteCondition::Any,
+        )
+        .await
+        .unwrap();
+    let completes: Vec<Seen> = proxy
+        .take_seen()
+        .into_iter()
+        .filter(|s| s.method == "POST" && s.query.contains("uploadId"))
+        .collect();
+    assert_eq!(completes.len(), 2);
+    assert_eq!(
+        header(&completes[1], "x-amz-checksum-crc64nvme"),
+        Some(whole.value.as_str())
+    );
+    assert_eq!(
+        header(&completes[1], "x-amz-checksum-type"),
+        Some("FULL_OBJECT")
+    );
+    let replica = store.head(destination, None).await.unwrap().unwrap();
+    assert_eq!(replica.checksum, Some(whole));
 }
 
 #[tokio::test]

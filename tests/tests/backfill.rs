@@ -542,3 +542,146 @@ impl TapTargets for serde_json::Value {
         self
     }
 }
+
+/// Two different 128-byte messages with the same MD5 (Wang and Yu's collision, as published by
+/// Peter Selinger's "MD5 Collision Demo"): where the ETag is the MD5, they list alike.
+const COLLIDING: [&str; 2] = [
+    "d131dd02c5e6eec4693d9a0698aff95c2fcab58712467eab4004583eb8fb7f8955ad340609f4b30283e488832571415a085125e8f7cdc99fd91dbdf280373c5bd8823e3156348f5bae6dacd436c919c6dd53e2b487da03fd02396306d248cda0e99f33420f577ee8ce54b67080a80d1ec69821bcb6a8839396f9652b6ff72a70",
+    "d131dd02c5e6eec4693d9a0698aff95c2fcab50712467eab4004583eb8fb7f8955ad340609f4b30283e4888325f1415a085125e8f7cdc99fd91dbd7280373c5bd8823e3156348f5bae6dacd436c919c6dd53e23487da03fd02396306d248cda0e99f33420f577ee8ce54b67080280d1ec69821bcb6a8839396f965ab6ff72a70",
+];
+
+fn unhex(text: &str) -> Vec<u8> {
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&text[i..i + 2], 16).unwrap())
+        .collect()
+}
+
+/// Verify compares full-object checksums where ETags cannot tell (a target under SSE-KMS): a
+/// replica written behind the engine's back with the source's size, ETag and provenance but
+/// other bytes is found `different` and copied again by a sync; an object written without any
+/// checksum cannot be proven and is counted `unverifiable`. At the target without KMS the listing
+/// alone decides, with no HEAD.
+#[tokio::test]
+#[ignore = "needs the local S3 server (make test)"]
+async fn verify_compares_checksums_where_etags_cannot_tell() {
+    let mut setup = Setup::new(2).await;
+    setup.targets[0].kms_key_id = Some("arn:aws:kms:us-west-2:123456789012:key/verify".into());
+    let (kms, plain) = (setup.targets[0].clone(), setup.targets[1].clone());
+    let src = setup.source_client();
+    let (a, b) = (unhex(COLLIDING[0]), unhex(COLLIDING[1]));
+    assert_ne!(a, b);
+    let etag = put(&src, &setup.source, "collide.bin", &a).await;
+    put(&src, &setup.source, "fine.txt", b"fine").await;
+    // Written without a checksum, as objects were before S3 stored one with every object.
+    let unchecked = aws_sdk_s3::Client::from_conf(
+        src.config()
+            .to_builder()
+            .request_checksum_calculation(
+                aws_sdk_s3::config::RequestChecksumCalculation::WhenRequired,
+            )
+            .build(),
+    );
+    put(&unchecked, &setup.source, "old.txt", b"old").await;
+    let replicator = setup.replicator(setup.config()).await;
+    let synced = run(&replicator, BackfillRequest::default()).await;
+    assert_eq!(synced.targets[&kms.bucket].copied, 3, "{synced:?}");
+
+    // Behind the engine's back: the other message, with the replica's own metadata (its
+    // provenance too) and encryption.
+    let kms_client = setup.target_client(&kms);
+    let replica = kms_client
+        .head_object()
+        .bucket(&kms.bucket)
+        .key("collide.bin")
+        .send()
+        .await
+        .unwrap();
+    kms_client
+        .put_object()
+        .bucket(&kms.bucket)
+        .key("collide.bin")
+        .set_metadata(replica.metadata().cloned())
+        .server_side_encryption(aws_sdk_s3::types::ServerSideEncryption::AwsKms)
+        .ssekms_key_id(kms.kms_key_id.clone().unwrap())
+        .body(aws_sdk_s3::primitives::ByteStream::from(b.clone()))
+        .send()
+        .await
+        .unwrap();
+    let forged = kms_client
+        .head_object()
+        .bucket(&kms.bucket)
+        .key("collide.bin")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.e_tag().unwrap().trim_matches('"'), etag, "same ETag");
+    assert_eq!(forged.content_length(), Some(128), "same size");
+    assert_eq!(
+        forged.metadata().unwrap().get("fanout-source-etag"),
+        Some(&etag),
+        "same provenance"
+    );
+
+    let verify = BackfillRequest {
+        mode: Mode::Verify,
+        ..Default::default()
+    };
+    let found = run(&replicator, verify.clone()).await;
+    let (at_kms, at_plain) = (&found.targets[&kms.bucket], &found.targets[&plain.bucket]);
+    println!(
+        "wire verify at the KMS target: different {}, unverifiable {}, up to date {}; at the plain target: different {}, unverifiable {}, up to date {}",
+        at_kms.different,
+        at_kms.unverifiable,
+        at_kms.up_to_date,
+        at_plain.different,
+        at_plain.unverifiable,
+        at_plain.up_to_date
+    );
+    assert_eq!(
+        (at_kms.different, at_kms.unverifiable, at_kms.up_to_date),
+        (1, 1, 1),
+        "{found:?}"
+    );
+    assert_eq!(
+        (
+            at_plain.different,
+            at_plain.unverifiable,
+            at_plain.up_to_date
+        ),
+        (0, 0, 3),
+        "{found:?}"
+    );
+    assert!(found
+        .examples
+        .iter()
+        .any(|e| e.key == "collide.bin" && e.what == "different"));
+    assert!(found
+        .examples
+        .iter()
+        .any(|e| e.key == "old.txt" && e.what.starts_with("unverifiable")));
+
+    let fixed = run(&replicator, BackfillRequest::default()).await;
+    assert_eq!(fixed.targets[&kms.bucket].copied, 1, "{fixed:?}");
+    assert_eq!(fixed.targets[&plain.bucket].copied, 0, "{fixed:?}");
+    let body = kms_client
+        .get_object()
+        .bucket(&kms.bucket)
+        .key("collide.bin")
+        .send()
+        .await
+        .unwrap()
+        .body
+        .collect()
+        .await
+        .unwrap()
+        .into_bytes();
+    assert_eq!(body.as_ref(), a.as_slice(), "the source's bytes again");
+    let again = run(&replicator, verify).await;
+    let at_kms = &again.targets[&kms.bucket];
+    assert_eq!(
+        (at_kms.different, at_kms.unverifiable, at_kms.up_to_date),
+        (0, 1, 2),
+        "{again:?}"
+    );
+}

@@ -12,7 +12,9 @@ pub mod emf;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use aws_sdk_s3::operation::head_object::HeadObjectOutput;
 use aws_sdk_s3::primitives::{ByteStream, DateTime, DateTimeFormat};
+use aws_sdk_s3::types::{ChecksumAlgorithm, ChecksumType};
 use aws_sdk_s3::Client;
 use futures::future::join_all;
 use s3fanout_read::{MissingPolicy, ReadConfig, ReadErrorKind, Reader, Replica};
@@ -44,6 +46,14 @@ pub fn canary_body(written_ms: u64) -> String {
         .fmt(DateTimeFormat::DateTime)
         .unwrap_or_default();
     format!("s3fanout canary written at {time} ({written_ms} ms)\n")
+}
+
+/// The CRC64NVME (base64, as S3 reports it) of the canary written at `written_ms`: the
+/// source's full-object checksum, since it is written with that algorithm.
+pub fn canary_checksum(written_ms: u64) -> String {
+    let mut crc = aws_smithy_checksums::ChecksumAlgorithm::Crc64Nvme.into_impl();
+    crc.update(canary_body(written_ms).as_bytes());
+    crc.header_value().to_str().unwrap_or_default().to_string()
 }
 
 /// Why a round could not run at all.
@@ -188,6 +198,8 @@ impl Canary {
             .bucket(&self.config.source_bucket)
             .key(&key)
             .content_type("text/plain; charset=utf-8")
+            // CRC64NVME, the checksum replicas are compared by (the SDK's default is CRC32).
+            .checksum_algorithm(ChecksumAlgorithm::Crc64Nvme)
             .body(ByteStream::from(canary_body(written).into_bytes()))
             .send()
             .await
@@ -230,7 +242,7 @@ impl Canary {
             None => (self.lag_lower_bound(reader, probe).await, false),
         };
         let read_back = match probe.previous {
-            Some(previous) => Some(read_back(reader, previous).await),
+            Some(previous) => Some(self.read_back(reader, previous).await),
             None => None,
         };
         let round = TargetRound {
@@ -273,6 +285,24 @@ impl Canary {
             oldest_missing = time;
         }
         now_ms().saturating_sub(oldest_missing)
+    }
+
+    /// Reads a canary back from one replica: its bytes, then its full-object checksum against
+    /// the source's. The source's is the CRC64NVME of the bytes the canary wrote (S3 refuses a
+    /// PutObject whose declared checksum is not its body's, and stores it), so it is computed
+    /// here rather than read: the canary's role may not read the source.
+    async fn read_back(&self, reader: &Reader, written: u64) -> Result<(), String> {
+        read_body(reader, written).await?;
+        let key = canary_key(written);
+        let replica = reader
+            .head_with_checksum(&key)
+            .await
+            .map_err(|e| e.to_string())?;
+        compare_checksums(
+            &key,
+            Some(("CRC64NVME", canary_checksum(written))),
+            full_object_checksum(&replica.output),
+        )
     }
 
     /// Canaries in the source older than `written`, oldest first.
@@ -326,8 +356,40 @@ impl Canary {
     }
 }
 
+/// A HEAD's full-object checksum (checksum mode on): CRC64NVME always is one; CRC32 and CRC32C
+/// when of type `FULL_OBJECT`.
+fn full_object_checksum(head: &HeadObjectOutput) -> Option<(&'static str, String)> {
+    let full = head.checksum_type() == Some(&ChecksumType::FullObject);
+    [
+        ("CRC64NVME", head.checksum_crc64_nvme(), true),
+        ("CRC32C", head.checksum_crc32_c(), full),
+        ("CRC32", head.checksum_crc32(), full),
+    ]
+    .into_iter()
+    .find_map(|(name, value, whole)| match value {
+        Some(v) if whole && !v.is_empty() && !v.contains('-') => Some((name, v.to_string())),
+        _ => None,
+    })
+}
+
+/// Whether a replica's full-object checksum is its source's: a mismatch is a failure; a side
+/// without one, or another algorithm, proves nothing either way and passes (the bytes were
+/// read and checked).
+pub fn compare_checksums(
+    key: &str,
+    source: Option<(&'static str, String)>,
+    replica: Option<(&'static str, String)>,
+) -> Result<(), String> {
+    match (source, replica) {
+        (Some((a, s)), Some((b, r))) if a == b && s != r => Err(format!(
+            "{key}: {a} checksum {r} at the replica, {s} at the source"
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// Reads a canary back from one replica and checks its bytes.
-async fn read_back(reader: &Reader, written: u64) -> Result<(), String> {
+async fn read_body(reader: &Reader, written: u64) -> Result<(), String> {
     let key = canary_key(written);
     let served = reader.get(&key, None).await.map_err(|e| e.to_string())?;
     let body = served
@@ -395,6 +457,30 @@ mod tests {
         ] {
             assert_eq!(written_ms(other), None, "{other}");
         }
+    }
+
+    /// CRC-64/NVME of "123456789" is 0xAE8B14860A799888 (CRC catalogue, "CRC-64/NVME"); the
+    /// canary's is of its body, base64 as S3 reports it.
+    #[test]
+    fn the_canarys_checksum_is_the_crc64nvme_of_its_body() {
+        let mut crc = aws_smithy_checksums::ChecksumAlgorithm::Crc64Nvme.into_impl();
+        crc.update(b"123456789");
+        assert_eq!(crc.header_value().to_str().unwrap(), "rosUhgp5mIg=");
+        assert_ne!(canary_checksum(1), canary_checksum(2));
+    }
+
+    #[test]
+    fn a_replica_checksum_other_than_the_sources_fails_the_read_back() {
+        let crc = |v: &str| Some(("CRC64NVME", v.to_string()));
+        assert_eq!(compare_checksums("k", crc("a"), crc("a")), Ok(()));
+        let failed = compare_checksums("k", crc("a"), crc("b")).unwrap_err();
+        assert!(failed.contains("CRC64NVME checksum b at the replica, a at the source"));
+        assert_eq!(compare_checksums("k", None, crc("b")), Ok(()));
+        assert_eq!(
+            compare_checksums("k", crc("a"), Some(("CRC32", "b".into()))),
+            Ok(()),
+            "other algorithms do not compare"
+        );
     }
 
     #[test]

@@ -158,6 +158,7 @@ fn counts(summary: &Summary) -> Table {
                 ("missing", Align::Right),
                 ("different", Align::Right),
                 ("extraneous", Align::Right),
+                ("unverifiable", Align::Right),
                 ("failed", Align::Right),
             ]);
             for (target, c) in &summary.targets {
@@ -168,6 +169,7 @@ fn counts(summary: &Summary) -> Table {
                     n(c.missing),
                     n(c.different),
                     n(c.extraneous),
+                    n(c.unverifiable),
                     n(c.failed),
                 ]);
             }
@@ -208,7 +210,9 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains("rep          2           1        1          0           0       0"),
+            text.contains(
+                "rep          2           1        1          0           0             0       0"
+            ),
             "{text}"
         );
         assert!(text.contains("rep     a b  missing"), "{text}");

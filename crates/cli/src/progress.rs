@@ -77,10 +77,11 @@ fn message(summary: &Summary, elapsed: Duration) -> String {
             )
         }
         Mode::Verify => format!(
-            "{listed} source objects listed, {} missing, {} different, {} extraneous, {} failed; {rate}",
+            "{listed} source objects listed, {} missing, {} different, {} extraneous, {} unverifiable, {} failed; {rate}",
             sum(|c| c.missing),
             sum(|c| c.different),
             sum(|c| c.extraneous),
+            sum(|c| c.unverifiable),
             sum(|c| c.failed)
         ),
     }
@@ -122,12 +123,13 @@ mod tests {
         let counts = TargetCounts {
             missing: 2,
             extraneous: 1,
+            unverifiable: 4,
             ..TargetCounts::default()
         };
         summary.targets.insert("a".into(), counts);
         assert_eq!(
             message(&summary, Duration::from_millis(1500)),
-            "300 source objects listed, 2 missing, 0 different, 1 extraneous, 0 failed; 200 objects/s"
+            "300 source objects listed, 2 missing, 0 different, 1 extraneous, 4 unverifiable, 0 failed; 200 objects/s"
         );
     }
 }

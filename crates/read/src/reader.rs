@@ -200,6 +200,24 @@ impl Reader {
         self.run(key, Start::Fresh, send).await
     }
 
+    /// HEADs `key` with checksum mode (`x-amz-checksum-mode: ENABLED`): its full-object
+    /// checksum as well. With SSE-KMS this needs `kms:Decrypt`, as a GET does.
+    pub async fn head_with_checksum(
+        &self,
+        key: &str,
+    ) -> Result<Served<HeadObjectOutput>, ReadError> {
+        let inner = &self.inner;
+        let send = |i: usize| {
+            let request = inner.clients[i]
+                .head_object()
+                .bucket(&inner.replicas[i].bucket)
+                .key(inner.replicas[i].key(key))
+                .checksum_mode(aws_sdk_s3::types::ChecksumMode::Enabled);
+            async move { request.send().await.map_err(s3::classify) }
+        };
+        self.run(key, Start::Fresh, send).await
+    }
+
     async fn run<T, F, Fut>(&self, key: &str, start: Start, send: F) -> Result<Served<T>, ReadError>
     where
         T: Send,

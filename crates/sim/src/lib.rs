@@ -15,4 +15,6 @@ mod store;
 
 pub use content::Content;
 pub use rng::Rng;
-pub use store::{checksum_of, Faults, NewObject, Notice, NoticeKind, SimObject, SimStore};
+pub use store::{
+    checksum_of, checksum_with, Faults, NewObject, Notice, NoticeKind, SimObject, SimStore,
+};

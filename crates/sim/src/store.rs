@@ -10,8 +10,8 @@ use s3fanout::core::object::{
     Access, Checksum, ChecksumAlgorithm, ContentHeaders, Listed, ObjectHead, Tag,
 };
 use s3fanout::store::{
-    CopyRange, CopyRequest, ListFrom, ListPage, ObjectAt, Part, PartCopyRequest, ReplicaAttributes,
-    SmallObject, Upload, WriteCondition,
+    CopiedPart, CopyRange, CopyRequest, ListFrom, ListPage, ObjectAt, Part, PartCopyRequest,
+    ReplicaAttributes, SmallObject, Upload, WriteCondition,
 };
 use s3fanout::{Failure, FailureKind, Store};
 
@@ -97,6 +97,12 @@ pub struct NewObject {
     pub kms: bool,
     /// Written before S3 stored a full-object checksum with every object.
     pub without_checksum: bool,
+    /// The algorithm of its full-object checksum (`None`: CRC64NVME, S3's default; SDKs send
+    /// CRC32 by default).
+    pub checksum_algorithm: Option<ChecksumAlgorithm>,
+    /// Under SSE-KMS, the ETag S3 gives it: not a digest of its bytes, so nothing keeps it from
+    /// equalling another object's (`None`: a fresh one, as S3 does).
+    pub kms_etag: Option<String>,
     /// For an object uploaded by parts: how long before it completes its upload was
     /// initiated (its Last-Modified is then the initiation time).
     pub initiated_ago: Duration,
@@ -155,9 +161,32 @@ impl SimObject {
     }
 }
 
-/// The full-object checksum of some bytes, symbolically: equal exactly when the bytes are.
+/// The full-object checksum (CRC64NVME) of some bytes, symbolically: equal exactly when the
+/// bytes are.
 pub fn checksum_of(content: &Content) -> String {
-    format!("crc64nvme:{}", content.digest())
+    checksum_with(ChecksumAlgorithm::Crc64Nvme, content)
+}
+
+/// The full-object checksum of some bytes in `algorithm`, symbolically.
+pub fn checksum_with(algorithm: ChecksumAlgorithm, content: &Content) -> String {
+    format!("{}:{}", algorithm_name(algorithm), content.digest())
+}
+
+fn algorithm_name(algorithm: ChecksumAlgorithm) -> &'static str {
+    match algorithm {
+        ChecksumAlgorithm::Crc64Nvme => "crc64nvme",
+        ChecksumAlgorithm::Crc32 => "crc32",
+        ChecksumAlgorithm::Crc32C => "crc32c",
+    }
+}
+
+/// The algorithm of a symbolic checksum.
+fn algorithm_of(checksum: &str) -> ChecksumAlgorithm {
+    match checksum.split_once(':').map(|(name, _)| name) {
+        Some("crc32") => ChecksumAlgorithm::Crc32,
+        Some("crc32c") => ChecksumAlgorithm::Crc32C,
+        _ => ChecksumAlgorithm::Crc64Nvme,
+    }
 }
 
 #[derive(Debug, Default)]
@@ -176,9 +205,13 @@ struct SimUpload {
     metadata: BTreeMap<String, String>,
     tags: Vec<Tag>,
     storage_class: Option<String>,
-    parts: BTreeMap<u32, (Content, String)>,
+    /// Each part's bytes, ETag and checksum (in `checksum`'s algorithm).
+    parts: BTreeMap<u32, (Content, String, String)>,
     initiated_ms: i64,
     kms: bool,
+    /// The upload's full-object checksum algorithm (`x-amz-checksum-algorithm` with type
+    /// `FULL_OBJECT`).
+    checksum: ChecksumAlgorithm,
 }
 
 #[derive(Debug)]
@@ -490,9 +523,10 @@ impl State {
             // S3's Last-Modified header has whole seconds.
             last_modified_ms: Some(object.written_ms - object.written_ms % 1000),
             checksum: object.checksum.as_ref().map(|value| Checksum {
-                algorithm: ChecksumAlgorithm::Crc64Nvme,
+                algorithm: algorithm_of(value),
                 value: value.clone(),
             }),
+            kms: object.kms,
             access: if object.archived() {
                 Access::Archived
             } else {
@@ -774,6 +808,8 @@ impl SimStore {
             storage_class,
             kms,
             without_checksum,
+            checksum_algorithm,
+            kms_etag,
             initiated_ago,
         } = new;
         let mut state = self.lock();
@@ -798,6 +834,16 @@ impl SimStore {
             }
             _ => (state.etag_for(&content, kms), None),
         };
+        let etag = match kms_etag {
+            Some(chosen) => {
+                assert!(
+                    kms,
+                    "only an SSE-KMS object's ETag is not a digest of its bytes"
+                );
+                chosen
+            }
+            None => etag,
+        };
         // "Last-Modified ... for a multipart upload, is the date the upload was initiated"
         // (public reports: treeverse/lakeFS issue 8303): an upload that began before another
         // writer's request can complete after it with an older Last-Modified.
@@ -807,7 +853,12 @@ impl SimStore {
             0
         };
         let object = SimObject {
-            checksum: (!without_checksum).then(|| checksum_of(&content)),
+            checksum: (!without_checksum).then(|| {
+                checksum_with(
+                    checksum_algorithm.unwrap_or(ChecksumAlgorithm::Crc64Nvme),
+                    &content,
+                )
+            }),
             content,
             etag: etag.clone(),
             headers,
@@ -1194,7 +1245,7 @@ impl Store for SimStore {
             let object = SimObject {
                 etag: state.etag_for(&source.content, kms),
                 // Computed afresh from the bytes copied (x-amz-checksum-algorithm).
-                checksum: Some(checksum_of(&source.content)),
+                checksum: Some(checksum_with(request.attributes.checksum, &source.content)),
                 content: source.content,
                 headers: request.attributes.headers.clone(),
                 metadata: request.attributes.metadata.clone(),
@@ -1237,6 +1288,7 @@ impl Store for SimStore {
                     parts: BTreeMap::new(),
                     initiated_ms,
                     kms,
+                    checksum: attributes.checksum,
                 },
             );
             Ok(id)
@@ -1244,7 +1296,7 @@ impl Store for SimStore {
         .await
     }
 
-    async fn copy_part(&self, request: &PartCopyRequest<'_>) -> Result<String, Failure> {
+    async fn copy_part(&self, request: &PartCopyRequest<'_>) -> Result<CopiedPart, Failure> {
         let at = request.destination;
         self.request(
             "UploadPartCopy",
@@ -1296,12 +1348,15 @@ impl Store for SimStore {
                     ));
                 }
                 let content = source.content.range(request.first, request.last);
-                let kms = state
+                let (kms, algorithm) = state
                     .buckets
                     .get(at.bucket)
                     .and_then(|b| b.uploads.get(request.upload_id))
-                    .is_some_and(|u| u.kms);
+                    .map_or((false, ChecksumAlgorithm::Crc64Nvme), |u| (u.kms, u.checksum));
                 let etag = state.etag_for(&content, kms);
+                // "The Base64 encoded, 64-bit CRC64NVME checksum of the part" (CopyPartResult):
+                // the part's own checksum, in the upload's algorithm.
+                let checksum = checksum_with(algorithm, &content);
                 let bucket = state.bucket(at.bucket, "UploadPartCopy")?;
                 let upload = bucket.uploads.get_mut(request.upload_id).ok_or_else(|| {
                     error(
@@ -1312,8 +1367,14 @@ impl Store for SimStore {
                 })?;
                 upload
                     .parts
-                    .insert(request.part_number, (content, etag.clone()));
-                Ok(etag)
+                    .insert(request.part_number, (content, etag.clone(), checksum.clone()));
+                Ok(CopiedPart {
+                    etag,
+                    checksum: Some(Checksum {
+                        algorithm,
+                        value: checksum,
+                    }),
+                })
             },
         )
         .await
@@ -1324,6 +1385,7 @@ impl Store for SimStore {
         at: ObjectAt<'_>,
         upload_id: &str,
         parts: &[Part],
+        whole: Option<&Checksum>,
         condition: &WriteCondition,
     ) -> Result<(), Failure> {
         self.request("CompleteMultipartUpload", place(at), |state| {
@@ -1347,11 +1409,20 @@ impl Store for SimStore {
                     format!("{op}: parts must be ascending and non-empty"),
                 ));
             }
+            // "When an additional checksum ... is applied to each part, the PartNumber must
+            // start at 1 and the part numbers must be consecutive" (CompletedPart).
+            if parts.iter().zip(1..).any(|(p, n)| p.number != n) {
+                return Err(error(
+                    400,
+                    "InvalidPartOrder",
+                    format!("{op}: parts of an upload with checksums must be numbered 1, 2, …"),
+                ));
+            }
             let mut content = Content::default();
             let mut sizes = Vec::new();
             let mut etags = String::new();
             for (i, part) in parts.iter().enumerate() {
-                let (bytes, etag) = upload.parts.get(&part.number).ok_or_else(|| {
+                let (bytes, etag, checksum) = upload.parts.get(&part.number).ok_or_else(|| {
                     error(
                         400,
                         "InvalidPart",
@@ -1364,6 +1435,28 @@ impl Store for SimStore {
                         "InvalidPart",
                         format!("{op}: part {} ETag differs", part.number),
                     ));
+                }
+                // An upload created with a checksum algorithm needs each part's checksum.
+                match &part.checksum {
+                    None => {
+                        return Err(error(
+                            400,
+                            "InvalidRequest",
+                            format!(
+                                "{op}: InvalidRequest (HTTP 400): the upload was created with a {} checksum; the checksum of part {} is missing",
+                                algorithm_name(upload.checksum),
+                                part.number
+                            ),
+                        ))
+                    }
+                    Some(given) if given.value != *checksum => {
+                        return Err(error(
+                            400,
+                            "InvalidPart",
+                            format!("{op}: part {} checksum differs", part.number),
+                        ))
+                    }
+                    Some(_) => {}
                 }
                 if i + 1 < parts.len() && bytes.len() < MIN_PART_BYTES {
                     return Err(error(
@@ -1380,12 +1473,40 @@ impl Store for SimStore {
                 sizes.push(bytes.len());
                 etags.push_str(etag);
             }
+            // The declared full-object checksum must be the assembled object's ("Checking object
+            // integrity" in the S3 user guide: a provided checksum that does not match the one
+            // S3 calculates rejects the request; CompleteMultipartUpload,
+            // `x-amz-checksum-crc64nvme` and `x-amz-checksum-type`).
+            let assembled = checksum_with(upload.checksum, &content);
+            if let Some(whole) = whole {
+                if whole.algorithm != upload.checksum {
+                    return Err(error(
+                        400,
+                        "InvalidRequest",
+                        format!(
+                            "{op}: InvalidRequest (HTTP 400): a {} checksum declared for an upload created with {}",
+                            algorithm_name(whole.algorithm),
+                            algorithm_name(upload.checksum)
+                        ),
+                    ));
+                }
+                if whole.value != assembled {
+                    return Err(error(
+                        400,
+                        "BadDigest",
+                        format!(
+                            "{op} {}: BadDigest (HTTP 400): the {} you specified did not match the calculated checksum",
+                            place(at),
+                            algorithm_name(whole.algorithm)
+                        ),
+                    ));
+                }
+            }
             state.check_condition(at.bucket, at.key, condition, op)?;
             let object = SimObject {
                 etag: format!("{}-{}", digest_of(&etags), parts.len()),
-                // S3 adds its default full-object checksum to a multipart upload made without
-                // one (S3 API reference, `ObjectPart` / ChecksumCRC64NVME).
-                checksum: Some(checksum_of(&content)),
+                // The upload's full-object checksum, computed by S3 over the assembled bytes.
+                checksum: Some(assembled),
                 content,
                 headers: upload.headers,
                 metadata: upload.metadata,
@@ -1441,10 +1562,14 @@ impl Store for SimStore {
             Ok(upload
                 .parts
                 .iter()
-                .map(|(number, (content, etag))| Part {
+                .map(|(number, (content, etag, checksum))| Part {
                     number: *number,
                     etag: etag.clone(),
                     size: content.len(),
+                    checksum: Some(Checksum {
+                        algorithm: upload.checksum,
+                        value: checksum.clone(),
+                    }),
                 })
                 .collect())
         })

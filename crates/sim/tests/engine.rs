@@ -604,3 +604,189 @@ async fn archived_sources_are_replicated_when_their_restore_completes() {
     let replica = store.object("rep-0", "cold").unwrap();
     assert_eq!(replica.storage_class.as_deref(), Some("GLACIER"));
 }
+
+fn kms_target(i: usize) -> Target {
+    Target {
+        kms_key_id: Some(format!("arn:aws:kms:region-{i}:1:key/k")),
+        ..target(i, "")
+    }
+}
+
+fn verify() -> BackfillRequest {
+    BackfillRequest {
+        mode: Mode::Verify,
+        ..Default::default()
+    }
+}
+
+/// A replica that a listing, a HEAD and even its provenance show current, but that holds other
+/// bytes (written behind the engine's back under SSE-KMS, whose ETags are not digests and may
+/// equal anything): verify compares full-object checksums and finds it `different`, and a sync
+/// copies it again. Where ETags are digests, a listing alone proves a replica current: verify
+/// reads nothing more.
+#[tokio::test(start_paused = true)]
+async fn a_replica_with_the_sources_etag_and_provenance_but_other_bytes_is_recopied() {
+    let r = replicator(vec![kms_target(0), target(1, "")], Faults::NONE);
+    let store = r.store();
+    let etag = store.put(SOURCE, "k", NewObject::plain(100));
+    store.put(SOURCE, "fine", NewObject::plain(50));
+    let first = sync(&r, BackfillRequest::default(), 1000).await;
+    assert_eq!(first.targets["rep-0"].copied, 2);
+    let clean = sync(&r, verify(), 1000).await;
+    assert_eq!(clean.targets["rep-0"].up_to_date, 2, "{clean:?}");
+    assert_eq!(clean.targets["rep-1"].up_to_date, 2, "{clean:?}");
+
+    let source = store.object(SOURCE, "k").unwrap();
+    let mut metadata = source.metadata.clone();
+    metadata.insert(s3fanout::provenance::SOURCE_ETAG.into(), etag.clone());
+    metadata.insert(s3fanout::provenance::SOURCE_BUCKET.into(), SOURCE.into());
+    store.put(
+        "rep-0",
+        "k",
+        NewObject {
+            kms: true,
+            kms_etag: Some(etag.clone()),
+            headers: source.headers.clone(),
+            metadata,
+            ..NewObject::plain(100)
+        },
+    );
+    let forged = store.object("rep-0", "k").unwrap();
+    assert_eq!(
+        (forged.etag.as_str(), forged.content.len()),
+        (etag.as_str(), 100)
+    );
+    assert_ne!(forged.content, source.content);
+
+    let before = store.requests();
+    let found = sync(&r, verify(), 1000).await;
+    let after = store.requests();
+    let counts = &found.targets["rep-0"];
+    assert_eq!((counts.different, counts.up_to_date), (1, 1), "{counts:?}");
+    assert_eq!(found.targets["rep-1"].up_to_date, 2);
+    assert!(found
+        .examples
+        .iter()
+        .any(|e| e.target == "rep-0" && e.key == "k" && e.what == "different"));
+    // Two objects at the KMS target, each read on both sides; none at the other.
+    let heads = after["HeadObject"] - before["HeadObject"];
+    assert_eq!(heads, 4, "{after:?}");
+
+    let fixed = sync(&r, BackfillRequest::default(), 1000).await;
+    assert_eq!(fixed.targets["rep-0"].copied, 1, "{fixed:?}");
+    assert_eq!(store.object("rep-0", "k").unwrap().content, source.content);
+    let again = sync(&r, verify(), 1000).await;
+    assert_eq!(again.targets["rep-0"].up_to_date, 2, "{again:?}");
+    assert_eq!(again.targets["rep-0"].different, 0);
+}
+
+/// An object with no full-object checksum (written before S3 stored one by default) whose
+/// replica is under SSE-KMS: nothing proves the replica's bytes, and verify counts it
+/// `unverifiable` instead of passing it; a sync leaves it (its provenance is all there is).
+/// With a source checksum in CRC32 (the SDKs' default), the replica's is computed in CRC32 too
+/// and the two compare.
+#[tokio::test(start_paused = true)]
+async fn objects_without_checksums_on_a_kms_target_are_unverifiable() {
+    let r = replicator(vec![kms_target(0), target(1, "")], Faults::NONE);
+    let store = r.store();
+    store.put(
+        SOURCE,
+        "old",
+        NewObject {
+            without_checksum: true,
+            ..NewObject::plain(100)
+        },
+    );
+    store.put(
+        SOURCE,
+        "crc32",
+        NewObject {
+            checksum_algorithm: Some(s3fanout::core::object::ChecksumAlgorithm::Crc32),
+            ..NewObject::plain(100)
+        },
+    );
+    sync(&r, BackfillRequest::default(), 1000).await;
+    let summary = sync(&r, verify(), 1000).await;
+    let kms = &summary.targets["rep-0"];
+    assert_eq!(
+        (kms.unverifiable, kms.up_to_date, kms.different),
+        (1, 1, 0),
+        "{kms:?}"
+    );
+    // Where ETags are digests, equal ones prove the bytes without any checksum.
+    let plain = &summary.targets["rep-1"];
+    assert_eq!((plain.unverifiable, plain.up_to_date), (0, 2), "{plain:?}");
+    assert!(summary
+        .examples
+        .iter()
+        .any(|e| e.key == "old" && e.what.starts_with("unverifiable")));
+    assert!(!summary.has_problems());
+    let before = store.requests();
+    let again = sync(&r, BackfillRequest::default(), 1000).await;
+    assert_eq!(again.targets["rep-0"].up_to_date, 2, "{again:?}");
+    assert_eq!(store.requests().get("CopyObject"), before.get("CopyObject"));
+}
+
+/// A copy by parts declares the source's full-object checksum on completion, so S3 itself
+/// refuses an upload whose bytes are not the source's: here a resumed upload that holds a part
+/// of another object (its provenance and start time say it may be resumed). The refusal is not
+/// a success: the upload is aborted and the object copied afresh.
+#[tokio::test(start_paused = true)]
+async fn a_copy_by_parts_whose_bytes_are_not_the_sources_never_completes() {
+    const MIB: u64 = 1024 * 1024;
+    let r = replicator(vec![target(0, "")], Faults::NONE);
+    let store = r.store();
+    let etag = store.put(SOURCE, "big", NewObject::plain(100 * MIB));
+    store.put(SOURCE, "other", NewObject::plain(100 * MIB));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let source = store.object(SOURCE, "big").unwrap();
+    let mut metadata = source.metadata.clone();
+    metadata.insert(s3fanout::provenance::SOURCE_ETAG.into(), etag.clone());
+    metadata.insert(s3fanout::provenance::SOURCE_BUCKET.into(), SOURCE.into());
+    let attributes = s3fanout::store::ReplicaAttributes {
+        headers: source.headers.clone(),
+        metadata,
+        storage_class: None,
+        kms_key_id: None,
+        checksum: s3fanout::core::object::ChecksumAlgorithm::Crc64Nvme,
+    };
+    let at = |bucket, key| s3fanout::store::ObjectAt {
+        bucket,
+        region: None,
+        key,
+    };
+    use s3fanout::Store;
+    let upload = store
+        .create_upload(at("rep-0", "big"), &attributes, &[])
+        .await
+        .unwrap();
+    let other = store.object(SOURCE, "other").unwrap();
+    store
+        .copy_part(&s3fanout::store::PartCopyRequest {
+            source: at(SOURCE, "other"),
+            source_etag: &other.etag,
+            destination: at("rep-0", "big"),
+            upload_id: &upload,
+            part_number: 1,
+            first: 0,
+            last: 64 * MIB - 1,
+            range: s3fanout::store::CopyRange::Bytes,
+        })
+        .await
+        .unwrap();
+    let before = store.requests();
+    let summary = sync(&r, BackfillRequest::default(), 1000).await;
+    let after = store.requests();
+    assert_eq!(summary.targets["rep-0"].copied, 2, "{summary:?}");
+    assert_eq!(summary.targets["rep-0"].failed, 0, "{summary:?}");
+    let replica = store.object("rep-0", "big").unwrap();
+    assert_eq!(replica.content, source.content);
+    assert!(store.uploads("rep-0").is_empty(), "no upload left");
+    let completes = after["CompleteMultipartUpload"]
+        - before.get("CompleteMultipartUpload").copied().unwrap_or(0);
+    assert_eq!(completes, 3, "two landed, and the one refused");
+    assert!(
+        store.trace().iter().any(|l| l.contains("BadDigest")),
+        "the refusal is S3's"
+    );
+}

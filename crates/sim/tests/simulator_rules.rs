@@ -3,12 +3,12 @@
 
 use std::time::Duration;
 
-use s3fanout::core::object::{Access, ChecksumAlgorithm};
+use s3fanout::core::object::{Access, Checksum, ChecksumAlgorithm};
 use s3fanout::store::{
-    CopyRange, CopyRequest, ObjectAt, PartCopyRequest, ReplicaAttributes, WriteCondition,
+    CopyRange, CopyRequest, ObjectAt, Part, PartCopyRequest, ReplicaAttributes, WriteCondition,
 };
 use s3fanout::Store;
-use s3fanout_sim::{checksum_of, Faults, NewObject, NoticeKind, SimStore};
+use s3fanout_sim::{checksum_of, checksum_with, Faults, NewObject, NoticeKind, SimStore};
 
 const MIB: u64 = 1024 * 1024;
 
@@ -26,6 +26,7 @@ fn attributes(kms: bool) -> ReplicaAttributes {
         metadata: Default::default(),
         storage_class: None,
         kms_key_id: kms.then(|| "key".to_string()),
+        checksum: ChecksumAlgorithm::Crc64Nvme,
     }
 }
 
@@ -203,4 +204,182 @@ async fn part_copies_of_small_sources_take_no_range() {
         .copy_part(&part(CopyRange::WholeObject))
         .await
         .unwrap();
+}
+
+/// CopyObject with `x-amz-checksum-algorithm` makes S3 compute the new object's checksum in that
+/// algorithm from the bytes it writes ("Checking object integrity" in the S3 user guide; API
+/// reference, CopyObject: "x-amz-checksum-algorithm ... the algorithm that you want Amazon S3 to
+/// use to create the checksum for the object"); HeadObject reports it, and reports SSE-KMS
+/// (`x-amz-server-side-encryption: aws:kms`).
+#[tokio::test(start_paused = true)]
+async fn copies_compute_the_checksum_in_the_algorithm_asked() {
+    let store = store();
+    store.put(
+        "src",
+        "k",
+        NewObject {
+            checksum_algorithm: Some(ChecksumAlgorithm::Crc32),
+            ..NewObject::plain(100)
+        },
+    );
+    let source = store.head(at("src", "k"), None).await.unwrap().unwrap();
+    assert_eq!(
+        source.checksum.as_ref().unwrap().algorithm,
+        ChecksumAlgorithm::Crc32
+    );
+    assert!(!source.kms);
+    store
+        .copy_object(&CopyRequest {
+            source: at("src", "k"),
+            source_etag: &source.etag,
+            destination: at("kms", "k"),
+            attributes: &ReplicaAttributes {
+                checksum: ChecksumAlgorithm::Crc32,
+                ..attributes(false)
+            },
+            condition: WriteCondition::Any,
+        })
+        .await
+        .unwrap();
+    let replica = store.head(at("kms", "k"), None).await.unwrap().unwrap();
+    assert!(replica.kms);
+    assert_ne!(replica.etag, source.etag);
+    assert_eq!(
+        replica.checksum, source.checksum,
+        "same bytes, same algorithm"
+    );
+    copy(&store, "plain", false).await.unwrap();
+    let other = store.head(at("plain", "k"), None).await.unwrap().unwrap();
+    assert_eq!(
+        other.checksum.unwrap().algorithm,
+        ChecksumAlgorithm::Crc64Nvme,
+        "computed afresh in the algorithm asked, not carried over"
+    );
+}
+
+/// A multipart upload created with a full-object checksum algorithm answers each part's
+/// checksum (CopyPartResult: "The Base64 encoded, 64-bit CRC64NVME checksum of the part");
+/// CompleteMultipartUpload needs every part's checksum and parts numbered from 1 without gaps
+/// (CompletedPart: "when an additional checksum ... is applied to each part, the PartNumber must
+/// start at 1 and the part numbers must be consecutive"); a full-object checksum declared with
+/// the completion (`x-amz-checksum-crc64nvme`, `x-amz-checksum-type: FULL_OBJECT`, API reference
+/// CompleteMultipartUpload) is compared with the one S3 computes over the assembled object, and
+/// a mismatch rejects the request ("Checking object integrity" in the S3 user guide: "If the
+/// values don't match, the request is rejected"; 400 `BadDigest`, "The Content-MD5 or checksum
+/// value that you specified did not match what the server received", S3 error codes). The
+/// upload stays, uncompleted.
+#[tokio::test(start_paused = true)]
+async fn a_completion_declaring_other_bytes_is_refused() {
+    let store = store();
+    store.put("src", "k", NewObject::plain(12 * MIB));
+    store.put("src", "other", NewObject::plain(12 * MIB));
+    let source = store.object("src", "k").unwrap();
+    let upload = store
+        .create_upload(at("plain", "k"), &attributes(false), &[])
+        .await
+        .unwrap();
+    let mut parts = Vec::new();
+    for (number, first, last) in [(1, 0, 6 * MIB - 1), (2, 6 * MIB, 12 * MIB - 1)] {
+        let copied = store
+            .copy_part(&PartCopyRequest {
+                source: at("src", "k"),
+                source_etag: &source.etag,
+                destination: at("plain", "k"),
+                upload_id: &upload,
+                part_number: number,
+                first,
+                last,
+                range: CopyRange::Bytes,
+            })
+            .await
+            .unwrap();
+        let part = source.content.range(first, last);
+        assert_eq!(
+            copied.checksum,
+            Some(Checksum {
+                algorithm: ChecksumAlgorithm::Crc64Nvme,
+                value: checksum_with(ChecksumAlgorithm::Crc64Nvme, &part),
+            })
+        );
+        parts.push(Part {
+            number,
+            etag: copied.etag,
+            size: last + 1 - first,
+            checksum: copied.checksum,
+        });
+    }
+    let listed = store.list_parts(at("plain", "k"), &upload).await.unwrap();
+    assert_eq!(listed, parts, "ListParts answers the checksums too");
+    let complete = |parts: Vec<Part>, whole: Option<Checksum>| {
+        let store = store.clone();
+        let upload = upload.clone();
+        async move {
+            store
+                .complete_upload(
+                    at("plain", "k"),
+                    &upload,
+                    &parts,
+                    whole.as_ref(),
+                    &WriteCondition::Any,
+                )
+                .await
+        }
+    };
+    let crc = |value: String| Checksum {
+        algorithm: ChecksumAlgorithm::Crc64Nvme,
+        value,
+    };
+    let other = store.object("src", "other").unwrap();
+    let refused = complete(parts.clone(), Some(crc(checksum_of(&other.content))))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (refused.status, refused.code.as_deref()),
+        (Some(400), Some("BadDigest"))
+    );
+    assert!(store.object("plain", "k").is_none(), "nothing landed");
+    let unchecked: Vec<Part> = parts
+        .iter()
+        .map(|p| Part {
+            checksum: None,
+            ..p.clone()
+        })
+        .collect();
+    let refused = complete(unchecked, None).await.unwrap_err();
+    assert_eq!(refused.code.as_deref(), Some("InvalidRequest"));
+    let refused = complete(parts[1..].to_vec(), None).await.unwrap_err();
+    assert_eq!(refused.code.as_deref(), Some("InvalidPartOrder"));
+    let crc32 = Checksum {
+        algorithm: ChecksumAlgorithm::Crc32,
+        value: checksum_with(ChecksumAlgorithm::Crc32, &source.content),
+    };
+    let refused = complete(parts.clone(), Some(crc32)).await.unwrap_err();
+    assert_eq!(refused.code.as_deref(), Some("InvalidRequest"));
+    complete(parts, Some(crc(checksum_of(&source.content))))
+        .await
+        .unwrap();
+    let replica = store.object("plain", "k").unwrap();
+    assert_eq!(replica.content, source.content);
+    assert_eq!(replica.checksum, Some(checksum_of(&source.content)));
+}
+
+/// An SSE-KMS object's ETag is not a digest of its bytes (S3 API reference, `Object` / ETag), so
+/// nothing in S3 keeps it from equalling another object's: a client may hold one with a source's
+/// ETag and size but other bytes. Only the full-object checksum tells them apart.
+#[tokio::test(start_paused = true)]
+async fn a_kms_etag_may_equal_another_objects() {
+    let store = store();
+    let etag = store.put("src", "k", NewObject::plain(100));
+    store.put(
+        "kms",
+        "k",
+        NewObject {
+            kms_etag: Some(etag.clone()),
+            ..NewObject::plain(100)
+        },
+    );
+    let source = store.head(at("src", "k"), None).await.unwrap().unwrap();
+    let replica = store.head(at("kms", "k"), None).await.unwrap().unwrap();
+    assert_eq!((&replica.etag, replica.size), (&source.etag, source.size));
+    assert_ne!(replica.checksum, source.checksum);
 }

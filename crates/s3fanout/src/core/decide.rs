@@ -243,6 +243,9 @@ pub enum Settled {
     /// The source is archived (GLACIER, DEEP_ARCHIVE, an Intelligent-Tiering archive tier)
     /// and cannot be read until restored; its restore's event replicates it.
     AwaitingRestore,
+    /// Check: nothing proves the replica holds the source's bytes, nor that it does not (no
+    /// full-object checksum on one side, ETags that are not comparable).
+    Unverifiable,
 }
 
 /// Why a replica cannot be written at all.
@@ -341,35 +344,35 @@ pub fn decide(
         ReplicaSeen::Unknown | ReplicaSeen::Exists => return Action::Read(Need::ReplicaHead),
         ReplicaSeen::Absent => Settled::Missing,
         ReplicaSeen::Listed { size: r_size, .. } if *r_size != size => Settled::Different,
-        ReplicaSeen::Listed { etag: r_etag, .. } if r_etag == etag => return current,
-        // Equal sizes but different ETags: only the replica's provenance can tell (SSE-KMS, or
-        // a copy by parts of a single-part source).
-        ReplicaSeen::Listed { .. } => return Action::Read(Need::ReplicaHead),
-        ReplicaSeen::Headed(replica) => {
-            let recorded = replica.recorded_etag() == Some(etag);
-            let same = replica.etag == etag && replica.size == size;
-            // An in-place copy changes headers or metadata and keeps the ETag: when both sides
-            // were read, they must match too.
-            let (attributes, bytes) = match facts.source {
-                SourceSeen::Headed(head) => {
-                    (same_attributes(head, replica), same_checksum(head, replica))
-                }
-                _ => (true, None),
-            };
-            // Full-object checksums of one algorithm prove the bytes either way, whatever the
-            // ETags (SSE-KMS, part layouts) and the provenance say.
-            let content = bytes.unwrap_or(recorded || same);
-            if content && attributes {
-                return current;
-            }
-            // Only the source's checksum can tell (a replica under SSE-KMS without room for
-            // provenance, or one whose provenance the checksum may contradict).
-            let checkable = replica.checksum.is_some() && replica.size == size && !same;
-            if checkable && !matches!(facts.source, SourceSeen::Headed(_)) {
-                return Action::Read(Need::SourceHead);
-            }
-            Settled::Different
+        // Equal ETags and sizes prove equal bytes, unless the target encrypts with KMS: its
+        // ETags are not digests of the bytes.
+        ReplicaSeen::Listed { etag: r_etag, .. }
+            if r_etag == etag && target.kms_key_id.is_none() =>
+        {
+            return current
         }
+        // Otherwise only the replica's headers can tell: its checksum, its encryption, its
+        // provenance (SSE-KMS, a copy by parts of a single-part source).
+        ReplicaSeen::Listed { .. } => return Action::Read(Need::ReplicaHead),
+        ReplicaSeen::Headed(replica) => match same_content(facts.source, replica, target, etag) {
+            Proof::Same if source_attributes(facts.source, replica) => return current,
+            Proof::Same | Proof::Different => Settled::Different,
+            // Nothing proves the bytes yet: the source's checksum may (the replica has one),
+            // and a verify reads it anyway to tell the unprovable from the different.
+            Proof::Unknown
+                if !matches!(facts.source, SourceSeen::Headed(_))
+                    && (replica.checksum.is_some() || purpose.writes_nothing()) =>
+            {
+                return Action::Read(Need::SourceHead)
+            }
+            Proof::Unknown if !source_attributes(facts.source, replica) => Settled::Different,
+            // A verify reports what it cannot prove, whatever the provenance claims.
+            Proof::Unknown if purpose.writes_nothing() => Settled::Unverifiable,
+            // A write trusts the provenance this tool recorded: copying again could prove no
+            // more (the source has no full-object checksum to compare).
+            Proof::Unknown if replica.recorded_etag() == Some(etag) => return current,
+            Proof::Unknown => Settled::Different,
+        },
     };
     if let SourceSeen::Headed(head) = facts.source {
         if head.access == Access::Archived {
@@ -460,6 +463,51 @@ fn same_tags(a: &[Tag], b: &[Tag]) -> bool {
     a.sort();
     b.sort();
     a == b
+}
+
+/// What is known of whether a replica holds its source's bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Proof {
+    /// Equal full-object checksums, or equal ETags and sizes where ETags are digests.
+    Same,
+    /// Other sizes, other checksums, or other digests.
+    Different,
+    /// Nothing read so far proves either.
+    Unknown,
+}
+
+/// Whether the replica holds the source's bytes, from what is known: full-object checksums of
+/// one algorithm decide either way, whatever the ETags and the provenance say (the provenance
+/// is a claim any writer can copy, and a replica written behind this tool's back may keep it).
+/// ETags are digests of the bytes only where neither side is encrypted with KMS (the target's
+/// key, or a HEAD saying so): equal ones then prove equal bytes.
+fn same_content(source: &SourceSeen, replica: &ObjectHead, target: &Target, etag: &str) -> Proof {
+    let (size, head) = match source {
+        SourceSeen::Headed(head) => (head.size, Some(&**head)),
+        SourceSeen::Listed { size, .. } => (*size, None),
+        _ => return Proof::Unknown,
+    };
+    if replica.size != size {
+        return Proof::Different;
+    }
+    if let Some(bytes) = head.and_then(|head| same_checksum(head, replica)) {
+        return if bytes { Proof::Same } else { Proof::Different };
+    }
+    let digests = target.kms_key_id.is_none() && !replica.kms && !head.is_some_and(|head| head.kms);
+    if digests && replica.etag == etag {
+        return Proof::Same;
+    }
+    // Other ETags prove nothing: other part layouts, other encryption (SSE-C too), servers
+    // whose ETags are not digests.
+    Proof::Unknown
+}
+
+/// Content headers and user metadata equal on both sides, when the source's are known.
+fn source_attributes(source: &SourceSeen, replica: &ObjectHead) -> bool {
+    match source {
+        SourceSeen::Headed(head) => same_attributes(head, replica),
+        _ => true,
+    }
 }
 
 /// Whether two objects' full-object checksums prove their bytes equal (`Some(true)`) or
@@ -1098,6 +1146,7 @@ mod tests {
             ),
             Done(Settled::Different)
         );
+        // Provenance alone proves no bytes: the source's checksum is read.
         assert_eq!(
             run(
                 Purpose::Check,
@@ -1105,7 +1154,26 @@ mod tests {
                 replica_of("e", 10, "x"),
                 Some("e")
             ),
+            Read(Need::SourceHead)
+        );
+        assert_eq!(
+            run(
+                Purpose::Check,
+                S::Headed(Box::new(head("e", 10))),
+                replica_of("e", 10, "x"),
+                Some("e")
+            ),
+            Done(Settled::Unverifiable)
+        );
+        let (source, replica) = checksummed("e", "x", "c1", "c1");
+        assert_eq!(
+            run(Purpose::Check, source, replica, Some("e")),
             Done(Settled::UpToDate)
+        );
+        let (source, replica) = checksummed("e", "x", "c1", "c2");
+        assert_eq!(
+            run(Purpose::Check, source, replica, Some("e")),
+            Done(Settled::Different)
         );
         assert_eq!(
             run(
@@ -1139,6 +1207,8 @@ mod tests {
         let mut same = head("x", 10);
         same.metadata.insert(SOURCE_ETAG.into(), "e".into());
         same.headers.content_type = Some("text/csv".into());
+        same.checksum = Some(crc("c"));
+        source.checksum = Some(crc("c"));
         assert_eq!(
             run(
                 Purpose::Audit,
@@ -1147,6 +1217,105 @@ mod tests {
                 Some("e")
             ),
             Read(Need::SourceTags)
+        );
+    }
+
+    fn crc(value: &str) -> crate::core::object::Checksum {
+        crate::core::object::Checksum {
+            algorithm: crate::core::object::ChecksumAlgorithm::Crc64Nvme,
+            value: value.into(),
+        }
+    }
+
+    /// A headed source and a replica recording it, with these checksums.
+    fn checksummed(etag: &str, replica_etag: &str, a: &str, b: &str) -> (SourceSeen, ReplicaSeen) {
+        let mut source = head(etag, 10);
+        source.checksum = Some(crc(a));
+        let mut replica = head(replica_etag, 10);
+        replica.metadata.insert(SOURCE_ETAG.into(), etag.into());
+        replica.checksum = Some(crc(b));
+        (S::Headed(Box::new(source)), R::Headed(Box::new(replica)))
+    }
+
+    /// Full-object checksums decide where ETags cannot: under KMS an equal ETag proves nothing
+    /// (the replica and then the source are read), other checksums make a replica with the
+    /// source's ETag and provenance different, and a sync copies it; without a checksum on one
+    /// side a verify reports the replica unverifiable while a sync trusts its provenance. Where
+    /// ETags are digests, equal ones settle it from the listing.
+    #[test]
+    fn checksums_decide_where_etags_cannot() {
+        let mut kms = target();
+        kms.kms_key_id = Some("key".into());
+        let listed_replica = R::Listed {
+            etag: "e".into(),
+            size: 10,
+        };
+        let decide_at = |purpose, t: &Target, source: SourceSeen, replica: ReplicaSeen| {
+            let facts = Facts {
+                source: &source,
+                layout: None,
+                replica: &replica,
+                announced: Some("e"),
+                bucket: "src",
+                sources: &sources(),
+                source_tags: None,
+                replica_tags: None,
+            };
+            decide(purpose, &facts, t, "k", &RULES)
+        };
+        for purpose in [Purpose::Check, SYNC] {
+            assert_eq!(
+                decide_at(purpose, &target(), listed("e", 10), listed_replica.clone()),
+                Done(Settled::UpToDate),
+                "digests: the listing proves it"
+            );
+            assert_eq!(
+                decide_at(purpose, &kms, listed("e", 10), listed_replica.clone()),
+                Read(Need::ReplicaHead)
+            );
+            let mut forged = head("e", 10);
+            forged.kms = true;
+            forged.metadata.insert(SOURCE_ETAG.into(), "e".into());
+            forged.checksum = Some(crc("other"));
+            assert_eq!(
+                decide_at(
+                    purpose,
+                    &kms,
+                    listed("e", 10),
+                    R::Headed(Box::new(forged.clone()))
+                ),
+                Read(Need::SourceHead)
+            );
+            let mut source = head("e", 10);
+            source.checksum = Some(crc("c"));
+            let found = decide_at(
+                purpose,
+                &kms,
+                S::Headed(Box::new(source.clone())),
+                R::Headed(Box::new(forged.clone())),
+            );
+            if purpose == SYNC {
+                assert_eq!(found, Copy(Method::Single, Replaces::Anything));
+            } else {
+                assert_eq!(found, Done(Settled::Different));
+            }
+            // A source without a checksum.
+            let found = decide_at(
+                purpose,
+                &kms,
+                S::Headed(Box::new(head("e", 10))),
+                R::Headed(Box::new(forged)),
+            );
+            if purpose == SYNC {
+                assert_eq!(found, Done(Settled::UpToDate), "provenance is trusted");
+            } else {
+                assert_eq!(found, Done(Settled::Unverifiable));
+            }
+        }
+        // A replica without a checksum and its provenance: a sync needs no source HEAD.
+        assert_eq!(
+            decide_at(SYNC, &kms, listed("e", 10), replica_of("e", 10, "x")),
+            Done(Settled::UpToDate)
         );
     }
 

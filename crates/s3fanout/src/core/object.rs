@@ -43,6 +43,9 @@ pub struct ObjectHead {
     /// Its full-object checksum, when it has one (`x-amz-checksum-*` with checksum mode on, of
     /// type `FULL_OBJECT`); composite checksums of multipart uploads are not one.
     pub checksum: Option<Checksum>,
+    /// Encrypted with SSE-KMS or DSSE-KMS (`x-amz-server-side-encryption`): its ETag is then
+    /// not a digest of its bytes, and an equal ETag proves nothing.
+    pub kms: bool,
     /// Whether its bytes can be read (and so copied) now.
     pub access: Access,
 }

@@ -205,6 +205,11 @@ pub enum Outcome {
     Different,
     /// Verify or dry run: the replica holds an object the source does not have.
     Extraneous,
+    /// Verify: nothing can prove that the replica holds the source's bytes, nor that it does
+    /// not: no full-object checksum on one side (an object written before S3 stored one by
+    /// default, a composite checksum), and ETags that cannot tell (SSE-KMS, another part
+    /// layout). A sync leaves it, trusting the provenance it recorded.
+    Unverifiable,
     /// Not copied yet: the source is archived and cannot be read until restored; the
     /// restore's `ObjectRestore:Completed` event replicates it. Not a failure: retrying
     /// before the restore cannot succeed.
@@ -242,6 +247,7 @@ impl Outcome {
             Outcome::Missing => "missing",
             Outcome::Different => "different",
             Outcome::Extraneous => "extraneous",
+            Outcome::Unverifiable => "unverifiable",
             Outcome::AwaitingRestore => "awaiting_restore",
             Outcome::Failed(failure) if failure.kind == FailureKind::Deferred => "deferred",
             Outcome::Failed(failure) if failure.kind == FailureKind::Held => "held",

@@ -12,7 +12,7 @@ use super::deadline::Deadline;
 use super::replicator::Replicator;
 use crate::core::config::Target;
 use crate::core::decide::{Method, Replaces, MIN_PART_BYTES};
-use crate::core::object::ObjectHead;
+use crate::core::object::{Checksum, ChecksumAlgorithm, ObjectHead};
 use crate::core::outcome::{Failure, FailureKind};
 use crate::core::provenance;
 use crate::store::{
@@ -146,6 +146,11 @@ fn attributes(source_bucket: &str, head: &ObjectHead, target: &Target) -> Replic
             .clone()
             .or_else(|| head.storage_class.clone()),
         kms_key_id: target.kms_key_id.clone(),
+        // S3 computes the replica's checksum in the source's algorithm, so the two compare.
+        checksum: head
+            .checksum
+            .as_ref()
+            .map_or(ChecksumAlgorithm::Crc64Nvme, |c| c.algorithm),
     }
 }
 
@@ -204,6 +209,7 @@ pub(crate) async fn copy<S: Store>(
             let plan = Multipart {
                 source,
                 etag: &head.etag,
+                checksum: head.checksum.as_ref(),
                 size: head.size,
                 destination,
                 part_size,
@@ -219,13 +225,16 @@ pub(crate) async fn copy<S: Store>(
 struct Multipart<'a> {
     source: ObjectAt<'a>,
     etag: &'a str,
+    /// The source's full-object checksum, when it has one: S3 completes the upload only if
+    /// the assembled bytes have it.
+    checksum: Option<&'a Checksum>,
     size: u64,
     destination: ObjectAt<'a>,
     part_size: u64,
     progress: &'a PartsProgress,
 }
 
-impl Multipart<'_> {
+impl<'a> Multipart<'a> {
     /// Resumes an upload an earlier invocation left for this source, or creates one; copies
     /// the missing parts; completes it. A failure aborts the upload so that none is left
     /// behind; the deadline leaves it open when asked to.
@@ -410,12 +419,13 @@ impl Multipart<'_> {
                     CopyRange::Bytes
                 },
             };
-            let etag = replicator.call(deadline, store.copy_part(&request)).await?;
+            let copied = replicator.call(deadline, store.copy_part(&request)).await?;
             self.progress.copied.fetch_add(1, Ordering::Relaxed);
             Ok::<_, Failure>(Part {
                 number: number as u32,
-                etag,
+                etag: copied.etag,
                 size: last + 1 - first,
+                checksum: copied.checksum,
             })
         };
         // Parts run concurrently; the engine's guard bounds requests across all copies. The
@@ -430,14 +440,48 @@ impl Multipart<'_> {
         let mut parts = done;
         parts.extend(copied);
         parts.sort_by_key(|p| p.number);
-        replicator
+        let whole = self.whole(&parts);
+        let completed = replicator
             .call(
                 deadline,
-                store.complete_upload(self.destination, upload_id, &parts, &WriteCondition::Any),
+                store.complete_upload(
+                    self.destination,
+                    upload_id,
+                    &parts,
+                    whole,
+                    &WriteCondition::Any,
+                ),
             )
-            .await?;
+            .await;
+        match completed {
+            Ok(()) => {}
+            Err(failure) if refused_digest(&failure) => {
+                // The assembled bytes are not the source's as it was read: never a success.
+                // The upload is aborted and the source read again, then copied afresh.
+                tracing::warn!(bucket = %self.destination.bucket, key = %self.destination.key,
+                    upload_id, error = %failure.message,
+                    "S3 refused to complete a copy by parts whose bytes are not the source's; copied again");
+                return Err(CopyError::SourceChanged);
+            }
+            Err(failure) => return Err(failure.into()),
+        }
         self.progress.completed.fetch_add(1, Ordering::Relaxed);
         Ok(())
+    }
+
+    /// The full-object checksum to declare on completion: the source's, when every part
+    /// carries a checksum of its algorithm (an upload an earlier version of this tool created
+    /// without one cannot be completed with it).
+    fn whole(&self, parts: &[Part]) -> Option<&'a Checksum> {
+        let whole = self.checksum?;
+        parts
+            .iter()
+            .all(|p| {
+                p.checksum
+                    .as_ref()
+                    .is_some_and(|c| c.algorithm == whole.algorithm)
+            })
+            .then_some(whole)
     }
 
     /// Aborts every upload in progress for this replica key: after a creation whose answer was
@@ -463,6 +507,19 @@ impl Multipart<'_> {
                 }
             }
         }
+    }
+}
+
+/// Whether `CompleteMultipartUpload` refused the declared full-object checksum: 400
+/// `BadDigest` when the assembled bytes have another one ("Checking object integrity" in the S3
+/// user guide: a provided checksum that does not match the one S3 calculates rejects the
+/// request), or `InvalidRequest` about the checksum (an upload whose checksum type or algorithm
+/// does not fit the declared one).
+fn refused_digest(failure: &Failure) -> bool {
+    match failure.code.as_deref() {
+        Some("BadDigest") => true,
+        Some("InvalidRequest") => failure.message.to_ascii_lowercase().contains("checksum"),
+        _ => false,
     }
 }
 

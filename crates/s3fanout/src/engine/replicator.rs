@@ -1025,6 +1025,7 @@ fn settled_outcome(purpose: Purpose, settled: Settled) -> Outcome {
         Settled::Missing => Outcome::Missing,
         Settled::AwaitingRestore => Outcome::AwaitingRestore,
         Settled::Different => Outcome::Different,
+        Settled::Unverifiable => Outcome::Unverifiable,
     }
 }
 

@@ -9,7 +9,7 @@ mod s3_error;
 use std::collections::BTreeMap;
 use std::future::Future;
 
-use crate::core::object::{ContentHeaders, Listed, ObjectHead, Tag};
+use crate::core::object::{Checksum, ChecksumAlgorithm, ContentHeaders, Listed, ObjectHead, Tag};
 use crate::core::outcome::Failure;
 
 /// An object in a bucket; `region` is the bucket's, when known (otherwise the store's default).
@@ -48,6 +48,11 @@ pub struct ReplicaAttributes {
     pub storage_class: Option<String>,
     /// SSE-KMS key; `None` keeps the bucket's default encryption.
     pub kms_key_id: Option<String>,
+    /// The full-object checksum S3 computes from the bytes it writes (`x-amz-checksum-algorithm`
+    /// on `CopyObject`; with checksum type `FULL_OBJECT` on `CreateMultipartUpload`): the
+    /// source's own algorithm, so that the two compare, or CRC64NVME for a source without one.
+    /// Computed afresh, it proves the copy; carried over it would prove nothing.
+    pub checksum: ChecksumAlgorithm,
 }
 
 /// One `CopyObject`: the source pinned to an ETag, the replica written with its attributes and
@@ -107,6 +112,19 @@ pub struct Part {
     pub etag: String,
     /// Bytes.
     pub size: u64,
+    /// The part's checksum in the upload's algorithm, as `UploadPartCopy` or `ListParts`
+    /// answered it (an upload created without a checksum algorithm has none): given back in
+    /// `CompleteMultipartUpload`.
+    pub checksum: Option<Checksum>,
+}
+
+/// What `UploadPartCopy` answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CopiedPart {
+    /// Part ETag.
+    pub etag: String,
+    /// The part's checksum in the upload's algorithm.
+    pub checksum: Option<Checksum>,
 }
 
 /// A multipart upload in progress.
@@ -184,7 +202,9 @@ pub trait Store: Send + Sync {
         request: &CopyRequest<'_>,
     ) -> impl Future<Output = Result<(), Failure>> + Send;
 
-    /// `CreateMultipartUpload` with the replica's attributes and tags; answers the upload id.
+    /// `CreateMultipartUpload` with the replica's attributes and tags, asking for a full-object
+    /// checksum in the attributes' algorithm (`x-amz-checksum-algorithm`,
+    /// `x-amz-checksum-type: FULL_OBJECT`); answers the upload id.
     fn create_upload(
         &self,
         at: ObjectAt<'_>,
@@ -192,18 +212,23 @@ pub trait Store: Send + Sync {
         tags: &[Tag],
     ) -> impl Future<Output = Result<String, Failure>> + Send;
 
-    /// `UploadPartCopy`; answers the part's ETag.
+    /// `UploadPartCopy`; answers the part's ETag and checksum.
     fn copy_part(
         &self,
         request: &PartCopyRequest<'_>,
-    ) -> impl Future<Output = Result<String, Failure>> + Send;
+    ) -> impl Future<Output = Result<CopiedPart, Failure>> + Send;
 
-    /// `CompleteMultipartUpload`.
+    /// `CompleteMultipartUpload`, each part with its checksum. With `whole`, the full-object
+    /// checksum the assembled bytes must have (`x-amz-checksum-<algorithm>` with
+    /// `x-amz-checksum-type: FULL_OBJECT`): S3 computes it and refuses to complete an upload
+    /// whose bytes do not match (400 `BadDigest`), so a replica that is not the source's bytes
+    /// never lands.
     fn complete_upload(
         &self,
         at: ObjectAt<'_>,
         upload_id: &str,
         parts: &[Part],
+        whole: Option<&Checksum>,
         condition: &WriteCondition,
     ) -> impl Future<Output = Result<(), Failure>> + Send;
 

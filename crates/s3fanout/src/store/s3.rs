@@ -13,8 +13,8 @@ use aws_sdk_s3::Client;
 use super::clients::Clients;
 use super::s3_error::failure;
 use super::{
-    CopyRange, CopyRequest, ListFrom, ListPage, ObjectAt, Part, PartCopyRequest, ReplicaAttributes,
-    SmallObject, Store, Upload, WriteCondition, SMALL_OBJECT_MAX_BYTES,
+    CopiedPart, CopyRange, CopyRequest, ListFrom, ListPage, ObjectAt, Part, PartCopyRequest,
+    ReplicaAttributes, SmallObject, Store, Upload, WriteCondition, SMALL_OBJECT_MAX_BYTES,
 };
 use crate::core::keys::copy_source;
 use crate::core::object::{
@@ -205,6 +205,10 @@ fn object_head(out: &HeadObjectOutput) -> ObjectHead {
         parts_count: out.parts_count().and_then(|n| u32::try_from(n).ok()),
         last_modified_ms: out.last_modified().and_then(|t| t.to_millis().ok()),
         checksum: full_object_checksum(out),
+        kms: matches!(
+            out.server_side_encryption(),
+            Some(ServerSideEncryption::AwsKms | ServerSideEncryption::AwsKmsDsse)
+        ),
         access: Access::from_headers(
             out.storage_class().map(|c| c.as_str()),
             out.restore(),
@@ -236,6 +240,36 @@ fn full_object_checksum(out: &HeadObjectOutput) -> Option<Checksum> {
             }),
             _ => None,
         })
+}
+
+/// The SDK's name of an algorithm.
+fn sdk_algorithm(algorithm: ChecksumAlgorithm) -> SdkChecksumAlgorithm {
+    match algorithm {
+        ChecksumAlgorithm::Crc64Nvme => SdkChecksumAlgorithm::Crc64Nvme,
+        ChecksumAlgorithm::Crc32 => SdkChecksumAlgorithm::Crc32,
+        ChecksumAlgorithm::Crc32C => SdkChecksumAlgorithm::Crc32C,
+    }
+}
+
+/// A part's checksum, in whichever algorithm its upload has.
+fn part_checksum(
+    crc64nvme: Option<&str>,
+    crc32: Option<&str>,
+    crc32c: Option<&str>,
+) -> Option<Checksum> {
+    [
+        (ChecksumAlgorithm::Crc64Nvme, crc64nvme),
+        (ChecksumAlgorithm::Crc32, crc32),
+        (ChecksumAlgorithm::Crc32C, crc32c),
+    ]
+    .into_iter()
+    .find_map(|(algorithm, value)| match value {
+        Some(value) if !value.is_empty() => Some(Checksum {
+            algorithm,
+            value: value.to_string(),
+        }),
+        _ => None,
+    })
 }
 
 /// Adds `x-amz-request-payer` to a request whose operation has no such parameter in the SDK
@@ -384,7 +418,7 @@ impl Store for S3Store {
             .tagging_directive(TaggingDirective::Copy)
             // Without it S3 carries the source's checksum over: computed afresh from the bytes
             // written, the replica's checksum proves the copy.
-            .checksum_algorithm(SdkChecksumAlgorithm::Crc64Nvme);
+            .checksum_algorithm(sdk_algorithm(request.attributes.checksum));
         let builder = with_condition!(builder, &request.condition);
         with_attributes!(builder, request.attributes)
             .send()
@@ -407,7 +441,11 @@ impl Store for S3Store {
             .set_expected_bucket_owner(self.owner(at.bucket))
             .set_request_payer(self.payer(&[at.bucket]))
             .key(at.key)
-            .set_tagging((!tagging.is_empty()).then_some(tagging));
+            .set_tagging((!tagging.is_empty()).then_some(tagging))
+            // A full-object checksum, independent of the part layout like the source's: each
+            // part's checksum comes back with it, and the completion can declare the whole.
+            .checksum_algorithm(sdk_algorithm(attributes.checksum))
+            .checksum_type(ChecksumType::FullObject);
         let out = with_attributes!(builder, attributes)
             .config_override(self.bounded())
             .send()
@@ -424,7 +462,7 @@ impl Store for S3Store {
         })
     }
 
-    async fn copy_part(&self, request: &PartCopyRequest<'_>) -> Result<String, Failure> {
+    async fn copy_part(&self, request: &PartCopyRequest<'_>) -> Result<CopiedPart, Failure> {
         let at = request.destination;
         let out = self
             .client(at.region)
@@ -445,11 +483,20 @@ impl Store for S3Store {
             .send()
             .await
             .map_err(|err| failure(&err, "UploadPartCopy", &location(at)))?;
-        Ok(out
-            .copy_part_result()
-            .and_then(|r| r.e_tag())
-            .unwrap_or_default()
-            .to_string())
+        let result = out.copy_part_result();
+        Ok(CopiedPart {
+            etag: result
+                .and_then(|r| r.e_tag())
+                .unwrap_or_default()
+                .to_string(),
+            checksum: result.and_then(|r| {
+                part_checksum(
+                    r.checksum_crc64_nvme(),
+                    r.checksum_crc32(),
+                    r.checksum_crc32_c(),
+                )
+            }),
+        })
     }
 
     async fn complete_upload(
@@ -457,15 +504,23 @@ impl Store for S3Store {
         at: ObjectAt<'_>,
         upload_id: &str,
         parts: &[Part],
+        whole: Option<&Checksum>,
         condition: &WriteCondition,
     ) -> Result<(), Failure> {
         let completed: Vec<CompletedPart> = parts
             .iter()
             .map(|p| {
-                CompletedPart::builder()
+                let part = CompletedPart::builder()
                     .part_number(p.number as i32)
-                    .e_tag(&p.etag)
-                    .build()
+                    .e_tag(&p.etag);
+                let value = p.checksum.as_ref().map(|c| c.value.clone());
+                match p.checksum.as_ref().map(|c| c.algorithm) {
+                    Some(ChecksumAlgorithm::Crc64Nvme) => part.set_checksum_crc64_nvme(value),
+                    Some(ChecksumAlgorithm::Crc32) => part.set_checksum_crc32(value),
+                    Some(ChecksumAlgorithm::Crc32C) => part.set_checksum_crc32_c(value),
+                    None => part,
+                }
+                .build()
             })
             .collect();
         let builder = self
@@ -481,6 +536,22 @@ impl Store for S3Store {
                     .set_parts(Some(completed))
                     .build(),
             );
+        // "Checking object integrity" (S3 user guide): a full-object checksum given with the
+        // completion is compared with the one S3 computes over the assembled object, and a
+        // mismatch rejects the request (CompleteMultipartUpload: `x-amz-checksum-crc64nvme`,
+        // `x-amz-checksum-type: FULL_OBJECT`).
+        let builder = match whole {
+            Some(whole) => {
+                let value = Some(whole.value.clone());
+                match whole.algorithm {
+                    ChecksumAlgorithm::Crc64Nvme => builder.set_checksum_crc64_nvme(value),
+                    ChecksumAlgorithm::Crc32 => builder.set_checksum_crc32(value),
+                    ChecksumAlgorithm::Crc32C => builder.set_checksum_crc32_c(value),
+                }
+                .checksum_type(ChecksumType::FullObject)
+            }
+            None => builder,
+        };
         with_condition!(builder, condition)
             .send()
             .await
@@ -526,6 +597,11 @@ impl Store for S3Store {
                 number: p.part_number().unwrap_or_default().max(0) as u32,
                 etag: p.e_tag().unwrap_or_default().to_string(),
                 size: p.size().unwrap_or_default().max(0) as u64,
+                checksum: part_checksum(
+                    p.checksum_crc64_nvme(),
+                    p.checksum_crc32(),
+                    p.checksum_crc32_c(),
+                ),
             }));
             match (out.is_truncated(), out.next_part_number_marker()) {
                 (Some(true), Some(next)) => marker = Some(next.to_string()),

@@ -5,9 +5,9 @@
 //! The source is listed once and every target alongside it; the sorted listings are merged a
 //! page at a time, so memory is bounded by the page size. Each key at each target is then settled
 //! by the same decision function as live replication: a listing showing equal size and ETag is
-//! current (a second run over synced buckets issues nothing but List requests); equal sizes with
-//! different ETags (SSE-KMS, a copy by parts of a single-part source) read the replica's
-//! recorded provenance.
+//! current where ETags are digests (a second run over synced buckets issues nothing but List
+//! requests); otherwise (SSE-KMS, a copy by parts of a single-part source) the replica's headers
+//! are read, and full-object checksums of both sides decide where they can.
 //!
 //! A self-continuing run is a chain of invocations ([`chain`]): each carries the run's id and
 //! its hop number, claims its hop in a marker object with a conditional write, and the chain
@@ -51,7 +51,8 @@ pub enum Mode {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Compare {
-    /// Size and ETag from the listings (provenance where they cannot tell).
+    /// Size and ETag from the listings where ETags are digests; full-object checksums (a HEAD of
+    /// each side) where they cannot tell.
     #[default]
     Listing,
     /// Headers, user metadata and tags as well: two HEADs and two tag reads per object.
@@ -147,6 +148,10 @@ pub struct TargetCounts {
     pub different: u64,
     /// Replica objects the source does not have (deleted only with `delete`).
     pub extraneous: u64,
+    /// Verify: objects whose replica nothing can prove equal or different (no full-object
+    /// checksum on one side, ETags that cannot tell).
+    #[serde(default)]
+    pub unverifiable: u64,
     /// Source objects in an archived storage class that the replica lacks: copied once
     /// restored (`s3:ObjectRestore:Completed` replicates them).
     #[serde(default)]
@@ -714,6 +719,13 @@ fn tally(
             Outcome::Different => {
                 counts.different += 1;
                 Some("different".to_string())
+            }
+            Outcome::Unverifiable => {
+                counts.unverifiable += 1;
+                Some(
+                    "unverifiable: no full-object checksum on both sides, and ETags that cannot tell"
+                        .to_string(),
+                )
             }
             Outcome::SourceChanged
             | Outcome::SourceGone
