@@ -583,6 +583,18 @@ async fn verify_compares_checksums_where_etags_cannot_tell() {
             .build(),
     );
     put(&unchecked, &setup.source, "old.txt", b"old").await;
+    // S3 (since December 2024) and LocalStack store a CRC64NVME with every new object even when
+    // the request carries none; moto does not, which stands in for an object from before.
+    let old = src
+        .head_object()
+        .bucket(&setup.source)
+        .key("old.txt")
+        .checksum_mode(aws_sdk_s3::types::ChecksumMode::Enabled)
+        .send()
+        .await
+        .unwrap();
+    let unchecked_old =
+        u64::from(old.checksum_crc64_nvme().is_none() && old.checksum_crc32().is_none());
     let replicator = setup.replicator(setup.config()).await;
     let synced = run(&replicator, BackfillRequest::default()).await;
     assert_eq!(synced.targets[&kms.bucket].copied, 3, "{synced:?}");
@@ -640,7 +652,7 @@ async fn verify_compares_checksums_where_etags_cannot_tell() {
     );
     assert_eq!(
         (at_kms.different, at_kms.unverifiable, at_kms.up_to_date),
-        (1, 1, 1),
+        (1, unchecked_old, 2 - unchecked_old),
         "{found:?}"
     );
     assert_eq!(
@@ -656,10 +668,13 @@ async fn verify_compares_checksums_where_etags_cannot_tell() {
         .examples
         .iter()
         .any(|e| e.key == "collide.bin" && e.what == "different"));
-    assert!(found
-        .examples
-        .iter()
-        .any(|e| e.key == "old.txt" && e.what.starts_with("unverifiable")));
+    assert_eq!(
+        found
+            .examples
+            .iter()
+            .any(|e| e.key == "old.txt" && e.what.starts_with("unverifiable")),
+        unchecked_old == 1
+    );
 
     let fixed = run(&replicator, BackfillRequest::default()).await;
     assert_eq!(fixed.targets[&kms.bucket].copied, 1, "{fixed:?}");
@@ -681,7 +696,7 @@ async fn verify_compares_checksums_where_etags_cannot_tell() {
     let at_kms = &again.targets[&kms.bucket];
     assert_eq!(
         (at_kms.different, at_kms.unverifiable, at_kms.up_to_date),
-        (0, 1, 2),
+        (0, unchecked_old, 3 - unchecked_old),
         "{again:?}"
     );
 }
