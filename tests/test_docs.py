@@ -220,6 +220,7 @@ CONFIG_SOURCES = [
     "crates/canary/src/config.rs",
     "crates/read/src/config.rs",
     "crates/cli/src/read.rs",
+    "crates/replicate/src/retry_queue.rs",
 ]
 
 

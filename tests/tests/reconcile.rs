@@ -190,19 +190,14 @@ async fn a_reconciliation_lists_only_when_in_sync_and_repairs_drift_no_event_ann
     assert!(stray.is_err(), "the extraneous object is deleted");
 
     // The summary object says what the metrics say.
-    let summary = setup
-        .target_client(&t0)
-        .get_object()
-        .bucket(&first)
-        .key(".s3fanout/reconcile/reconcile-2026-05-03T03:00:00Z.json")
-        .send()
-        .await
-        .unwrap()
-        .body
-        .collect()
-        .await
-        .unwrap()
-        .into_bytes();
+    let summary = snapshot(
+        &setup.target_client(&t0),
+        &first,
+        ".s3fanout/reconcile/reconcile-2026-05-03T03:00:00Z.json",
+    )
+    .await
+    .expect("the run's summary")
+    .body;
     let summary: Summary = serde_json::from_slice(&summary).unwrap();
     for (bucket, found, repaired, failed) in &figures {
         let counts = &summary.targets[bucket];

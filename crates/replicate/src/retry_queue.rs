@@ -10,8 +10,6 @@ use aws_sdk_sqs::Client;
 use futures::future::join_all;
 use s3fanout::lambda::owed::Mailbox;
 
-/// The variable naming the retry queue's URL.
-pub const RETRY_QUEUE_URL: &str = "RETRY_QUEUE_URL";
 /// Time allowed for one batch: past it, the deliveries are reported failed and come back whole.
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 /// SQS's limit on entries per `SendMessageBatch`.
@@ -30,7 +28,7 @@ impl RetryQueue {
     /// The queue named by `RETRY_QUEUE_URL`, with credentials, region and endpoint from the
     /// standard AWS environment; `None` when the variable is unset or empty.
     pub async fn from_env() -> Option<Self> {
-        let url = std::env::var(RETRY_QUEUE_URL)
+        let url = std::env::var("RETRY_QUEUE_URL")
             .ok()
             .filter(|u| !u.trim().is_empty())?;
         let config = aws_config::defaults(BehaviorVersion::latest())

@@ -278,14 +278,15 @@ fn debts_of(
     owing: Option<&Owing>,
     reports: &[ChangeReport],
 ) -> Vec<Debt> {
-    let now = owed::now_ms();
+    let now = metrics::now_ms();
+    // A report names its targets in the order the work was given them.
+    let targets: Vec<TargetName> = match owing {
+        Some(owing) => vec![owing.target.clone()],
+        None => config.targets.iter().map(TargetName::of).collect(),
+    };
     let mut debts = Vec::new();
     for report in reports {
-        let targets: Vec<TargetName> = match owing {
-            Some(owing) => vec![owing.target.clone()],
-            None => config.targets.iter().map(TargetName::of).collect(),
-        };
-        for (target, at) in targets.into_iter().zip(&report.targets) {
+        for (target, at) in targets.iter().cloned().zip(&report.targets) {
             let Some(failure) = at.outcome.failure() else {
                 continue;
             };
@@ -325,7 +326,7 @@ async fn post<S: Store, M: Mailbox>(
         let entry = waiting.entry(target.bucket.as_str()).or_default();
         entry.down |= replicator.holds(target);
     }
-    let now = owed::now_ms();
+    let now = metrics::now_ms();
     for (index, letter) in letters.iter().enumerate() {
         if accepted.get(index).copied().unwrap_or(false) {
             let entry = waiting

@@ -249,7 +249,8 @@ fn document(timestamp: u64, metrics: Vec<Value>, mut values: Value) -> String {
     values.to_string()
 }
 
-fn now_ms() -> u64 {
+/// Now, in ms since the Unix epoch.
+pub(crate) fn now_ms() -> u64 {
     epoch_ms(SystemTime::now())
 }
 
