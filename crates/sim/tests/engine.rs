@@ -790,3 +790,27 @@ async fn a_copy_by_parts_whose_bytes_are_not_the_sources_never_completes() {
         "the refusal is S3's"
     );
 }
+
+/// The same bytes written to a KMS source again get a new ETag: the replica, whose bytes
+/// already match (equal checksums), is written again so that its provenance names the
+/// source's current ETag, which later decisions that read only the provenance rely on.
+#[tokio::test(start_paused = true)]
+async fn the_same_bytes_written_again_under_kms_bring_the_replicas_provenance_to_the_new_etag() {
+    let r = replicator(vec![target(0, "")], Faults::NONE);
+    let store = r.store();
+    store.encrypt_by_default(SOURCE);
+    let first = store.put(SOURCE, "k", NewObject::plain(0));
+    let created = |etag: &str| Change::created(SOURCE, "k").with_etag(etag);
+    r.apply(&[created(&first)]).await;
+    let second = store.put(SOURCE, "k", NewObject::plain(0));
+    assert_ne!(first, second, "a KMS ETag differs on every write");
+    let report = r.apply(&[created(&second)]).await;
+    assert_eq!(report[0].targets[0].outcome, Outcome::Copied);
+    let replica = store.object("rep-0", "k").unwrap();
+    assert_eq!(
+        replica.metadata.get(s3fanout::provenance::SOURCE_ETAG),
+        Some(&second)
+    );
+    let again = r.apply(&[created(&second)]).await;
+    assert_eq!(again[0].targets[0].outcome, Outcome::UpToDate);
+}

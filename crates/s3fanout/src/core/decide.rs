@@ -355,7 +355,17 @@ pub fn decide(
         // provenance (SSE-KMS, a copy by parts of a single-part source).
         ReplicaSeen::Listed { .. } => return Action::Read(Need::ReplicaHead),
         ReplicaSeen::Headed(replica) => match same_content(facts.source, replica, target, etag) {
-            Proof::Same if source_attributes(facts.source, replica) => return current,
+            // Provenance naming an older version of the source (the same bytes written again,
+            // under KMS a new ETag) is brought to the source as it is: later decisions that
+            // can only read the provenance must find the current ETag.
+            Proof::Same
+                if source_attributes(facts.source, replica)
+                    && replica
+                        .recorded_etag()
+                        .is_none_or(|recorded| recorded == etag) =>
+            {
+                return current
+            }
             Proof::Same | Proof::Different => Settled::Different,
             // Nothing proves the bytes yet: the source's checksum may (the replica has one),
             // and a verify reads it anyway to tell the unprovable from the different.
