@@ -53,6 +53,7 @@ S3_NOTIFICATION_EVENTS = [
     "s3:ObjectRemoved:*",
     "s3:LifecycleExpiration:*",
     "s3:ObjectTagging:*",
+    "s3:ObjectRestore:Completed",
 ]
 FAILOVER_REGION = "us-east-1"  # Route 53 publishes HealthCheckStatus only there
 CAPABILITIES = ["CAPABILITY_IAM", "CAPABILITY_AUTO_EXPAND"]
@@ -94,6 +95,10 @@ def parse_targets(text: str) -> list[Target]:
             raise DeployError(f"target bucket {target.bucket!r} is listed twice")
         seen.add(target.bucket)
     return targets
+
+
+def count(items, noun: str) -> str:
+    return f"{len(items)} {noun}{'' if len(items) == 1 else 's'}"
 
 
 def replica_stack_name(stack: str, bucket: str) -> str:
@@ -462,7 +467,7 @@ def deploy(args) -> int:
         )
     aws = Aws(args.region)
     report = Report()
-    print(f"s3fanout deploy: stack {stack} in {aws.region}, source s3://{args.source}, {len(targets)} targets", flush=True)
+    print(f"s3fanout deploy: stack {stack} in {aws.region}, source s3://{args.source}, {count(targets, 'target')}", flush=True)
 
     if not bucket_exists(aws, args.source):
         raise DeployError(f"--source {args.source!r}: no such bucket (the source must exist)")
@@ -511,7 +516,7 @@ def deploy(args) -> int:
         replication_tags,
         template_url,
     )
-    report.add(status, f"stack {stack} ({aws.region})", f"replication: {len(targets)} targets")
+    report.add(status, f"stack {stack} ({aws.region})", f"replication: {count(targets, 'target')}")
     outputs = outputs_of(replication)
     wire_source(aws, stack, args.source, args.wiring, outputs["QueueArn"], report)
 

@@ -13,6 +13,7 @@ import ast
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 import zipfile
@@ -212,7 +213,9 @@ def test_s3_notification_wiring_keeps_other_entries(aws, moto_endpoint, code_dir
     bucket that had EventBridge on keeps it."""
     s3 = aws("s3")
     s3.create_bucket(Bucket="cmd-source-direct")
-    other = queue_config(aws, "cmd-direct-other", ["s3:ObjectRestore:Completed"], "cold/")
+    # Another team's entry, for events of its own (S3 refuses two entries for the same event
+    # type under overlapping prefixes).
+    other = queue_config(aws, "cmd-direct-other", ["s3:ObjectRestore:Post"], "cold/")
     s3.put_bucket_notification_configuration(
         Bucket="cmd-source-direct",
         NotificationConfiguration={"QueueConfigurations": [other], "EventBridgeConfiguration": {}},
@@ -230,8 +233,12 @@ def test_s3_notification_wiring_keeps_other_entries(aws, moto_endpoint, code_dir
     ours = [q for q in config["QueueConfigurations"] if q["Id"] == "s3fanout-cmd-direct"]
     assert [q["QueueArn"] for q in ours] == [queue_arn]
     assert set(ours[0]["Events"]) == {
-        "s3:ObjectCreated:*", "s3:ObjectRemoved:*", "s3:LifecycleExpiration:*", "s3:ObjectTagging:*"
+        "s3:ObjectCreated:*", "s3:ObjectRemoved:*", "s3:LifecycleExpiration:*", "s3:ObjectTagging:*",
+        "s3:ObjectRestore:Completed",
     }
+    # The same events as the stack's own wiring command says.
+    command = {o["OutputKey"]: o["OutputValue"] for o in stack["Outputs"]}["SourceWiringCommand"]
+    assert set(re.findall(r'"(s3:[A-Za-z]+:[*A-Za-z]+)"', command)) == set(ours[0]["Events"]), command
     assert other in config["QueueConfigurations"]
     run(moto_endpoint, "destroy", "--stack", "cmd-direct")
     assert notifications(s3, "cmd-source-direct") == before
