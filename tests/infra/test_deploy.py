@@ -432,6 +432,16 @@ def test_functions(aws, all_stacks):
     assert lam.get_function_configuration(FunctionName="fanout-min-replicate")["Timeout"] == 900
 
 
+def test_replication_role_arns_output(aws, all_stacks):
+    """`ReplicationRoleArns`, what a replica-bucket.yaml stack in another account grants: the
+    roles of the replicate, backfill and canary functions (no canary role without the canary)."""
+    iam = aws("iam")
+    for stack in all_stacks:
+        roles = ["ReplicateRole", "BackfillRole"] + (["CanaryRole"] if "CanaryRole" in stack["resources"] else [])
+        expected = [iam.get_role(RoleName=physical(stack, r))["Role"]["Arn"] for r in roles]
+        assert stack["outputs"]["ReplicationRoleArns"].split(",") == expected, stack["name"]
+
+
 def test_code_is_what_make_package_builds():
     """One build path: the template deploys the zips `make package` writes."""
     template = load_template("replication.yaml")

@@ -635,6 +635,8 @@ def test_non_target_bucket_is_refused_to_the_functions(world):
 
 
 def test_writes_they_must_not_make_are_denied(world):
+    print("\ndenials checked (pytest -s shows them):\n  " + "\n  ".join(
+        f"{who}: {what}: {code}" for who, what, code in world["denials"]))
     for who, what, code in world["denials"]:
         # moto answers Lambda's errors in the XML of the query protocols, which the Lambda
         # client cannot parse: it sees the status only. The server's record of the same
