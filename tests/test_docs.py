@@ -467,11 +467,30 @@ def test_requests_per_change_equal_what_the_test_asserts(docs):
         problems.append(f"tests/tests/requests.rs case {label!r} is in no docs table")
     new = asserted["new object"]
     for doc in docs:
-        for count, n in re.findall(r"(\d+) requests per object at (\d+) targets", doc.prose()):
+        prose = " ".join(doc.prose().split())
+        for count, n in re.findall(r"(\d+) requests per object at (\d+) targets", prose):
             expected = at(new[0], int(n)) + at(new[1], int(n)) + at(new[3], int(n))
             if int(count) != expected:
                 problems.append(f"{doc.name}: \"{count} requests per object at {n} targets\", the test asserts {expected} for a new object")
+        # "a new object costs one `HeadObject` of the source plus one `CopyObject` per replica"
+        for sentence, reads, copies in re.findall(NEW_OBJECT_COST, prose, re.I):
+            stated_reads, per_target = number(reads), number(copies)
+            if any(at(new[0], n) != stated_reads or at(new[1], n) != per_target * n or at(new[3], n) != 0 for n in range(1, 9)):
+                problems.append(
+                    f"{doc.name}: \"{sentence}\": the test asserts {new[0]} reads, {new[1]} copies and {new[3]} other requests for a new object"
+                )
     assert not problems, "\n".join(problems)
+
+
+# A new object's requests said in words: reads of the source, then copies per target.
+NEW_OBJECT_COST = (
+    r"(new object costs (one|an?|\d+) (?:source )?`HeadObject`s?(?: of the source)? (?:plus|and) "
+    r"(one|an?|\d+) `CopyObject`s? per (?:replica|target))"
+)
+
+
+def number(word: str) -> int:
+    return 1 if word.lower() in ("one", "a", "an") else int(word)
 
 
 # --------------------------------------------------------------------------- figures
