@@ -483,14 +483,16 @@ def test_requests_per_change_equal_what_the_test_asserts(docs):
 
 
 # A new object's requests said in words: reads of the source, then copies per target.
+WORDS = {"a": 1, "an": 1, "one": 1, "two": 2, "three": 3, "four": 4}
+COUNT = rf"({'|'.join(WORDS)}|\d+)"
 NEW_OBJECT_COST = (
-    r"(new object costs (one|an?|\d+) (?:source )?`HeadObject`s?(?: of the source)? (?:plus|and) "
-    r"(one|an?|\d+) `CopyObject`s? per (?:replica|target))"
+    rf"(new object costs {COUNT} (?:source )?`HeadObject`s?(?: of the source)? (?:plus|and) "
+    rf"{COUNT} `CopyObject`s? per (?:replica|target))"
 )
 
 
 def number(word: str) -> int:
-    return 1 if word.lower() in ("one", "a", "an") else int(word)
+    return WORDS.get(word.lower()) or int(word)
 
 
 # --------------------------------------------------------------------------- figures
