@@ -51,7 +51,7 @@ test-localstack: setup
 test-e2e: setup
 	$(LOCAL_S3) $(PY) tests/e2e/replicate_e2e.py
 
-# The docs against the code: parameters, metrics, variables, targets, flags, request counts.
+# The docs against the code: parameters, metrics, alarms, variables, targets, flags, request counts.
 .PHONY: docs-test
 docs-test: setup
 	$(VENV)/bin/python -m pytest -q -p no:cacheprovider tests/test_docs.py

@@ -211,6 +211,46 @@ def test_metric_counts_stated_in_the_docs(docs):
     assert not problems, "\n".join(problems)
 
 
+# --------------------------------------------------------------------------- alarms
+
+
+def template_alarms(template: str) -> dict[str, str | None]:
+    """Alarm name without the `${AWS::StackName}-` prefix -> the condition it is created under."""
+    found = {}
+    for resource in templates()[template]["Resources"].values():
+        if resource["Type"] == "AWS::CloudWatch::Alarm":
+            name = resource["Properties"]["AlarmName"]["Fn::Sub"]
+            found[name.split("${AWS::StackName}-", 1)[1]] = resource.get("Condition")
+    return found
+
+
+def test_alarms_match_the_template(docs):
+    """The alarm table names every alarm of infra/replication.yaml and no other; the alarm
+    counts stated in the docs are the template's."""
+    alarms = template_alarms("replication.yaml")
+    assert "failed-copies" in alarms, sorted(alarms)
+    problems = []
+    tabled = set()
+    for doc, _, _, rows in tables_whose_first_header(docs, r"alarm"):
+        for row in rows:
+            for name in ticks(row[0]):
+                tabled.add(name)
+                if name not in alarms:
+                    problems.append(f"{doc.name}: alarm {name} is not in infra/replication.yaml")
+    problems += [f"infra/replication.yaml alarm {name} is missing from the docs' alarm table" for name in sorted(set(alarms) - tabled)]
+    counts = {
+        "standard alarms": len(alarms),
+        "with S3Notification wiring": sum(c != "UseEventBridge" for c in alarms.values()),
+        "fewer without the canary": sum(c == "CanaryEnabled" for c in alarms.values()),
+    }
+    for doc in docs:
+        prose = " ".join(doc.prose().split())
+        for n, what in re.findall(rf"(\d+) ({'|'.join(counts)})", prose):
+            if int(n) != counts[what]:
+                problems.append(f"{doc.name}: \"{n} {what}\", infra/replication.yaml has {counts[what]}")
+    assert not problems, "\n".join(problems)
+
+
 # --------------------------------------------------------------------------- environment variables
 
 
