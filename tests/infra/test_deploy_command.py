@@ -183,6 +183,19 @@ def test_source_wiring_merges(aws, first_deploy, source):
     assert "1 existing entry kept" in first_deploy
 
 
+def test_backfill_starts_the_first_backfill(moto_endpoint, first_deploy):
+    """The next command the deploy printed: the backfill function invoked asynchronously, a
+    self-continuing sync of every key, its summary where asked."""
+    output = run(
+        moto_endpoint,
+        command=["make", "--no-print-directory", "backfill", "STACK=cmd", "BACKFILL_ARGS=--summary-to s3://cmd-replica-euw1/summaries/"],
+    )
+    assert "backfill started: cmd-backfill (status 202)" in output
+    payload = json.loads(output.split("payload ", 1)[1].splitlines()[0])
+    assert payload == {"prefix": "", "auto_continue": True, "summary_to": "s3://cmd-replica-euw1/summaries/"}
+    assert "written under s3://cmd-replica-euw1/summaries/" in output
+
+
 def test_deploy_again_with_a_fourth_target(aws, second_deploy, source):
     stack = stack_or_none(aws, "cmd", REGION)
     assert stack["StackStatus"] == "UPDATE_COMPLETE"
