@@ -176,6 +176,15 @@ def test_three_targets_in_three_regions(aws, first_deploy, source):
     assert "make backfill STACK=cmd" in first_deploy
 
 
+def test_the_output_shown_in_the_docs_is_this_deploys(first_deploy):
+    """docs/deploy.md shows what this first deploy printed, line for line."""
+    guide = (ROOT / "docs" / "deploy.md").read_text()
+    shown = guide.split("bucket already there, printed:\n\n```\n", 1)[1].split("```", 1)[0].splitlines()
+    printed = [line for line in first_deploy.splitlines() if line.strip()]
+    start = printed.index(shown[0])
+    assert printed[start:start + len(shown)] == [line for line in shown if line.strip()]
+
+
 def test_source_wiring_merges(aws, first_deploy, source):
     config = notifications(aws("s3"), SOURCE)
     assert config["QueueConfigurations"] == source["QueueConfigurations"]
