@@ -24,6 +24,12 @@ What this wrapper adds:
   `x-amz-meta-` prefix) and value (S3 user guide, "Working with object metadata", page
   UsingMetadata), answers 400 MetadataTooLarge on PutObject, CopyObject with
   `x-amz-metadata-directive: REPLACE` and CreateMultipartUpload. moto stores any size.
+- GetBucketNotificationConfiguration answers with the root element S3 documents,
+  `NotificationConfiguration` (S3 API reference, GetBucketNotificationConfiguration, response
+  syntax), also for a bucket that announces nothing, and shows an `EventBridgeConfiguration`
+  once one is set; moto names the empty document `GetBucketNotificationResponse`, which
+  aws-sdk-rust refuses, and leaves the EventBridge configuration it stored out of the answer,
+  so a bucket sending its events to EventBridge would look as if it announced nothing.
 - ListMultipartUploads gives each upload's real `Initiated` time (S3 API reference,
   ListMultipartUploads: "Date and time at which the multipart upload was initiated"); moto
   answers a fixed 2010-11-10 for every upload, which would make every upload look older than
@@ -70,6 +76,7 @@ What this wrapper adds:
   without awscrt (tests/requirements.txt installs it).
 """
 
+import re
 import sys
 from datetime import datetime, timezone
 from importlib.util import find_spec
@@ -371,6 +378,31 @@ def _list_parts_result(handler):
     return renamed
 
 
+def _notification_configuration(handler):
+    def renamed(self):
+        status, headers, body = handler(self)
+        text = body.decode("utf-8") if isinstance(body, bytes) else body
+        wrong = "GetBucketNotificationResponse"
+        text = text.replace(f"<{wrong}", "<NotificationConfiguration", 1)
+        text = text.replace(f"</{wrong}>", "</NotificationConfiguration>", 1)
+        config = self.backend.get_bucket_notification_configuration(self.bucket_name)
+        if config is not None and config.event_bridge is not None:
+            # An empty document (<NotificationConfiguration .../>) is opened up first.
+            text = re.sub(
+                r"<NotificationConfiguration([^>]*)/>",
+                r"<NotificationConfiguration\1></NotificationConfiguration>",
+                text,
+            )
+            text = text.replace(
+                "</NotificationConfiguration>",
+                "<EventBridgeConfiguration></EventBridgeConfiguration></NotificationConfiguration>",
+                1,
+            )
+        return status, headers, text.encode("utf-8") if isinstance(body, bytes) else text
+
+    return renamed
+
+
 # S3 API reference, ListMultipartUploads: "1,000 is the maximum number of uploads that can be
 # returned in a response."
 MAX_UPLOADS = 1000
@@ -461,6 +493,9 @@ def _list_multipart_uploads(self):
 
 FakeMultipart.__init__ = _record_initiated(FakeMultipart.__init__)
 S3Response.list_parts = _list_parts_result(S3Response.list_parts)
+S3Response.get_bucket_notification = _notification_configuration(
+    S3Response.get_bucket_notification
+)
 S3Response.list_multipart_uploads = _list_multipart_uploads
 
 # SSE-C. The header names and answers of the user guide page "Specifying server-side

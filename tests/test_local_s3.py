@@ -712,3 +712,19 @@ def test_a_completion_declaring_another_full_object_checksum_is_refused(s3, buck
     head = s3.head_object(Bucket=bucket, Key="copy", ChecksumMode="ENABLED")
     assert head["ChecksumCRC64NVME"] == crc(data)
     assert _body(s3, bucket, "copy") == data
+
+
+def test_notification_configuration_answers_its_documented_root(s3, bucket, endpoint):
+    """GetBucketNotificationConfiguration's response document is `NotificationConfiguration`
+    (S3 API reference, GetBucketNotificationConfiguration, response syntax), empty for a bucket
+    that announces nothing, and shows an EventBridge configuration once one is set."""
+    raw = urllib.request.urlopen(f"{endpoint}/{bucket}?notification").read().decode()
+    assert "<NotificationConfiguration" in raw, raw
+    assert "GetBucketNotification" not in raw, raw
+    s3.put_bucket_notification_configuration(
+        Bucket=bucket, NotificationConfiguration={"EventBridgeConfiguration": {}}
+    )
+    raw = urllib.request.urlopen(f"{endpoint}/{bucket}?notification").read().decode()
+    assert "<NotificationConfiguration" in raw and "EventBridgeConfiguration" in raw, raw
+    config = s3.get_bucket_notification_configuration(Bucket=bucket)
+    assert "EventBridgeConfiguration" in config, config

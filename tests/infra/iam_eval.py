@@ -61,6 +61,8 @@ def operation(record: dict) -> str:
             return "ListObjectsV2"
         if method == "GET" and "location" in query:
             return "GetBucketLocation"
+        if method == "GET" and "notification" in query:
+            return "GetBucketNotificationConfiguration"
         if method == "GET":
             return "ListObjects"
         return f"{method} bucket"
@@ -122,6 +124,10 @@ def required(record: dict) -> list[Need]:
         needs.append(Need("s3:ListBucketMultipartUploads", _bucket(bucket)))
     elif op == "GetBucketLocation":
         needs.append(Need("s3:GetBucketLocation", _bucket(bucket)))
+    elif op == "GetBucketNotificationConfiguration":
+        # "you must be the bucket owner or have the s3:GetBucketNotification permission"
+        # (S3 API reference, GetBucketNotificationConfiguration).
+        needs.append(Need("s3:GetBucketNotification", _bucket(bucket)))
     elif op in ("HeadObject", "GetObject"):
         version = "versionId" in record["query"]
         needs.append(Need("s3:GetObjectVersion" if version else "s3:GetObject", obj))

@@ -10,7 +10,7 @@ use integration::*;
 use s3fanout::core::object::ChecksumAlgorithm;
 use s3fanout::store::s3::S3Store;
 use s3fanout::store::{
-    CopyRange, CopyRequest, ObjectAt, PartCopyRequest, ReplicaAttributes, WriteCondition,
+    CopyRange, CopyRequest, Directive, ObjectAt, PartCopyRequest, ReplicaAttributes, WriteCondition,
 };
 use s3fanout::{event, Config, FailureKind, Outcome, Replicator, Store};
 
@@ -160,6 +160,7 @@ async fn an_sse_c_source_fails_for_good_naming_the_customer_key() {
             source_etag: &etag,
             destination,
             attributes: &attributes,
+            directive: Directive::Replace,
             condition: WriteCondition::Any,
         })
         .await

@@ -24,12 +24,24 @@ async fn each_kind_of_change_sends_the_requests_the_readme_counts() {
     let proxy = FaultProxy::start(&local_endpoint()).await.unwrap();
     let replicator = Replicator::new(setup.config(), clients_via(&proxy.endpoint(), 1).await);
     let src = setup.source_client();
-    let apply = |etag: String| {
+    // At cold start: one read of each target's notification configuration, which says its
+    // replicas may be plain copies (no deployment copies back from a target that announces
+    // nothing).
+    proxy.take_seen();
+    replicator.prepare().await;
+    let seen = proxy.take_seen();
+    println!("cold start: {:?}", kinds(&seen));
+    assert_eq!(kinds(&seen), (N, 0, 0, 0), "{seen:?}");
+    assert!(
+        seen.iter().all(|s| s.query.contains("notification")),
+        "{seen:?}"
+    );
+    let apply = |etag: String, size: usize| {
         let replicator = &replicator;
         let source = setup.source.clone();
         async move {
             let report = replicator
-                .apply(&[created(&source, "k", Some(&etag))])
+                .apply(&[uploaded(&source, "k", &etag, size)])
                 .await;
             report[0]
                 .targets
@@ -39,26 +51,45 @@ async fn each_kind_of_change_sends_the_requests_the_readme_counts() {
         }
     };
 
-    // A new object: one read, then N copies made only if nothing is there.
+    // A new object: N plain copies made only if nothing is there, pinned to the announced
+    // ETag, and one read of the source beside them; headers, metadata and tags are S3's own
+    // copy of the source's.
     let etag = put(&src, &setup.source, "k", b"first").await;
     proxy.take_seen();
-    assert!(apply(etag.clone())
+    assert!(apply(etag.clone(), 5)
         .await
         .iter()
         .all(|o| *o == Outcome::Copied));
     let seen = proxy.take_seen();
     println!("new object: {:?}", kinds(&seen));
     assert_eq!(kinds(&seen), (1, N, N, 0), "{seen:?}");
+    for copy in seen.iter().filter(|s| s.copy) {
+        assert_eq!(
+            copy.amz.get("x-amz-metadata-directive").map(String::as_str),
+            Some("COPY"),
+            "{copy:?}"
+        );
+        assert_eq!(
+            copy.amz
+                .get("x-amz-copy-source-if-match")
+                .map(|e| e.trim_matches('"')),
+            Some(etag.trim_matches('"')),
+            "{copy:?}"
+        );
+    }
+    for target in &setup.targets {
+        assert_replica(&setup, "k", target).await;
+    }
 
     // The same event again: the copies are refused, the replicas read; nothing written.
-    assert!(apply(etag).await.iter().all(|o| *o == Outcome::UpToDate));
+    assert!(apply(etag, 5).await.iter().all(|o| *o == Outcome::UpToDate));
     let seen = proxy.take_seen();
     println!("duplicate: {:?}", kinds(&seen));
     assert_eq!(kinds(&seen), (1 + N, N, N, 0), "{seen:?}");
 
     // An overwrite: refused, read, copied, then checked with tags (source reads shared).
     let etag = put(&src, &setup.source, "k", b"second, longer").await;
-    assert!(apply(etag).await.iter().all(|o| *o == Outcome::Copied));
+    assert!(apply(etag, 14).await.iter().all(|o| *o == Outcome::Copied));
     let seen = proxy.take_seen();
     println!("overwrite: {:?}", kinds(&seen));
     assert_eq!(kinds(&seen), (1 + N + 2 + N, 2 * N, N, 0), "{seen:?}");
@@ -70,10 +101,11 @@ async fn each_kind_of_change_sends_the_requests_the_readme_counts() {
     let mut config = setup.config();
     config.replicate_deletes = true;
     let replicator = Replicator::new(config, clients_via(&proxy.endpoint(), 1).await);
+    replicator.prepare().await;
     let etag = put(&src, &setup.source, "k2", b"third").await;
     proxy.take_seen();
     let report = replicator
-        .apply(&[created(&setup.source, "k2", Some(&etag))])
+        .apply(&[uploaded(&setup.source, "k2", &etag, 5)])
         .await;
     assert!(report[0]
         .targets

@@ -11,6 +11,9 @@ use serde_json::Value;
 async fn main() -> Result<(), Error> {
     lambda_runtime::tracing::init_default_subscriber();
     let replicator = &Replicator::from_env().await?;
+    // Whether each target announces its changes, read once at cold start rather than by the
+    // first delivery.
+    replicator.prepare().await;
     let visibility = &Visibility::from_env().await;
     let retry_queue = &RetryQueue::from_env().await;
     run(service_fn(move |event: LambdaEvent<Value>| async move {

@@ -38,6 +38,7 @@ fn created(bucket: &str, key: &str) -> Change {
         version_id: None,
         alternate_key: None,
         event_time: None,
+        written: None,
     }
 }
 

@@ -4,14 +4,15 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Mutex;
 use std::time::Duration;
 
+use s3fanout::core::change::Written;
 use s3fanout::core::decide::{MAX_PARTS, MAX_PART_BYTES, MIN_PART_BYTES};
 use s3fanout::core::keys::MAX_KEY_BYTES;
 use s3fanout::core::object::{
     Access, Checksum, ChecksumAlgorithm, ContentHeaders, Listed, ObjectHead, Tag,
 };
 use s3fanout::store::{
-    CopiedPart, CopyRange, CopyRequest, ListFrom, ListPage, ObjectAt, Part, PartCopyRequest,
-    ReplicaAttributes, SmallObject, Upload, WriteCondition,
+    CopiedPart, CopyRange, CopyRequest, Directive, Landed, ListFrom, ListPage, ObjectAt, Part,
+    PartCopyRequest, ReplicaAttributes, SmallObject, Upload, WriteCondition,
 };
 use s3fanout::{Failure, FailureKind, Store};
 
@@ -76,6 +77,35 @@ pub struct Notice {
     pub size: u64,
     /// Order of the writes.
     pub sequencer: u64,
+    /// How a created object was written (its event's name: `ObjectCreated:Put`, `:Copy`,
+    /// `:CompleteMultipartUpload`).
+    pub written: Option<Written>,
+}
+
+impl Notice {
+    /// The `eventName` of its S3 notification record.
+    pub fn event_name(&self) -> &'static str {
+        match (self.kind, self.written) {
+            (NoticeKind::Created, Some(Written::Copied)) => "ObjectCreated:Copy",
+            (NoticeKind::Created, Some(Written::Assembled)) => {
+                "ObjectCreated:CompleteMultipartUpload"
+            }
+            (NoticeKind::Created, _) => "ObjectCreated:Put",
+            (NoticeKind::Removed, _) => "ObjectRemoved:Delete",
+            (NoticeKind::Tagged, _) => "ObjectTagging:Put",
+            (NoticeKind::Restored, _) => "ObjectRestore:Completed",
+        }
+    }
+
+    /// The `detail.reason` of its EventBridge event, for a creation.
+    pub fn reason(&self) -> Option<&'static str> {
+        match (self.kind, self.written) {
+            (NoticeKind::Created, Some(Written::Uploaded)) => Some("PutObject"),
+            (NoticeKind::Created, Some(Written::Copied)) => Some("CopyObject"),
+            (NoticeKind::Created, Some(Written::Assembled)) => Some("CompleteMultipartUpload"),
+            _ => None,
+        }
+    }
 }
 
 /// An object a client writes.
@@ -383,15 +413,20 @@ impl State {
         self.notices.push(notice);
     }
 
-    fn put_object(&mut self, bucket: &str, key: &str, mut object: SimObject) {
-        self.put_object_at(bucket, key, {
-            object.written_ms = self.now_ms();
-            object
-        });
+    fn put_object(&mut self, bucket: &str, key: &str, mut object: SimObject, written: Written) {
+        self.put_object_at(
+            bucket,
+            key,
+            {
+                object.written_ms = self.now_ms();
+                object
+            },
+            written,
+        );
     }
 
     /// Stores an object whose Last-Modified is already set.
-    fn put_object_at(&mut self, bucket: &str, key: &str, object: SimObject) {
+    fn put_object_at(&mut self, bucket: &str, key: &str, object: SimObject, written: Written) {
         let notice = Notice {
             kind: NoticeKind::Created,
             bucket: bucket.to_string(),
@@ -399,6 +434,7 @@ impl State {
             etag: Some(object.etag.clone()),
             size: object.content.len(),
             sequencer: self.next_sequencer(),
+            written: Some(written),
         };
         let Some(b) = self.buckets.get_mut(bucket) else {
             return;
@@ -424,6 +460,7 @@ impl State {
                 etag: None,
                 size: 0,
                 sequencer,
+                written: None,
             });
         }
         existed
@@ -508,7 +545,7 @@ impl State {
                 "other client: put s3://{bucket}/{key} ({size} B, etag {})",
                 object.etag
             ));
-            self.put_object(&bucket, &key, object);
+            self.put_object(&bucket, &key, object, Written::Uploaded);
         }
     }
 
@@ -738,6 +775,7 @@ impl SimStore {
             etag: Some(object.etag.clone()),
             size: object.content.len(),
             sequencer,
+            written: None,
         };
         if notify {
             state.announce(notice);
@@ -874,7 +912,12 @@ impl SimStore {
             "client: put s3://{bucket}/{key} ({size} B, etag {etag}{})",
             if kms { ", SSE-KMS" } else { "" }
         ));
-        state.put_object_at(bucket, key, object);
+        let written = if object.parts.is_some() {
+            Written::Assembled
+        } else {
+            Written::Uploaded
+        };
+        state.put_object_at(bucket, key, object, written);
         etag
     }
 
@@ -899,8 +942,14 @@ impl SimStore {
             etag: None,
             size: 0,
             sequencer,
+            written: None,
             ..notice
         });
+    }
+
+    /// Whether a bucket announces its changes.
+    pub fn notifies(&self, bucket: &str) -> bool {
+        self.lock().buckets.get(bucket).is_some_and(|b| b.notify)
     }
 
     /// Deletes an object as a client would; whether it existed.
@@ -929,6 +978,7 @@ impl SimStore {
             etag: Some(object.etag.clone()),
             size: object.content.len(),
             sequencer,
+            written: None,
         };
         if b.notify {
             state.announce(notice);
@@ -962,7 +1012,7 @@ impl SimStore {
         object.etag = state.etag_for(&object.content, kms);
         object.kms = kms;
         object.parts = None;
-        state.put_object(bucket, key, object);
+        state.put_object(bucket, key, object, Written::Copied);
     }
 
     /// An object, as it is now.
@@ -1214,7 +1264,7 @@ impl Store for SimStore {
         .await
     }
 
-    async fn copy_object(&self, request: &CopyRequest<'_>) -> Result<(), Failure> {
+    async fn copy_object(&self, request: &CopyRequest<'_>) -> Result<Landed, Failure> {
         let at = request.destination;
         // S3 reads the source when the copy begins and writes the replica when it ends: a
         // source overwritten or deleted in between is still copied as it was, and the
@@ -1238,17 +1288,36 @@ impl Store for SimStore {
                     place(at)
                 )));
             }
-            check_metadata(&request.attributes.metadata, "CopyObject")?;
+            let (headers, metadata) = match request.directive {
+                Directive::Replace => (
+                    request.attributes.headers.clone(),
+                    request.attributes.metadata.clone(),
+                ),
+                // MetadataDirective COPY: the source's headers and metadata as read, but never
+                // its website redirect location ("This value is unique to each object and is
+                // not copied when using the x-amz-metadata-directive header", CopyObject API
+                // reference), and no storage class but the request's (the S3 user guide,
+                // "Copying objects": the storage class is set on the copy, else STANDARD).
+                Directive::Source => (
+                    ContentHeaders {
+                        website_redirect: None,
+                        ..source.headers.clone()
+                    },
+                    source.metadata.clone(),
+                ),
+            };
+            check_metadata(&metadata, "CopyObject")?;
             state.bucket(at.bucket, "CopyObject")?;
             state.check_condition(at.bucket, at.key, &request.condition, "CopyObject")?;
             let kms = request.attributes.kms_key_id.is_some() || state.bucket_kms(at.bucket);
+            let etag = state.etag_for(&source.content, kms);
             let object = SimObject {
-                etag: state.etag_for(&source.content, kms),
+                etag: etag.clone(),
                 // Computed afresh from the bytes copied (x-amz-checksum-algorithm).
                 checksum: Some(checksum_with(request.attributes.checksum, &source.content)),
                 content: source.content,
-                headers: request.attributes.headers.clone(),
-                metadata: request.attributes.metadata.clone(),
+                headers,
+                metadata,
                 tags: source.tags,
                 storage_class: request.attributes.storage_class.clone(),
                 parts: None,
@@ -1256,9 +1325,22 @@ impl Store for SimStore {
                 kms,
                 restored: false,
             };
-            state.put_object(at.bucket, at.key, object);
-            Ok(())
+            state.put_object(at.bucket, at.key, object, Written::Copied);
+            Ok(Landed { etag, kms })
         })
+        .await
+    }
+
+    async fn sends_events(&self, bucket: &str, _region: Option<&str>) -> Result<bool, Failure> {
+        self.request(
+            "GetBucketNotificationConfiguration",
+            format!("s3://{bucket}"),
+            |state| {
+                Ok(state
+                    .bucket(bucket, "GetBucketNotificationConfiguration")?
+                    .notify)
+            },
+        )
         .await
     }
 
@@ -1519,7 +1601,7 @@ impl Store for SimStore {
                 restored: false,
             };
             state.bucket(at.bucket, op)?.uploads.remove(upload_id);
-            state.put_object_at(at.bucket, at.key, object);
+            state.put_object_at(at.bucket, at.key, object, Written::Assembled);
             Ok(())
         })
         .await
@@ -1672,7 +1754,7 @@ impl Store for SimStore {
                 kms,
                 restored: false,
             };
-            state.put_object(at.bucket, at.key, object);
+            state.put_object(at.bucket, at.key, object, Written::Uploaded);
             Ok(etag)
         })
         .await

@@ -14,7 +14,7 @@ use s3fanout::engine::breaker::BreakerSettings;
 use s3fanout::lambda::invocation::{self, Handled};
 use s3fanout::lambda::owed::Mailbox;
 use s3fanout::{Config, Deadline, Replicator, Target};
-use s3fanout_sim::{Faults, NewObject, Notice, NoticeKind, Rng, SimStore};
+use s3fanout_sim::{Faults, NewObject, Notice, Rng, SimStore};
 use serde_json::{json, Value};
 use tokio::time::Instant;
 
@@ -130,12 +130,7 @@ fn target(i: usize) -> Target {
 }
 
 fn notification(notice: &Notice) -> String {
-    let name = match notice.kind {
-        NoticeKind::Created => "ObjectCreated:Put",
-        NoticeKind::Removed => "ObjectRemoved:Delete",
-        NoticeKind::Tagged => "ObjectTagging:Put",
-        NoticeKind::Restored => "ObjectRestore:Completed",
-    };
+    let name = notice.event_name();
     json!({"Records": [{"eventSource": "aws:s3", "awsRegion": "us-east-1", "eventName": name,
         "s3": {"bucket": {"name": notice.bucket}, "object": {
             "key": notice.key, "eTag": notice.etag, "size": notice.size,

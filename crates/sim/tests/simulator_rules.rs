@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use s3fanout::core::object::{Access, Checksum, ChecksumAlgorithm};
 use s3fanout::store::{
-    CopyRange, CopyRequest, ObjectAt, Part, PartCopyRequest, ReplicaAttributes, WriteCondition,
+    CopyRange, CopyRequest, Directive, ObjectAt, Part, PartCopyRequest, ReplicaAttributes,
+    WriteCondition,
 };
 use s3fanout::Store;
 use s3fanout_sim::{checksum_of, checksum_with, Faults, NewObject, NoticeKind, SimStore};
@@ -47,9 +48,11 @@ async fn copy(store: &SimStore, to: &str, kms: bool) -> Result<(), s3fanout::Fai
             source_etag: &etag,
             destination: at(to, "k"),
             attributes: &attributes(kms),
+            directive: Directive::Replace,
             condition: WriteCondition::Any,
         })
         .await
+        .map(|_| ())
 }
 
 /// S3 API reference, `Object` / ETag: "Objects created by the PUT Object, POST Object, or Copy
@@ -237,6 +240,7 @@ async fn copies_compute_the_checksum_in_the_algorithm_asked() {
                 checksum: ChecksumAlgorithm::Crc32,
                 ..attributes(false)
             },
+            directive: Directive::Replace,
             condition: WriteCondition::Any,
         })
         .await
@@ -382,4 +386,121 @@ async fn a_kms_etag_may_equal_another_objects() {
     let replica = store.head(at("kms", "k"), None).await.unwrap().unwrap();
     assert_eq!((&replica.etag, replica.size), (&source.etag, source.size));
     assert_ne!(replica.checksum, source.checksum);
+}
+
+/// `MetadataDirective: COPY` takes the content headers and user metadata from the source as S3
+/// reads it, and tags with `TaggingDirective: COPY`, but "x-amz-website-redirect-location ...
+/// This value is unique to each object and is not copied when using the
+/// x-amz-metadata-directive header" (CopyObject API reference), and the storage class is the
+/// request's, else STANDARD (user guide, "Copying objects": "you can change the storage class
+/// ... when you copy"). The answer names the replica's ETag and its encryption.
+#[tokio::test(start_paused = true)]
+async fn a_copy_with_the_source_directive_keeps_headers_and_metadata_but_not_the_redirect_or_class()
+{
+    use s3fanout::core::object::{ContentHeaders, Tag};
+    use std::collections::BTreeMap;
+    let store = store();
+    let etag = store.put(
+        "src",
+        "k",
+        NewObject {
+            headers: ContentHeaders {
+                content_type: Some("text/plain".into()),
+                website_redirect: Some("/elsewhere".into()),
+                ..Default::default()
+            },
+            metadata: BTreeMap::from([("a".to_string(), "1".to_string())]),
+            storage_class: Some("STANDARD_IA".into()),
+            ..NewObject::plain(10)
+        },
+    );
+    store.set_tags(
+        "src",
+        "k",
+        vec![Tag {
+            key: "t".into(),
+            value: "v".into(),
+        }],
+    );
+    for (to, kms) in [("plain", false), ("kms", true)] {
+        let landed = store
+            .copy_object(&CopyRequest {
+                source: at("src", "k"),
+                source_etag: &etag,
+                destination: at(to, "k"),
+                attributes: &attributes(false),
+                directive: Directive::Source,
+                condition: WriteCondition::Absent,
+            })
+            .await
+            .unwrap();
+        let replica = store.object(to, "k").unwrap();
+        assert_eq!(landed.etag, replica.etag);
+        assert_eq!(landed.kms, kms, "{to}");
+        assert_eq!(
+            replica.etag == etag,
+            !kms,
+            "{to}: a digest only without KMS"
+        );
+        assert_eq!(replica.headers.content_type.as_deref(), Some("text/plain"));
+        assert_eq!(replica.headers.website_redirect, None, "never copied");
+        assert_eq!(
+            replica.storage_class, None,
+            "STANDARD unless the request names one"
+        );
+        assert_eq!(replica.metadata.get("a").map(String::as_str), Some("1"));
+        assert_eq!(replica.tags.len(), 1);
+    }
+}
+
+/// `GetBucketNotificationConfiguration` answers what the bucket announces; a bucket that
+/// announces nothing has an empty configuration (S3 API reference).
+#[tokio::test(start_paused = true)]
+async fn a_bucket_tells_whether_it_announces_changes() {
+    let store = SimStore::new(1, Faults::NONE);
+    store.create_bucket("loud", true);
+    store.create_bucket("quiet", false);
+    assert!(store.sends_events("loud", None).await.unwrap());
+    assert!(!store.sends_events("quiet", None).await.unwrap());
+    assert_eq!(
+        store
+            .sends_events("missing", None)
+            .await
+            .unwrap_err()
+            .status,
+        Some(404)
+    );
+}
+
+/// Each creation is announced with how it was written: `ObjectCreated:Put` for a client's
+/// upload, `:Copy` for `CopyObject`, `:CompleteMultipartUpload` for an upload by parts
+/// (user guide, "Event notification types and destinations").
+#[tokio::test(start_paused = true)]
+async fn creations_are_announced_with_how_they_were_written() {
+    use s3fanout::core::change::Written;
+    let store = store();
+    store.put("src", "k", NewObject::plain(10));
+    store.put(
+        "src",
+        "big",
+        NewObject {
+            parts: Some(5 * MIB),
+            ..NewObject::plain(11 * MIB)
+        },
+    );
+    copy(&store, "plain", false).await.unwrap();
+    let written: Vec<_> = store
+        .take_notices()
+        .into_iter()
+        .filter(|n| n.kind == NoticeKind::Created)
+        .map(|n| (n.bucket, n.key, n.written))
+        .collect();
+    assert_eq!(
+        written,
+        vec![
+            ("src".into(), "k".into(), Some(Written::Uploaded)),
+            ("src".into(), "big".into(), Some(Written::Assembled)),
+            ("plain".into(), "k".into(), Some(Written::Copied)),
+        ]
+    );
 }

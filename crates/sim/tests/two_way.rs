@@ -11,7 +11,7 @@ use futures::future::join_all;
 use s3fanout::core::object::ContentHeaders;
 use s3fanout::lambda::invocation;
 use s3fanout::{Config, Deadline, Replicator, Target};
-use s3fanout_sim::{Faults, NewObject, Notice, NoticeKind, Rng, SimStore};
+use s3fanout_sim::{Faults, NewObject, Notice, Rng, SimStore};
 use serde_json::{json, Value};
 
 const SIDES: [&str; 2] = ["east", "west"];
@@ -48,12 +48,7 @@ fn run(seed: u64) -> Result<u64, String> {
 }
 
 fn record(notice: &Notice) -> Value {
-    let name = match notice.kind {
-        NoticeKind::Created => "ObjectCreated:Put",
-        NoticeKind::Removed => "ObjectRemoved:Delete",
-        NoticeKind::Tagged => "ObjectTagging:Put",
-        NoticeKind::Restored => "ObjectRestore:Completed",
-    };
+    let name = notice.event_name();
     let mut object = json!({"key": notice.key, "sequencer": format!("{:016X}", notice.sequencer)});
     if let Some(etag) = &notice.etag {
         object["eTag"] = etag.clone().into();

@@ -14,6 +14,36 @@ pub enum ChangeKind {
     Tagged,
 }
 
+/// How a created object was written, as its announcement names it. An object this tool writes
+/// is always announced as copied or assembled (`CopyObject`, `CompleteMultipartUpload`), so
+/// one announced as uploaded was written by a client: it is no replica made by any deployment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Written {
+    /// `PutObject` or a browser `POST` upload.
+    Uploaded,
+    /// `CopyObject`.
+    Copied,
+    /// `CompleteMultipartUpload`.
+    Assembled,
+}
+
+impl Written {
+    /// From an S3 notification's event name (`ObjectCreated:Put`, `s3:ObjectCreated:Copy`, ...)
+    /// or an EventBridge event's `detail.reason` (`PutObject`, `CopyObject`, ...); `None` for
+    /// anything else (a restore, a name not known).
+    pub fn from_name(name: &str) -> Option<Self> {
+        let name = name.strip_prefix("s3:").unwrap_or(name);
+        let name = name.strip_prefix("ObjectCreated:").unwrap_or(name);
+        match name {
+            "Put" | "Post" | "PutObject" | "POST Object" => Some(Written::Uploaded),
+            "Copy" | "CopyObject" => Some(Written::Copied),
+            "CompleteMultipartUpload" => Some(Written::Assembled),
+            _ => None,
+        }
+    }
+}
+
 /// One object change, normalised.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Change {
@@ -42,6 +72,9 @@ pub struct Change {
     /// the start of the replication latency measured for it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub event_time: Option<u64>,
+    /// How a created object was written, when the announcement says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub written: Option<Written>,
 }
 
 impl Change {
@@ -67,6 +100,7 @@ impl Change {
             version_id: None,
             alternate_key: None,
             event_time: None,
+            written: None,
         }
     }
 
@@ -79,6 +113,12 @@ impl Change {
     /// With the size the announcement carried.
     pub fn with_size(mut self, size: i64) -> Self {
         self.size = Some(size);
+        self
+    }
+
+    /// Announced as written this way.
+    pub fn written(mut self, written: Written) -> Self {
+        self.written = Some(written);
         self
     }
 

@@ -10,7 +10,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use super::change::ChangeKind;
+use super::change::{ChangeKind, Written};
 use super::config::Target;
 use super::keys::MAX_KEY_BYTES;
 use super::object::{parts_in_etag, Access, Layout, ObjectHead, Tag};
@@ -63,6 +63,25 @@ pub enum ReplicaSeen {
     Headed(Box<ObjectHead>),
     /// A write found an object there (`If-None-Match: *` refused), not read yet.
     Exists,
+    /// A plain copy ([`Method::Plain`]) of the announced version landed here, as S3 answered
+    /// it: the source's bytes, headers, metadata and tags as S3 read them, no provenance.
+    Plain {
+        /// The replica's ETag.
+        etag: String,
+        /// Whether S3 encrypted it with KMS (its ETag is then no digest).
+        kms: bool,
+    },
+}
+
+/// Whether a target bucket announces its changes, so that a deployment replicating from it
+/// could copy a replica back: only a replica with provenance is then recognised there.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Echo {
+    /// It announces nothing, as read from its notification configuration.
+    Silent,
+    /// It announces changes, or its configuration could not be read.
+    #[default]
+    Possible,
 }
 
 /// Why the engine looks at this replica.
@@ -143,6 +162,12 @@ pub struct Facts<'a> {
     pub source_tags: Option<&'a [Tag]>,
     /// The replica's tags, once read (tag changes only).
     pub replica_tags: Option<&'a [Tag]>,
+    /// The size the change was announced with.
+    pub announced_size: Option<u64>,
+    /// How the announced object was written, when the announcement says.
+    pub written: Option<Written>,
+    /// Whether the target announces its changes.
+    pub echo: Echo,
 }
 
 /// Something to read before deciding.
@@ -165,6 +190,11 @@ pub enum Need {
 pub enum Method {
     /// One `CopyObject`.
     Single,
+    /// One `CopyObject` that takes headers, metadata and tags from the source as S3 reads it
+    /// (`MetadataDirective: COPY`), pinned to the announced ETag: nothing is read first, the
+    /// source's headers are read beside it, and no provenance is added (the replica's ETag,
+    /// equal to the source's, shows it current).
+    Plain,
     /// A multipart upload with `UploadPartCopy` parts of this size (the last may be smaller).
     Parts {
         /// Bytes per part.
@@ -190,6 +220,10 @@ pub enum AfterCopy {
     Recheck(Scope),
     /// Nothing: the copy created the replica where none was.
     Settled,
+    /// Decide again from the source as read beside a plain copy: what `COPY` does not carry
+    /// (a storage class, a website redirect location) or an ETag that is no digest (KMS)
+    /// needs a second write.
+    Compare,
 }
 
 /// What to do once a copy landed.
@@ -206,6 +240,9 @@ pub enum AfterCopy {
 /// replica's ETag can order two of them.
 pub fn after_copy(method: Method, replaces: Replaces, rules: &Rules) -> AfterCopy {
     match (method, replaces) {
+        (Method::Plain, _) if !rules.replicate_deletes => AfterCopy::Compare,
+        // As any create with deletes propagating: the source is read after it landed.
+        (Method::Plain, _) => AfterCopy::Recheck(Scope::Content),
         (Method::Single, Replaces::Nothing) if !rules.replicate_deletes => AfterCopy::Settled,
         (Method::Single, Replaces::Nothing) => AfterCopy::Recheck(Scope::Content),
         // S3 may copy the tags as they were when the copy began: a tag change handled while
@@ -312,6 +349,9 @@ pub fn decide(
     replica_key: &str,
     rules: &Rules,
 ) -> Action {
+    if plain_first(purpose, facts, target, replica_key, rules) {
+        return Action::Copy(Method::Plain, Replaces::Nothing);
+    }
     let (etag, size) = match facts.source {
         SourceSeen::Unknown => return Action::Read(Need::SourceHead),
         SourceSeen::NotListed => return source_not_listed(purpose),
@@ -343,6 +383,13 @@ pub fn decide(
         ReplicaSeen::Unknown if blind => Settled::Missing,
         ReplicaSeen::Unknown | ReplicaSeen::Exists => return Action::Read(Need::ReplicaHead),
         ReplicaSeen::Absent => Settled::Missing,
+        ReplicaSeen::Plain { etag: landed, kms } => {
+            if plain_complete(facts.source, landed, *kms, target) {
+                return current;
+            }
+            // Written again with what `COPY` left out, or with provenance to show it current.
+            Settled::Different
+        }
         ReplicaSeen::Listed { size: r_size, .. } if *r_size != size => Settled::Different,
         // Equal ETags and sizes prove equal bytes, unless the target encrypts with KMS: its
         // ETags are not digests of the bytes.
@@ -359,7 +406,7 @@ pub fn decide(
             // under KMS a new ETag) is brought to the source as it is: later decisions that
             // can only read the provenance must find the current ETag.
             Proof::Same
-                if source_attributes(facts.source, replica)
+                if source_attributes(facts.source, replica, target)
                     && replica
                         .recorded_etag()
                         .is_none_or(|recorded| recorded == etag) =>
@@ -375,7 +422,9 @@ pub fn decide(
             {
                 return Action::Read(Need::SourceHead)
             }
-            Proof::Unknown if !source_attributes(facts.source, replica) => Settled::Different,
+            Proof::Unknown if !source_attributes(facts.source, replica, target) => {
+                Settled::Different
+            }
             // A verify reports what it cannot prove, whatever the provenance claims.
             Proof::Unknown if purpose.writes_nothing() => Settled::Unverifiable,
             // A write trusts the provenance this tool recorded: copying again could prove no
@@ -446,6 +495,57 @@ pub fn decide(
     }
 }
 
+/// Whether a created object's first copy to this target can be made plain, before anything is
+/// read: an object uploaded by a client (no replica of any deployment, so neither the loop
+/// guard nor the two-way rule needs its headers), a single part no larger than one copy by
+/// parts would take (so one `CopyObject` keeps its ETag, which shows the replica current
+/// without provenance), to a target without a KMS key of its own that announces nothing (no
+/// deployment copies back from it, and only provenance would show it a replica there) and is
+/// not itself a source.
+fn plain_first(
+    purpose: Purpose,
+    facts: &Facts,
+    target: &Target,
+    replica_key: &str,
+    rules: &Rules,
+) -> bool {
+    purpose == Purpose::Replicate(ChangeKind::Created)
+        && facts.source == &SourceSeen::Unknown
+        && facts.replica == &ReplicaSeen::Unknown
+        && facts.written == Some(Written::Uploaded)
+        && facts.echo == Echo::Silent
+        && !facts.sources.contains(&target.bucket)
+        && target.kms_key_id.is_none()
+        && replica_key.len() <= MAX_KEY_BYTES
+        && facts
+            .announced
+            .is_some_and(|etag| !etag.is_empty() && parts_in_etag(etag).is_none())
+        && facts
+            .announced_size
+            .is_some_and(|size| size <= rules.multipart_threshold && size <= MAX_PART_BYTES)
+}
+
+/// Whether a plain copy that landed holds everything a copy from the source's headers would
+/// have written: the source's ETag as a digest on both sides (no KMS), the storage class the
+/// replica should have (the target's, or the default, which is what `COPY` writes without
+/// one), and no website redirect location (which `COPY` never carries).
+fn plain_complete(source: &SourceSeen, landed: &str, kms: bool, target: &Target) -> bool {
+    let SourceSeen::Headed(head) = source else {
+        return false;
+    };
+    let class_kept = target.storage_class.is_some()
+        || head
+            .storage_class
+            .as_deref()
+            .is_none_or(|class| class == "STANDARD");
+    landed == head.etag
+        && !kms
+        && !head.kms
+        && target.kms_key_id.is_none()
+        && class_kept
+        && head.headers.website_redirect.is_none()
+}
+
 /// The replica holds the source's content: done, unless the change was to the tags.
 fn tags_step(purpose: Purpose, facts: &Facts) -> Action {
     if !matches!(
@@ -512,12 +612,28 @@ fn same_content(source: &SourceSeen, replica: &ObjectHead, target: &Target, etag
     Proof::Unknown
 }
 
-/// Content headers and user metadata equal on both sides, when the source's are known.
-fn source_attributes(source: &SourceSeen, replica: &ObjectHead) -> bool {
+/// Content headers and user metadata equal on both sides, when the source's are known, and
+/// the replica not left in the default storage class by a plain copy.
+fn source_attributes(source: &SourceSeen, replica: &ObjectHead, target: &Target) -> bool {
     match source {
-        SourceSeen::Headed(head) => same_attributes(head, replica),
+        SourceSeen::Headed(head) => {
+            same_attributes(head, replica) && class_written(head, replica, target)
+        }
         _ => true,
     }
+}
+
+/// False for a replica without provenance in the default storage class where the target or
+/// the source names another: a plain copy (which writes the default) whose second write did
+/// not happen. A replica a lifecycle rule moved to another class is not judged by it, nor one
+/// of a source since archived (a copy of it must wait for its restore).
+fn class_written(head: &ObjectHead, replica: &ObjectHead, target: &Target) -> bool {
+    let expected = target
+        .storage_class
+        .as_deref()
+        .or(head.storage_class.as_deref())
+        .filter(|class| !matches!(*class, "STANDARD" | "GLACIER" | "DEEP_ARCHIVE"));
+    !(expected.is_some() && replica.storage_class.is_none() && replica.recorded_etag().is_none())
 }
 
 /// Whether two objects' full-object checksums prove their bytes equal (`Some(true)`) or
@@ -764,6 +880,9 @@ mod tests {
             sources: &sources,
             source_tags: None,
             replica_tags: None,
+            announced_size: None,
+            written: None,
+            echo: Echo::Possible,
         };
         decide(purpose, &facts, &target(), "k", rules)
     }
@@ -774,6 +893,133 @@ mod tests {
 
     /// Only a copy that created its replica, with deletes not propagating, is done without
     /// reading the source again.
+    /// Decides a first delivery announced with `etag` and `size`, uploaded by a client.
+    fn first_delivery(
+        target: &Target,
+        etag: &str,
+        size: u64,
+        written: Option<Written>,
+        echo: Echo,
+    ) -> Action {
+        let sources = sources();
+        let facts = Facts {
+            source: &S::Unknown,
+            layout: None,
+            replica: &R::Unknown,
+            announced: Some(etag),
+            bucket: "src",
+            sources: &sources,
+            source_tags: None,
+            replica_tags: None,
+            announced_size: Some(size),
+            written,
+            echo,
+        };
+        decide(CREATED, &facts, target, "k", &RULES)
+    }
+
+    /// The common case is copied at once, nothing read first; every other case reads the
+    /// source's headers first.
+    #[test]
+    fn a_first_delivery_is_copied_plain_only_when_nothing_else_is_needed() {
+        let plain = Copy(Method::Plain, Replaces::Nothing);
+        let up = Some(Written::Uploaded);
+        let t = target();
+        assert_eq!(first_delivery(&t, "e", 10, up, Echo::Silent), plain);
+        let mut classed = target();
+        classed.storage_class = Some("STANDARD_IA".into());
+        assert_eq!(first_delivery(&classed, "e", 10, up, Echo::Silent), plain);
+        let head_first = Read(Need::SourceHead);
+        // A target that announces its changes: a deployment may copy back from it.
+        assert_eq!(first_delivery(&t, "e", 10, up, Echo::Possible), head_first);
+        // Written by a copy or a multipart upload: it may be a replica, or have parts.
+        for how in [None, Some(Written::Copied), Some(Written::Assembled)] {
+            assert_eq!(first_delivery(&t, "e", 10, how, Echo::Silent), head_first);
+        }
+        // A multipart ETag, a size copied by parts, a KMS key of the target's own.
+        assert_eq!(first_delivery(&t, "e-2", 10, up, Echo::Silent), head_first);
+        assert_eq!(
+            first_delivery(&t, "e", 65 * MIB, up, Echo::Silent),
+            head_first
+        );
+        let mut keyed = target();
+        keyed.kms_key_id = Some("key".into());
+        assert_eq!(
+            first_delivery(&keyed, "e", 10, up, Echo::Silent),
+            head_first
+        );
+        // A target that is itself a source: the loop guard needs provenance there.
+        let mut looped = target();
+        looped.bucket = "other-src".into();
+        assert_eq!(
+            first_delivery(&looped, "e", 10, up, Echo::Silent),
+            head_first
+        );
+    }
+
+    /// After a plain copy, the source's headers read beside it tell whether a second write is
+    /// needed: a storage class or a website redirect `COPY` does not carry, or ETags that are no
+    /// digests (KMS), which only provenance can then tie.
+    #[test]
+    fn a_plain_copy_is_written_again_only_for_what_copy_left_out() {
+        let landed = |etag: &str, kms: bool| R::Plain {
+            etag: etag.into(),
+            kms,
+        };
+        let source = |f: &dyn Fn(&mut ObjectHead)| {
+            let mut h = head("e", 10);
+            f(&mut h);
+            S::Headed(Box::new(h))
+        };
+        assert_eq!(
+            run(CREATED, source(&|_| {}), landed("e", false), Some("e")),
+            Done(Settled::UpToDate)
+        );
+        let again = Copy(Method::Single, Replaces::Anything);
+        let ia = |h: &mut ObjectHead| h.storage_class = Some("STANDARD_IA".into());
+        assert_eq!(
+            run(CREATED, source(&ia), landed("e", false), Some("e")),
+            again
+        );
+        let redirect = |h: &mut ObjectHead| h.headers.website_redirect = Some("/x".into());
+        assert_eq!(
+            run(CREATED, source(&redirect), landed("e", false), Some("e")),
+            again
+        );
+        assert_eq!(
+            run(CREATED, source(&|_| {}), landed("k", true), Some("e")),
+            again
+        );
+        let kms = |h: &mut ObjectHead| h.kms = true;
+        assert_eq!(
+            run(CREATED, source(&kms), landed("e2", false), Some("e")),
+            again
+        );
+        // The source moved on since: brought to it as it is now.
+        let newer = |h: &mut ObjectHead| h.etag = "f".into();
+        assert_eq!(
+            run(CREATED, source(&newer), landed("e", false), Some("e")),
+            again
+        );
+        // Found later by a HEAD, a plain replica without provenance is current by its ETag,
+        // unless it sits in the default class where the source names another.
+        let mut replica = head("e", 10);
+        replica.checksum = None;
+        assert_eq!(
+            run(
+                SYNC,
+                source(&|_| {}),
+                R::Headed(Box::new(replica.clone())),
+                None
+            ),
+            Done(Settled::UpToDate)
+        );
+        assert_eq!(
+            run(SYNC, source(&ia), R::Headed(Box::new(replica)), None),
+            again
+        );
+    }
+
     #[test]
     fn only_a_created_replica_skips_the_check_after_the_copy() {
         let off = Rules {
@@ -1030,6 +1276,9 @@ mod tests {
                 sources: &sources,
                 source_tags: s,
                 replica_tags: r,
+                announced_size: None,
+                written: None,
+                echo: Echo::Possible,
             };
             decide(tagged, &facts, &target(), "k", &RULES)
         };
@@ -1270,6 +1519,9 @@ mod tests {
                 sources: &sources(),
                 source_tags: None,
                 replica_tags: None,
+                announced_size: None,
+                written: None,
+                echo: Echo::Possible,
             };
             decide(purpose, &facts, t, "k", &RULES)
         };
@@ -1516,6 +1768,9 @@ mod tests {
             sources: &sources,
             source_tags: None,
             replica_tags: None,
+            announced_size: None,
+            written: None,
+            echo: Echo::Possible,
         };
         let mut long = target();
         long.prefix = "p/".repeat(10);

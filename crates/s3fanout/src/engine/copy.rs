@@ -16,8 +16,8 @@ use crate::core::object::{Checksum, ChecksumAlgorithm, ObjectHead};
 use crate::core::outcome::{Failure, FailureKind};
 use crate::core::provenance;
 use crate::store::{
-    CopyRange, CopyRequest, ObjectAt, Part, PartCopyRequest, ReplicaAttributes, Store,
-    WriteCondition,
+    CopyRange, CopyRequest, Directive, Landed, ObjectAt, Part, PartCopyRequest, ReplicaAttributes,
+    Store, WriteCondition,
 };
 
 /// What a copy by parts does with its upload when the deadline stops it.
@@ -170,14 +170,15 @@ pub(crate) struct Destination<'a> {
     pub progress: &'a PartsProgress,
 }
 
-/// Copies the source (as `head` describes it) to the destination.
+/// Copies the source (as `head` describes it) to the destination; a single `CopyObject`
+/// answers what landed.
 pub(crate) async fn copy<S: Store>(
     replicator: &Replicator<S>,
     source: ObjectAt<'_>,
     head: &ObjectHead,
     to: Destination<'_>,
     deadline: &Deadline,
-) -> Result<(), CopyError> {
+) -> Result<Option<Landed>, CopyError> {
     let Destination {
         target,
         at: destination,
@@ -194,17 +195,27 @@ pub(crate) async fn copy<S: Store>(
                 source_etag: &head.etag,
                 destination,
                 attributes: &attributes,
-                condition: match replaces {
-                    Replaces::Nothing => WriteCondition::Absent,
-                    Replaces::Anything => WriteCondition::Any,
-                },
+                directive: Directive::Replace,
+                condition: condition(replaces),
             };
             let store = replicator.store();
             replicator
                 .call(deadline, store.copy_object(&request))
                 .await
+                .map(Some)
                 .map_err(CopyError::from)
         }
+        Method::Plain => copy_plain(
+            replicator,
+            source,
+            &head.etag,
+            target,
+            destination,
+            replaces,
+            deadline,
+        )
+        .await
+        .map(Some),
         Method::Parts { part_size } => {
             let plan = Multipart {
                 source,
@@ -217,7 +228,48 @@ pub(crate) async fn copy<S: Store>(
             };
             plan.run(replicator, head, &attributes, at_deadline, deadline)
                 .await
+                .map(|()| None)
         }
+    }
+}
+
+/// A plain copy of the source as S3 reads it, pinned to `etag`: nothing of the source need
+/// be known but its ETag. Its checksum is computed afresh in CRC64NVME, S3's default.
+pub(crate) async fn copy_plain<S: Store>(
+    replicator: &Replicator<S>,
+    source: ObjectAt<'_>,
+    etag: &str,
+    target: &Target,
+    destination: ObjectAt<'_>,
+    replaces: Replaces,
+    deadline: &Deadline,
+) -> Result<Landed, CopyError> {
+    let attributes = ReplicaAttributes {
+        headers: Default::default(),
+        metadata: Default::default(),
+        storage_class: target.storage_class.clone(),
+        kms_key_id: target.kms_key_id.clone(),
+        checksum: ChecksumAlgorithm::Crc64Nvme,
+    };
+    let request = CopyRequest {
+        source,
+        source_etag: etag,
+        destination,
+        attributes: &attributes,
+        directive: Directive::Source,
+        condition: condition(replaces),
+    };
+    let store = replicator.store();
+    replicator
+        .call(deadline, store.copy_object(&request))
+        .await
+        .map_err(CopyError::from)
+}
+
+fn condition(replaces: Replaces) -> WriteCondition {
+    match replaces {
+        Replaces::Nothing => WriteCondition::Absent,
+        Replaces::Anything => WriteCondition::Any,
     }
 }
 

@@ -12,11 +12,11 @@ use super::breaker::{Admission, BreakerSettings, Breakers, Health};
 use super::copy::{self, AtDeadline, CopyError, Destination, PartsProgress};
 use super::deadline::Deadline;
 use super::shared::{Fresh, Writes};
-use crate::core::change::{Change, ChangeKind};
+use crate::core::change::{Change, ChangeKind, Written};
 use crate::core::config::{Config, ConfigError, Target};
 use crate::core::decide::{
-    after_copy, decide, Action, AfterCopy, Facts, Method, Need, Purpose, Replaces, ReplicaSeen,
-    Rules, Scope, Settled, SourceSeen,
+    after_copy, decide, Action, AfterCopy, Echo, Facts, Method, Need, Purpose, Replaces,
+    ReplicaSeen, Rules, Scope, Settled, SourceSeen,
 };
 use crate::core::object::{layout_of, parts_in_etag, Layout, ObjectHead, Tag};
 use crate::core::outcome::{
@@ -45,6 +45,10 @@ const CHECK_PAUSE: std::time::Duration = std::time::Duration::from_millis(100);
 /// changing faster than it can be copied): the change is then retried.
 const MAX_STEPS: usize = 64;
 
+/// How long what a target's notification configuration said is trusted: a target that starts
+/// announcing its changes gets replicas with provenance within this time.
+const ECHO_TTL: std::time::Duration = std::time::Duration::from_secs(300);
+
 /// Replicates changes of the source buckets to every configured target.
 #[derive(Debug)]
 pub struct Replicator<S = S3Store> {
@@ -58,6 +62,11 @@ pub struct Replicator<S = S3Store> {
     changes: Semaphore,
     /// One per target: work for a target seen unavailable is held instead of sent.
     breakers: Breakers,
+    /// Per target bucket: whether it announces its changes, and when that was read.
+    echoes: std::sync::Mutex<std::collections::HashMap<String, (Instant, Echo)>>,
+    /// One read of a notification configuration at a time, so that changes arriving together
+    /// share it.
+    echo_reads: tokio::sync::Mutex<()>,
 }
 
 impl Replicator<S3Store> {
@@ -92,6 +101,8 @@ pub(crate) struct Job<'a> {
     pub announced: Option<&'a str>,
     /// The size the change was announced with.
     pub announced_size: Option<u64>,
+    /// How the announced object was written, when the announcement says.
+    pub written: Option<Written>,
     /// What is known of the source before any read (a listing, or nothing).
     pub seen: SourceSeen,
     head: OnceCell<Result<SourceSeen, Failure>>,
@@ -139,6 +150,7 @@ impl<'a> Job<'a> {
             key,
             announced,
             announced_size: None,
+            written: None,
             seen,
             head: OnceCell::new(),
             layout: OnceCell::new(),
@@ -177,6 +189,12 @@ impl<'a> Job<'a> {
         self
     }
 
+    /// Announced as written this way.
+    pub fn written(mut self, written: Option<Written>) -> Self {
+        self.written = written;
+        self
+    }
+
     /// Knowing whether an earlier invocation may have left an upload open for the key.
     pub fn left(mut self, upload: LeftUpload) -> Self {
         self.upload = upload;
@@ -204,7 +222,68 @@ impl<S: Store> Replicator<S> {
             limit,
             changes,
             breakers: Breakers::default(),
+            echoes: Default::default(),
+            echo_reads: tokio::sync::Mutex::new(()),
         }
+    }
+
+    /// Reads, for every target at once, whether it announces its changes (at cold start, so
+    /// that first deliveries need not wait for it).
+    pub async fn prepare(&self) {
+        let deadline = Deadline::none();
+        join_all(
+            self.config
+                .targets
+                .iter()
+                .map(|target| self.read_echo(target, &deadline)),
+        )
+        .await;
+    }
+
+    /// Whether `target` announces its changes, as last read (at most [`ECHO_TTL`] ago).
+    async fn echo(&self, target: &Target, deadline: &Deadline) -> Echo {
+        if let Some(echo) = self.known_echo(target) {
+            return echo;
+        }
+        let _one = self.echo_reads.lock().await;
+        match self.known_echo(target) {
+            Some(echo) => echo,
+            None => self.read_echo(target, deadline).await,
+        }
+    }
+
+    fn known_echo(&self, target: &Target) -> Option<Echo> {
+        let echoes = self.echoes.lock().expect("never poisoned");
+        echoes
+            .get(&target.bucket)
+            .filter(|(read, _)| read.elapsed() < ECHO_TTL)
+            .map(|(_, echo)| *echo)
+    }
+
+    /// Reads a target's notification configuration. A failure (no permission to read it, a
+    /// deadline) counts as announcing: replicas then carry provenance, which is always safe.
+    async fn read_echo(&self, target: &Target, deadline: &Deadline) -> Echo {
+        let read = self
+            .call(
+                deadline,
+                self.store
+                    .sends_events(&target.bucket, Some(&target.region)),
+            )
+            .await;
+        let echo = match read {
+            Ok(false) => Echo::Silent,
+            Ok(true) => Echo::Possible,
+            Err(failure) => {
+                tracing::warn!(target = %target.bucket, error = %failure.message,
+                    "the target's notification configuration could not be read; its replicas carry provenance");
+                Echo::Possible
+            }
+        };
+        self.echoes
+            .lock()
+            .expect("never poisoned")
+            .insert(target.bucket.clone(), (Instant::now(), echo));
+        echo
     }
 
     /// With other breaker settings (shorter pauses in tests).
@@ -396,7 +475,8 @@ impl<S: Store> Replicator<S> {
             },
             seen,
         )
-        .sized(change.size.and_then(|s| u64::try_from(s).ok()));
+        .sized(change.size.and_then(|s| u64::try_from(s).ok()))
+        .written(change.written);
         let work = targets.iter().map(|target| async {
             let outcome = self
                 .guarded(
@@ -558,6 +638,15 @@ impl<S: Store> Replicator<S> {
         let mut phase = Phase::Starting;
         // Since when reads must have begun to be trusted: the job's start, then the last write.
         let mut since = job.began;
+        // How the object was written, while a plain copy may still be tried.
+        let mut written = job.written;
+        let echo = if job.purpose == Purpose::Replicate(ChangeKind::Created)
+            && written == Some(Written::Uploaded)
+        {
+            self.echo(target, deadline).await
+        } else {
+            Echo::Possible
+        };
         for _ in 0..MAX_STEPS {
             let facts = Facts {
                 source: &source,
@@ -568,6 +657,9 @@ impl<S: Store> Replicator<S> {
                 sources: &self.config.source_buckets,
                 source_tags: source_tags.as_deref(),
                 replica_tags: replica_tags.as_deref(),
+                announced_size: job.announced_size,
+                written,
+                echo,
             };
             match decide(purpose, &facts, target, &replica_key, &rules) {
                 Action::Read(Need::SourceHead) => {
@@ -685,6 +777,83 @@ impl<S: Store> Replicator<S> {
                     since = Instant::now();
                     purpose = Purpose::Recheck(Scope::ContentAndTags);
                 }
+                Action::Copy(Method::Plain, replaces) => {
+                    let Some(etag) = announced else {
+                        return internal("a plain copy was decided without an announced ETag");
+                    };
+                    let writing = job.writes.start();
+                    // Boxed: the loop's future stays small (copies by parts nest deeply).
+                    let (landed, _) = Box::pin(async {
+                        tokio::join!(
+                            copy::copy_plain(
+                                self,
+                                job.source(),
+                                etag,
+                                target,
+                                replica_at,
+                                replaces,
+                                deadline
+                            ),
+                            // Beside the copy: what `COPY` could not carry shows in the headers.
+                            job.head.get_or_init(|| self.read_source(
+                                job,
+                                Phase::Starting,
+                                deadline
+                            )),
+                        )
+                    })
+                    .await;
+                    drop(writing);
+                    // Whatever happens next, a plain copy is not tried again.
+                    written = None;
+                    match landed {
+                        Ok(landed) => {
+                            wrote = Some(Outcome::Copied);
+                            replica = ReplicaSeen::Plain {
+                                etag: landed.etag,
+                                kms: landed.kms,
+                            };
+                            if let AfterCopy::Recheck(scope) =
+                                after_copy(Method::Plain, replaces, &rules)
+                            {
+                                source = SourceSeen::Unknown;
+                                layout = None;
+                                announced = None;
+                                phase = Phase::Finishing;
+                                since = Instant::now();
+                                purpose = Purpose::Recheck(scope);
+                            }
+                        }
+                        // The replica is there, or the source moved on: decide from the
+                        // source as read beside the copy, and the replica read.
+                        Err(CopyError::SourceChanged) => {
+                            replica = ReplicaSeen::Exists;
+                            create_refused = true;
+                        }
+                        Err(CopyError::Failed(failure)) if maybe_landed(&failure, &mut unsure) => {
+                            replica = ReplicaSeen::Unknown;
+                            replica_tags = None;
+                            source = SourceSeen::Unknown;
+                            source_tags = None;
+                            layout = None;
+                            announced = None;
+                            phase = Phase::Finishing;
+                            since = Instant::now();
+                            purpose = Purpose::Recheck(Scope::ContentAndTags);
+                        }
+                        Err(CopyError::Failed(failure)) if failure.is_transient() => {
+                            return Outcome::Failed(failure)
+                        }
+                        // Gone, archived, or refused (an SSE-C source, a permission): the
+                        // usual way, from the source's headers read again.
+                        Err(_) => {
+                            source = SourceSeen::Unknown;
+                            layout = None;
+                            phase = Phase::Finishing;
+                            since = Instant::now();
+                        }
+                    }
+                }
                 Action::Copy(method, replaces) => {
                     let SourceSeen::Headed(head) = &source else {
                         return internal("a copy was decided without the source's headers");
@@ -709,10 +878,10 @@ impl<S: Store> Replicator<S> {
                         progress: &job.parts,
                     };
                     let writing = job.writes.start();
-                    let written = copy::copy(self, job.source(), head, to, deadline).await;
+                    let result = copy::copy(self, job.source(), head, to, deadline).await;
                     drop(writing);
-                    match written {
-                        Ok(()) => {}
+                    match result {
+                        Ok(_) => {}
                         // 412 answers both conditions alike: the replica found there (read it
                         // first), or the source moved on (read it again if the replica is not
                         // the reason).
@@ -780,7 +949,7 @@ impl<S: Store> Replicator<S> {
                         Err(CopyError::Failed(failure)) => return Outcome::Failed(failure),
                     }
                     let scope = match after_copy(method, replaces, &rules) {
-                        AfterCopy::Settled => {
+                        AfterCopy::Settled | AfterCopy::Compare => {
                             return self
                                 .finish(job, replica_at, &source, Settled::UpToDate)
                                 .await

@@ -11,7 +11,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::owed::{self, Owing};
-use crate::core::change::{Change, ChangeKind};
+use crate::core::change::{Change, ChangeKind, Written};
 use crate::core::keys::decode_event_key;
 
 /// An event that cannot be turned into changes.
@@ -236,6 +236,9 @@ fn parse_s3_record(record: &Value) -> Result<Option<Change>, String> {
         version_id: non_empty(object.version_id),
         alternate_key: None,
         event_time: epoch_millis(record.event_time.as_deref()),
+        written: (kind == ChangeKind::Created)
+            .then(|| Written::from_name(name))
+            .flatten(),
     }))
 }
 
@@ -269,6 +272,10 @@ struct EbEvent {
 struct EbDetail {
     bucket: S3Bucket,
     object: EbObject,
+    /// How an object was created (`PutObject`, `POST Object`, `CopyObject`,
+    /// `CompleteMultipartUpload`).
+    #[serde(default)]
+    reason: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -300,6 +307,10 @@ fn parse_eventbridge(value: &Value) -> Result<Option<Change>, EventError> {
             return Ok(None);
         }
     };
+    let written = match event.detail_type.as_str() {
+        "Object Created" => event.detail.reason.as_deref().and_then(Written::from_name),
+        _ => None,
+    };
     let object = event.detail.object;
     Ok(Some(Change {
         kind,
@@ -316,6 +327,7 @@ fn parse_eventbridge(value: &Value) -> Result<Option<Change>, EventError> {
         sequencer: non_empty(object.sequencer),
         version_id: non_empty(object.version_id),
         event_time: epoch_millis(event.time.as_deref()),
+        written,
     }))
 }
 

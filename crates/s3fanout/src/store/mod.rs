@@ -55,6 +55,26 @@ pub struct ReplicaAttributes {
     pub checksum: ChecksumAlgorithm,
 }
 
+/// Where a `CopyObject` takes the replica's content headers and user metadata from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Directive {
+    /// From the request's attributes, provenance included (`MetadataDirective: REPLACE`).
+    Replace,
+    /// From the source as S3 reads it (`MetadataDirective: COPY`): nothing need be read first,
+    /// but no provenance is added, and S3 copies neither the storage class (the attributes'
+    /// applies, else the bucket's default) nor the website redirect location.
+    Source,
+}
+
+/// What a `CopyObject` answered about the replica it wrote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Landed {
+    /// The replica's ETag, without quotes.
+    pub etag: String,
+    /// Whether S3 encrypted it with SSE-KMS or DSSE-KMS (its ETag is then no digest).
+    pub kms: bool,
+}
+
 /// One `CopyObject`: the source pinned to an ETag, the replica written with its attributes and
 /// the source's tags.
 #[derive(Debug, Clone)]
@@ -67,6 +87,8 @@ pub struct CopyRequest<'a> {
     pub destination: ObjectAt<'a>,
     /// Its attributes.
     pub attributes: &'a ReplicaAttributes,
+    /// Where its headers and metadata come from.
+    pub directive: Directive,
     /// Condition on what the replica replaces.
     pub condition: WriteCondition,
 }
@@ -196,11 +218,21 @@ pub trait Store: Send + Sync {
         max_keys: u32,
     ) -> impl Future<Output = Result<ListPage, Failure>> + Send;
 
-    /// `CopyObject` with metadata replaced, tags copied.
+    /// `CopyObject` with metadata replaced or copied (the request's directive), tags copied;
+    /// answers what landed.
     fn copy_object(
         &self,
         request: &CopyRequest<'_>,
-    ) -> impl Future<Output = Result<(), Failure>> + Send;
+    ) -> impl Future<Output = Result<Landed, Failure>> + Send;
+
+    /// `GetBucketNotificationConfiguration`: whether the bucket announces changes to anything
+    /// (a queue, a topic, a function, EventBridge). A bucket that announces nothing cannot be
+    /// the source of a deployment replicating back from it.
+    fn sends_events(
+        &self,
+        bucket: &str,
+        region: Option<&str>,
+    ) -> impl Future<Output = Result<bool, Failure>> + Send;
 
     /// `CreateMultipartUpload` with the replica's attributes and tags, asking for a full-object
     /// checksum in the attributes' algorithm (`x-amz-checksum-algorithm`,

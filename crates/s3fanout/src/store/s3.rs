@@ -13,8 +13,9 @@ use aws_sdk_s3::Client;
 use super::clients::Clients;
 use super::s3_error::failure;
 use super::{
-    CopiedPart, CopyRange, CopyRequest, ListFrom, ListPage, ObjectAt, Part, PartCopyRequest,
-    ReplicaAttributes, SmallObject, Store, Upload, WriteCondition, SMALL_OBJECT_MAX_BYTES,
+    CopiedPart, CopyRange, CopyRequest, Directive, Landed, ListFrom, ListPage, ObjectAt, Part,
+    PartCopyRequest, ReplicaAttributes, SmallObject, Store, Upload, WriteCondition,
+    SMALL_OBJECT_MAX_BYTES,
 };
 use crate::core::keys::copy_source;
 use crate::core::object::{
@@ -402,7 +403,7 @@ impl Store for S3Store {
         Ok(ListPage { objects, next })
     }
 
-    async fn copy_object(&self, request: &CopyRequest<'_>) -> Result<(), Failure> {
+    async fn copy_object(&self, request: &CopyRequest<'_>) -> Result<Landed, Failure> {
         let at = request.destination;
         let builder = self
             .client(at.region)
@@ -414,17 +415,62 @@ impl Store for S3Store {
             .copy_source(copy_source(request.source.bucket, request.source.key, None))
             .copy_source_if_match(quoted(request.source_etag))
             .set_expected_source_bucket_owner(self.owner(request.source.bucket))
-            .metadata_directive(MetadataDirective::Replace)
             .tagging_directive(TaggingDirective::Copy)
             // Without it S3 carries the source's checksum over: computed afresh from the bytes
             // written, the replica's checksum proves the copy.
             .checksum_algorithm(sdk_algorithm(request.attributes.checksum));
         let builder = with_condition!(builder, &request.condition);
-        with_attributes!(builder, request.attributes)
+        let sent = match request.directive {
+            Directive::Replace => {
+                with_attributes!(
+                    builder.metadata_directive(MetadataDirective::Replace),
+                    request.attributes
+                )
+                .send()
+                .await
+            }
+            Directive::Source => {
+                let a = request.attributes;
+                let (sse, kms_key) = match &a.kms_key_id {
+                    Some(key) => (Some(ServerSideEncryption::AwsKms), Some(key.clone())),
+                    None => (None, None),
+                };
+                builder
+                    .metadata_directive(MetadataDirective::Copy)
+                    .set_storage_class(a.storage_class.as_deref().map(StorageClass::from))
+                    .set_server_side_encryption(sse)
+                    .set_ssekms_key_id(kms_key)
+                    .send()
+                    .await
+            }
+        };
+        let out = sent.map_err(|err| failure(&err, "CopyObject", &location(at)))?;
+        Ok(Landed {
+            etag: out
+                .copy_object_result()
+                .and_then(|r| r.e_tag())
+                .map(|e| bare_etag(e).to_string())
+                .unwrap_or_default(),
+            kms: matches!(
+                out.server_side_encryption(),
+                Some(ServerSideEncryption::AwsKms | ServerSideEncryption::AwsKmsDsse)
+            ),
+        })
+    }
+
+    async fn sends_events(&self, bucket: &str, region: Option<&str>) -> Result<bool, Failure> {
+        let out = self
+            .client(region)
+            .get_bucket_notification_configuration()
+            .bucket(bucket)
+            .set_expected_bucket_owner(self.owner(bucket))
             .send()
             .await
-            .map(|_| ())
-            .map_err(|err| failure(&err, "CopyObject", &location(at)))
+            .map_err(|err| failure(&err, "GetBucketNotificationConfiguration", bucket))?;
+        Ok(!out.topic_configurations().is_empty()
+            || !out.queue_configurations().is_empty()
+            || !out.lambda_function_configurations().is_empty()
+            || out.event_bridge_configuration().is_some())
     }
 
     async fn create_upload(

@@ -29,6 +29,7 @@ fn direct_s3_notification_in_documented_shape() {
             alternate_key: None,
             // eventTime 2026-11-21T20:10:00.000Z
             event_time: Some(1_795_291_800_000),
+            written: Some(Written::Uploaded),
         }]
     );
 }
@@ -290,4 +291,35 @@ fn sns_subscription_handshakes_in_a_queue_are_ignored() {
         unknown["Type"] = "Something".into();
         assert!(parse_notification(&unknown).is_err());
     }
+}
+
+/// How an object was written comes from the notification's event name or EventBridge's
+/// `detail.reason`; only a client's upload may be copied before its headers are read.
+#[test]
+fn how_a_created_object_was_written_is_kept() {
+    let written = |name: &str| {
+        let record = serde_json::json!({"Records":[{"eventName": name,
+            "s3":{"bucket":{"name":"b"},"object":{"key":"k"}}}]});
+        direct(&record)[0].written
+    };
+    assert_eq!(written("ObjectCreated:Put"), Some(Written::Uploaded));
+    assert_eq!(written("ObjectCreated:Post"), Some(Written::Uploaded));
+    assert_eq!(written("s3:ObjectCreated:Copy"), Some(Written::Copied));
+    assert_eq!(
+        written("ObjectCreated:CompleteMultipartUpload"),
+        Some(Written::Assembled)
+    );
+    assert_eq!(written("ObjectRestore:Completed"), None);
+    let mut eb = fixture("eventbridge-created.json");
+    let reason = eb["detail"]["reason"].as_str().map(str::to_string);
+    assert_eq!(
+        reason.as_deref(),
+        Some("PutObject"),
+        "as AWS's sample shows"
+    );
+    assert_eq!(direct(&eb)[0].written, Some(Written::Uploaded));
+    eb["detail"]["reason"] = "CopyObject".into();
+    assert_eq!(direct(&eb)[0].written, Some(Written::Copied));
+    eb["detail"]["reason"] = "Something new".into();
+    assert_eq!(direct(&eb)[0].written, None);
 }
