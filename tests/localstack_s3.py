@@ -13,6 +13,10 @@ What LocalStack gets wrong, and is corrected here:
   object tags are copied from the source object". LocalStack keeps tags per account and region
   and looks the source's up in the destination's region. Corrected: the source's tags are read
   from the source bucket's own region after the copy.
+- CopyObject with `x-amz-metadata-directive: COPY` (the default) loses the source's `Expires`.
+  S3 API reference, CopyObject: with COPY the metadata is copied from the source object, and
+  `Expires` is one of the headers stored with it. LocalStack takes `Expires` from the request.
+  Corrected: the source's `Expires` is set on the copy.
 - CopyObject with `If-None-Match: *` or `If-Match: <etag>` that fails (412) has already written
   the source's bytes over the destination's stored data: the destination keeps its old ETag,
   metadata and length but serves other bytes (a read breaks off short). S3 user guide,
@@ -121,6 +125,18 @@ def _correct() -> None:
                 s3_provider.verify_object_equality_precondition_write(dest, dest_key, if_match)
 
         response = original(self, context, request)
+
+        # With the source's metadata (COPY), its Expires too: LocalStack takes it from the
+        # request, which has none.
+        if request.get("MetadataDirective") != "REPLACE":
+            src_bucket, src_key, src_version = extract_bucket_key_version_id_from_copy_source(
+                request.get("CopySource")
+            )
+            _, src = self._get_cross_account_bucket(context, src_bucket)
+            _, dest = self._get_cross_account_bucket(context, dest_bucket)
+            source = src.get_object(key=src_key, version_id=src_version)
+            copied = dest.get_object(key=dest_key, version_id=response.get("VersionId"))
+            copied.expires = source.expires
 
         # Tags copied from the source's own region (LocalStack looks in the destination's).
         if request.get("TaggingDirective") != "REPLACE":

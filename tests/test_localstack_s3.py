@@ -145,6 +145,35 @@ def _copy_across_regions(endpoint: str) -> dict[str, str]:
     return _tags(west, destination, "k")
 
 
+# Expires on a copy with the source's metadata.
+
+
+def _copied_expires(endpoint: str):
+    """Copies an object stored with Expires, metadata directive COPY; the copy's Expires."""
+    from datetime import datetime, timezone
+
+    s3 = _client(endpoint)
+    source, destination = _bucket(s3), _bucket(s3)
+    expires = datetime(2033, 12, 1, 16, 0, tzinfo=timezone.utc)
+    s3.put_object(Bucket=source, Key="k", Body=b"x", Expires=expires, CacheControl="max-age=60")
+    s3.copy_object(Bucket=destination, Key="k", CopySource={"Bucket": source, "Key": "k"})
+    head = s3.head_object(Bucket=destination, Key="k")
+    assert head.get("CacheControl") == "max-age=60"
+    return head.get("Expires"), expires
+
+
+def test_copy_with_the_source_metadata_keeps_its_expires(corrected):
+    """CopyObject: with `x-amz-metadata-directive: COPY` (the default) the copy has the source's
+    metadata, `Expires` among its headers."""
+    got, expires = _copied_expires(corrected)
+    assert got == expires
+
+
+def test_plain_localstack_loses_expires_on_a_copy(plain):
+    got, _ = _copied_expires(plain)
+    assert got is None
+
+
 def test_copy_to_another_region_keeps_the_source_tags(corrected):
     """CopyObject: with the default tagging directive (COPY) the copy has the source's tags,
     whatever the regions of the two buckets."""

@@ -691,7 +691,14 @@ def test_iam_targets_from_the_list(aws, all_stacks):
                 "s3:GetObject", "s3:GetObjectTagging", "s3:GetObjectVersion",
                 "s3:PutObject", "s3:PutObjectTagging", "s3:DeleteObjectTagging",
                 "s3:AbortMultipartUpload", "s3:ListMultipartUploadParts", "s3:DeleteObject",
+                "s3:GetBucketNotification",
             } for a in perms), perms
+            # Only replicate reads the targets' notification configurations.
+            notifications = perms.get("s3:GetBucketNotification")
+            if role == "ReplicateRole":
+                assert notifications == bucket_arns(targets), (stack["name"], perms)
+            else:
+                assert notifications is None, (stack["name"], role, perms)
 
 
 def test_iam_replicate_role(aws, full_stack):
