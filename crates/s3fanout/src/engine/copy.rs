@@ -198,12 +198,7 @@ pub(crate) async fn copy<S: Store>(
                 directive: Directive::Replace,
                 condition: condition(replaces),
             };
-            let store = replicator.store();
-            replicator
-                .call(deadline, store.copy_object(&request))
-                .await
-                .map(Some)
-                .map_err(CopyError::from)
+            send(replicator, &request, deadline).await.map(Some)
         }
         Method::Plain => copy_plain(
             replicator,
@@ -259,9 +254,17 @@ pub(crate) async fn copy_plain<S: Store>(
         directive: Directive::Source,
         condition: condition(replaces),
     };
-    let store = replicator.store();
+    send(replicator, &request, deadline).await
+}
+
+/// One `CopyObject` through the engine's guard.
+async fn send<S: Store>(
+    replicator: &Replicator<S>,
+    request: &CopyRequest<'_>,
+    deadline: &Deadline,
+) -> Result<Landed, CopyError> {
     replicator
-        .call(deadline, store.copy_object(&request))
+        .call(deadline, replicator.store().copy_object(request))
         .await
         .map_err(CopyError::from)
 }
