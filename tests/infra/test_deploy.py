@@ -693,9 +693,10 @@ def test_iam_targets_from_the_list(aws, all_stacks):
                 "s3:AbortMultipartUpload", "s3:ListMultipartUploadParts", "s3:DeleteObject",
                 "s3:GetBucketNotification",
             } for a in perms), perms
-            # Only replicate reads the targets' notification configurations.
+            # Replicate and backfill, which make plain copies, read the targets' notification
+            # configurations.
             notifications = perms.get("s3:GetBucketNotification")
-            if role == "ReplicateRole":
+            if role in ("ReplicateRole", "BackfillRole"):
                 assert notifications == bucket_arns(targets), (stack["name"], perms)
             else:
                 assert notifications is None, (stack["name"], role, perms)

@@ -122,54 +122,117 @@ async fn multipart_copy_preserves_headers_metadata_tags_class_and_encryption() {
     );
 }
 
+/// A part that fails: for the announced version, the upload is left for the change's retry,
+/// which resumes it without copying the landed part again; for a change that announces no
+/// version (nothing proves its retry comes back to this one), the upload is aborted.
 #[tokio::test]
 #[ignore = "needs the local S3 server (make test)"]
-async fn a_failing_part_aborts_the_upload() {
+async fn a_failing_part_leaves_the_upload_to_the_retry_or_aborts_it() {
     let setup = Setup::new(1).await;
     let target = &setup.targets[0];
     let etag = put_sized(&setup.source_client(), &setup.source, "big", 11 * MIB).await;
-    let (proxy, replicator) = through_proxy(
-        multipart_config(&setup),
-        &target.bucket,
-        Rule {
-            down: true,
-            only_query: Some("partNumber=2".into()),
-            ..Rule::default()
-        },
-    )
-    .await;
-
-    let report = replicator
-        .apply(&[created(&setup.source, "big", Some(&etag))])
-        .await;
-    match &report[0].targets[0].outcome {
+    let part_2_down = Rule {
+        down: true,
+        only_query: Some("partNumber=2".into()),
+        ..Rule::default()
+    };
+    let (proxy, replicator) =
+        through_proxy(multipart_config(&setup), &target.bucket, part_2_down).await;
+    let failed = |report: &[s3fanout::ChangeReport]| match &report[0].targets[0].outcome {
         Outcome::Failed(failure) if failure.kind == FailureKind::Retryable => {
             assert!(failure.message.contains("UploadPartCopy"), "{failure:?}")
         }
         other => panic!("{other:?}"),
-    }
-    let seen = proxy.take_seen();
-    assert!(
+    };
+    let aborted = |seen: &[fault_proxy::Seen]| {
         seen.iter()
-            .any(|s| s.method == "DELETE" && s.query.contains("uploadId")),
-        "abort sent"
+            .any(|s| s.method == "DELETE" && s.query.contains("uploadId"))
+    };
+
+    // No version announced: aborted.
+    failed(
+        &replicator
+            .apply(&[created(&setup.source, "big", None)])
+            .await,
     );
+    assert!(aborted(&proxy.take_seen()), "abort sent");
     assert_eq!(
         uploads_in_progress(&setup.clients, &target.bucket, &target.region).await,
         0
+    );
+
+    // The announced version: left open, then resumed. An upload is resumed only when it began
+    // a second after the source was written (Last-Modified has whole seconds).
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    failed(
+        &replicator
+            .apply(&[created(&setup.source, "big", Some(&etag))])
+            .await,
+    );
+    assert!(!aborted(&proxy.take_seen()), "no abort");
+    assert_eq!(
+        uploads_in_progress(&setup.clients, &target.bucket, &target.region).await,
+        1
     );
     assert!(
         snapshot(&setup.target_client(target), &target.bucket, "big")
             .await
             .is_none()
     );
-
+    // What the upload holds: the parts that landed before the failure stopped the others.
+    let client = setup.target_client(target);
+    let open = client
+        .list_multipart_uploads()
+        .bucket(&target.bucket)
+        .send()
+        .await
+        .unwrap();
+    let upload_id = open.uploads()[0].upload_id().unwrap().to_string();
+    let held: Vec<i32> = client
+        .list_parts()
+        .bucket(&target.bucket)
+        .key("big")
+        .upload_id(&upload_id)
+        .send()
+        .await
+        .unwrap()
+        .parts()
+        .iter()
+        .filter_map(|p| p.part_number())
+        .collect();
     proxy.clear_rules();
     let report = replicator
         .apply(&[created(&setup.source, "big", Some(&etag))])
         .await;
     assert_eq!(report[0].targets[0].outcome, Outcome::Copied);
+    let copied: Vec<(i32, String)> = proxy
+        .take_seen()
+        .into_iter()
+        .filter(|s| s.method == "PUT" && s.query.contains("partNumber"))
+        .map(|s| {
+            let field = |name: &str| {
+                s.query
+                    .split('&')
+                    .find_map(|p| p.strip_prefix(name))
+                    .unwrap_or_default()
+                    .to_string()
+            };
+            (field("partNumber=").parse().unwrap(), field("uploadId="))
+        })
+        .collect();
+    // 11 MiB in parts of 5 MiB: parts 1 to 3. The retry resumes the same upload and copies
+    // only what it lacks.
+    let mut expected: Vec<i32> = (1..=3).filter(|n| !held.contains(n)).collect();
+    let mut numbers: Vec<i32> = copied.iter().map(|(n, _)| *n).collect();
+    expected.sort_unstable();
+    numbers.sort_unstable();
+    assert_eq!(numbers, expected, "held before the retry: {held:?}");
+    assert!(copied.iter().all(|(_, id)| *id == upload_id), "{copied:?}");
     assert_replica(&setup, "big", target).await;
+    assert_eq!(
+        uploads_in_progress(&setup.clients, &target.bucket, &target.region).await,
+        0
+    );
 }
 
 #[tokio::test]

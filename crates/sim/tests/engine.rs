@@ -814,3 +814,162 @@ async fn the_same_bytes_written_again_under_kms_bring_the_replicas_provenance_to
     let again = r.apply(&[created(&second)]).await;
     assert_eq!(again[0].targets[0].outcome, Outcome::UpToDate);
 }
+
+/// An EventBridge change of `a+b` retried after `a+b` was deleted resolves to `a b`, the
+/// spelling that still exists: a copy by parts an earlier attempt left open for `a+b` at its
+/// deadline is aborted then, since no later change of `a+b` may ever come to it.
+#[tokio::test(start_paused = true)]
+async fn a_retried_eventbridge_change_aborts_the_upload_left_for_the_spelling_now_gone() {
+    const MIB: u64 = 1024 * 1024;
+    let mut config = Config::new([SOURCE.to_string()], vec![target(0, "")]);
+    config.multipart_threshold = 5 * MIB;
+    config.part_size = 5 * MIB;
+    let store = SimStore::new(7, Faults::NONE);
+    store.create_bucket(SOURCE, false);
+    store.create_bucket("rep-0", false);
+    let r = Replicator::with_store(config, store);
+    let store = r.store();
+    let etag = store.put(SOURCE, "a+b", NewObject::plain(20 * MIB));
+    let source = store.object(SOURCE, "a+b").unwrap();
+    let attributes = s3fanout::store::ReplicaAttributes {
+        headers: source.headers.clone(),
+        metadata: source.metadata.clone(),
+        storage_class: None,
+        kms_key_id: None,
+        checksum: s3fanout::core::object::ChecksumAlgorithm::Crc64Nvme,
+    };
+    let at = |bucket, key| s3fanout::store::ObjectAt {
+        bucket,
+        region: None,
+        key,
+    };
+    use s3fanout::Store;
+    // What the first attempt left at its deadline.
+    store
+        .create_upload(at("rep-0", "a+b"), &attributes, &[])
+        .await
+        .unwrap();
+    store.remove(SOURCE, "a+b");
+    store.put(SOURCE, "a b", NewObject::plain(3));
+    let event = json!({"source": "aws.s3", "detail-type": "Object Created", "region": "us-east-1",
+        "detail": {"bucket": {"name": SOURCE}, "reason": "PutObject",
+            "object": {"key": "a+b", "size": 20 * MIB, "etag": etag}}});
+    invocation::handle(&r, &event, &Deadline::none())
+        .await
+        .unwrap();
+    assert!(store.object("rep-0", "a b").is_some(), "the spelling found");
+    assert!(
+        store.uploads("rep-0").is_empty(),
+        "{:?}",
+        store.uploads("rep-0")
+    );
+}
+
+/// A copy by parts for an event, stopped by a part that failed transiently, keeps its upload:
+/// the change's retry resumes it and copies only the parts still missing, so that a target
+/// failing some requests still sees every attempt make progress.
+#[tokio::test(start_paused = true)]
+async fn an_event_copy_by_parts_stopped_by_a_failure_is_resumed_by_the_retry() {
+    const MIB: u64 = 1024 * 1024;
+    let mut config = Config::new([SOURCE.to_string()], vec![target(0, "")]);
+    config.multipart_threshold = 5 * MIB;
+    config.part_size = 5 * MIB;
+    config.concurrency = 1;
+    let store = SimStore::new(7, Faults::NONE);
+    store.create_bucket(SOURCE, false);
+    store.create_bucket("rep-0", false);
+    let r = Replicator::with_store(config, store);
+    let store = r.store();
+    let etag = store.put(SOURCE, "big", NewObject::plain(40 * MIB));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let change = Change::created(SOURCE, "big").with_etag(&etag);
+    // The first part lands; the next one fails.
+    store.fail_after("UploadPartCopy", "UploadPartCopy", 1);
+    let first = r.apply(std::slice::from_ref(&change)).await;
+    assert!(first[0].targets[0].outcome.is_failure());
+    let open = store.uploads("rep-0");
+    assert_eq!(open.len(), 1, "left open: {open:?}");
+    let (_, held) = open[0];
+    assert!(held >= 1, "with the parts copied: {open:?}");
+    let before = store.requests().get("UploadPartCopy").copied().unwrap_or(0);
+    let second = r.apply(std::slice::from_ref(&change)).await;
+    assert_eq!(second[0].targets[0].outcome, Outcome::Copied);
+    let copied = store.requests()["UploadPartCopy"] - before;
+    assert_eq!(copied, 8 - held as u64, "only the missing parts");
+    assert_eq!(
+        store.object("rep-0", "big").unwrap().content,
+        store.object(SOURCE, "big").unwrap().content
+    );
+    assert!(store.uploads("rep-0").is_empty());
+}
+
+/// A sync copies what its listing shows plain: one `CopyObject` per target, the source's
+/// `HeadObject` beside them, no provenance; what `COPY` leaves out (a website redirect) is
+/// written a second time, and a listed storage class the copy would not keep is copied from
+/// the source's headers at once.
+#[tokio::test(start_paused = true)]
+async fn a_sync_copies_plain_from_its_listing_and_writes_again_what_copy_left_out() {
+    let r = {
+        let store = SimStore::new(7, Faults::NONE);
+        store.create_bucket(SOURCE, false);
+        let targets = vec![target(0, ""), target(1, "")];
+        for t in &targets {
+            store.create_bucket(&t.bucket, false);
+        }
+        // Deletes off: a create needs no check after it, so the requests are the copy's own.
+        Replicator::with_store(Config::new([SOURCE.to_string()], targets), store)
+    };
+    let store = r.store();
+    let mut tagged = NewObject::plain(10);
+    tagged.tags = vec![s3fanout::core::object::Tag {
+        key: "t".into(),
+        value: "v".into(),
+    }];
+    tagged.metadata.insert("owner".into(), "me".into());
+    store.put(SOURCE, "plain", tagged);
+    let mut redirect = NewObject::plain(10);
+    redirect.headers.website_redirect = Some("/elsewhere".into());
+    store.put(SOURCE, "redirect", redirect);
+    let mut ia = NewObject::plain(10);
+    ia.storage_class = Some("STANDARD_IA".into());
+    store.put(SOURCE, "ia", ia);
+    let before = store.requests();
+    let summary = sync(&r, BackfillRequest::default(), 1000).await;
+    let after = store.requests();
+    let made =
+        |kind: &str| after.get(kind).copied().unwrap_or(0) - before.get(kind).copied().unwrap_or(0);
+    for t in ["rep-0", "rep-1"] {
+        assert_eq!(summary.targets[t].copied, 3, "{summary:?}");
+        for key in ["plain", "redirect", "ia"] {
+            let (s, c) = (
+                store.object(SOURCE, key).unwrap(),
+                store.object(t, key).unwrap(),
+            );
+            assert_eq!(
+                (&c.content, &c.headers, &c.tags),
+                (&s.content, &s.headers, &s.tags),
+                "{t}/{key}"
+            );
+            assert_eq!(c.storage_class, s.storage_class, "{t}/{key}");
+        }
+        let plain = store.object(t, "plain").unwrap();
+        assert_eq!(
+            plain.metadata,
+            store.object(SOURCE, "plain").unwrap().metadata,
+            "no provenance"
+        );
+        assert!(store
+            .object(t, "redirect")
+            .unwrap()
+            .metadata
+            .contains_key(s3fanout::provenance::SOURCE_ETAG));
+    }
+    // One HEAD per object, beside the plain copies or before the copy of `ia`; the second
+    // write of `redirect` is an overwrite, checked with both sides' tags after it.
+    assert_eq!(made("HeadObject"), 3 + 1, "{after:?}");
+    assert_eq!(made("GetObjectTagging"), 1 + 2, "{after:?}");
+    // Per target: plain copies of `plain` and `redirect`, the second write of `redirect`,
+    // one copy of `ia`.
+    assert_eq!(made("CopyObject"), 2 * 4, "{after:?}");
+    assert_eq!(made("GetBucketNotificationConfiguration"), 2, "{after:?}");
+}

@@ -234,6 +234,8 @@ fn scenario(rng: &mut Rng, extra: &mut Rng) -> Scenario {
                         content_type: Some(format!("type/{id}")),
                         cache_control: rng.chance(0.5).then(|| "max-age=60".into()),
                         expires: rng.chance(0.2).then(|| "not a date".into()),
+                        // Which a copy with the source's metadata never carries.
+                        website_redirect: extra.chance(0.1).then(|| format!("/moved/{id}")),
                         ..Default::default()
                     },
                     // Now and then metadata that leaves no room for provenance under S3's 2 KB.
@@ -423,6 +425,33 @@ async fn invoke(
     deadline: Deadline,
     retry: &RetryQueue,
 ) -> Result_ {
+    // Which invocation made a request is what a failure's trace most often needs.
+    replicator.store().note(match &work {
+        Work::Owed(owed) => format!(
+            "invoke: owed {:?}",
+            owed.iter()
+                .map(|o| {
+                    let body: Value = serde_json::from_str(&o.body).unwrap_or_default();
+                    let keys: Vec<_> = body["changes"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .map(|c| format!("{} {}", c["kind"], c["key"]))
+                        .collect();
+                    format!("{} to {}: {keys:?}", o.id, body["target"]["bucket"])
+                })
+                .collect::<Vec<_>>()
+        ),
+        Work::Events(path, messages) => format!(
+            "invoke: {path:?} {:?}",
+            messages
+                .iter()
+                .map(|m| format!("{} {} {}", m.id, m.notice.event_name(), m.notice.key))
+                .collect::<Vec<_>>()
+        ),
+        Work::Backfill(request) => format!("invoke: backfill {request}"),
+        Work::BatchTask(source, key) => format!("invoke: batch task s3://{source}/{key}"),
+    });
     match work {
         Work::Owed(owed) => {
             let payload = json!({"Records": owed.iter().map(|o| json!({

@@ -13,7 +13,7 @@ use std::time::Duration;
 use super::change::{ChangeKind, Written};
 use super::config::Target;
 use super::keys::MAX_KEY_BYTES;
-use super::object::{parts_in_etag, Access, Layout, ObjectHead, Tag};
+use super::object::{may_be_archived, parts_in_etag, Access, Layout, ObjectHead, Tag};
 use super::provenance::{self, would_loop};
 
 /// S3's smallest part (but the last).
@@ -34,8 +34,8 @@ pub enum SourceSeen {
         etag: String,
         /// Size in bytes.
         size: u64,
-        /// Whether its storage class may be archived (only a HEAD tells).
-        may_be_archived: bool,
+        /// Its storage class (`None`: STANDARD).
+        storage_class: Option<String>,
     },
     /// A listing did not show it; only a HEAD can confirm that it is gone.
     NotListed,
@@ -358,9 +358,20 @@ pub fn decide(
         SourceSeen::Absent => return source_absent(purpose, facts, rules),
         SourceSeen::Listed { etag, size, .. } => (etag.as_str(), *size),
         SourceSeen::Headed(head) => {
-            if !purpose.writes_nothing() && would_loop(&head.metadata, facts.bucket, facts.sources)
-            {
-                return Action::Done(Settled::IsReplica);
+            let plain = matches!(facts.replica, ReplicaSeen::Plain { .. });
+            if !purpose.writes_nothing() {
+                let copied_here =
+                    provenance::recorded_bucket(&head.metadata) == Some(target.bucket.as_str());
+                let looping = would_loop(&head.metadata, facts.bucket, facts.sources);
+                // A plain copy, made before the headers were read, copied what the loop guard
+                // or the two-way rule keeps where it is: it was created where nothing was, and
+                // goes again.
+                if plain && (looping || copied_here) {
+                    return Action::Delete;
+                }
+                if looping {
+                    return Action::Done(Settled::IsReplica);
+                }
             }
             (head.etag.as_str(), head.size)
         }
@@ -442,10 +453,7 @@ pub fn decide(
         // An archived source is counted apart, which only its HEAD tells.
         let archived = matches!(
             facts.source,
-            SourceSeen::Listed {
-                may_be_archived: true,
-                ..
-            }
+            SourceSeen::Listed { storage_class, .. } if may_be_archived(storage_class.as_deref())
         );
         if archived {
             return Action::Read(Need::SourceHead);
@@ -495,13 +503,17 @@ pub fn decide(
     }
 }
 
-/// Whether a created object's first copy to this target can be made plain, before anything is
-/// read: an object uploaded by a client (no replica of any deployment, so neither the loop
-/// guard nor the two-way rule needs its headers), a single part no larger than one copy by
-/// parts would take (so one `CopyObject` keeps its ETag, which shows the replica current
-/// without provenance), to a target without a KMS key of its own that announces nothing (no
+/// Whether a first copy to this target can be made plain, before anything is read: an
+/// object that cannot be a replica of any deployment (so neither the loop guard nor the
+/// two-way rule needs its headers first), a single part no larger than one copy by parts
+/// would take (so one `CopyObject` keeps its ETag, which shows the replica current without
+/// provenance), to a target without a KMS key of its own that announces nothing (no
 /// deployment copies back from it, and only provenance would show it a replica there) and is
 /// not itself a source.
+///
+/// An event's object was uploaded by a client. A listed object may have been written any
+/// way; with one configured source nothing in it can be a replica of another, its storage
+/// class (the listing shows it) is one the copy keeps, and the listing shows no replica.
 fn plain_first(
     purpose: Purpose,
     facts: &Facts,
@@ -509,10 +521,16 @@ fn plain_first(
     replica_key: &str,
     rules: &Rules,
 ) -> bool {
-    purpose == Purpose::Replicate(ChangeKind::Created)
-        && facts.source == &SourceSeen::Unknown
-        && facts.replica == &ReplicaSeen::Unknown
-        && facts.written == Some(Written::Uploaded)
+    let unread = match (purpose, facts.source, facts.replica) {
+        (Purpose::Replicate(ChangeKind::Created), SourceSeen::Unknown, ReplicaSeen::Unknown) => {
+            facts.written == Some(Written::Uploaded)
+        }
+        (Purpose::Sync { .. }, SourceSeen::Listed { storage_class, .. }, ReplicaSeen::Absent) => {
+            facts.sources.len() == 1 && class_kept(storage_class.as_deref(), target)
+        }
+        _ => false,
+    };
+    unread
         && facts.echo == Echo::Silent
         && !facts.sources.contains(&target.bucket)
         && target.kms_key_id.is_none()
@@ -525,6 +543,12 @@ fn plain_first(
             .is_some_and(|size| size <= rules.multipart_threshold && size <= MAX_PART_BYTES)
 }
 
+/// Whether a copy with the source's metadata (`COPY`, which writes the target's storage class
+/// or else STANDARD) leaves the replica in the class it should have.
+fn class_kept(source_class: Option<&str>, target: &Target) -> bool {
+    target.storage_class.is_some() || source_class.is_none_or(|class| class == "STANDARD")
+}
+
 /// Whether a plain copy that landed holds everything a copy from the source's headers would
 /// have written: the source's ETag as a digest on both sides (no KMS), the storage class the
 /// replica should have (the target's, or the default, which is what `COPY` writes without
@@ -533,16 +557,11 @@ fn plain_complete(source: &SourceSeen, landed: &str, kms: bool, target: &Target)
     let SourceSeen::Headed(head) = source else {
         return false;
     };
-    let class_kept = target.storage_class.is_some()
-        || head
-            .storage_class
-            .as_deref()
-            .is_none_or(|class| class == "STANDARD");
     landed == head.etag
         && !kms
         && !head.kms
         && target.kms_key_id.is_none()
-        && class_kept
+        && class_kept(head.storage_class.as_deref(), target)
         && head.headers.website_redirect.is_none()
 }
 
@@ -626,13 +645,17 @@ fn source_attributes(source: &SourceSeen, replica: &ObjectHead, target: &Target)
 /// False for a replica without provenance in the default storage class where the target or
 /// the source names another: a plain copy (which writes the default) whose second write did
 /// not happen. A replica a lifecycle rule moved to another class is not judged by it, nor one
-/// of a source since archived (a copy of it must wait for its restore).
+/// of a source archived since (a copy of it must wait for its restore; once restored, it is
+/// copied into the source's class).
 fn class_written(head: &ObjectHead, replica: &ObjectHead, target: &Target) -> bool {
+    let archived = head.access == Access::Archived;
     let expected = target
         .storage_class
         .as_deref()
         .or(head.storage_class.as_deref())
-        .filter(|class| !matches!(*class, "STANDARD" | "GLACIER" | "DEEP_ARCHIVE"));
+        .filter(|class| {
+            !(*class == "STANDARD" || archived && matches!(*class, "GLACIER" | "DEEP_ARCHIVE"))
+        });
     !(expected.is_some() && replica.storage_class.is_none() && replica.recorded_etag().is_none())
 }
 
@@ -787,7 +810,7 @@ mod tests {
         SourceSeen::Listed {
             etag: etag.into(),
             size,
-            may_be_archived: false,
+            storage_class: None,
         }
     }
 
@@ -820,7 +843,7 @@ mod tests {
         let listed_archived = S::Listed {
             etag: "e".into(),
             size: 10,
-            may_be_archived: true,
+            storage_class: Some("GLACIER".into()),
         };
         assert_eq!(
             run(Purpose::Check, listed_archived, R::Absent, Some("e")),
@@ -1015,8 +1038,142 @@ mod tests {
             Done(Settled::UpToDate)
         );
         assert_eq!(
-            run(SYNC, source(&ia), R::Headed(Box::new(replica)), None),
+            run(
+                SYNC,
+                source(&ia),
+                R::Headed(Box::new(replica.clone())),
+                None
+            ),
             again
+        );
+        // A source in GLACIER: its STANDARD replica without provenance waits while the source
+        // is archived (a lifecycle rule may have moved it there after the copy), and is
+        // written into GLACIER once a restored copy can be read.
+        let glacier = |h: &mut ObjectHead| h.storage_class = Some("GLACIER".into());
+        assert_eq!(
+            run(
+                SYNC,
+                source(&glacier),
+                R::Headed(Box::new(replica.clone())),
+                None
+            ),
+            again
+        );
+        let archived = |h: &mut ObjectHead| {
+            h.storage_class = Some("GLACIER".into());
+            h.access = Access::Archived;
+        };
+        assert_eq!(
+            run(SYNC, source(&archived), R::Headed(Box::new(replica)), None),
+            Done(Settled::UpToDate)
+        );
+    }
+
+    /// A sync's first copy is plain where the listing shows all the copy needs: one source,
+    /// a single-part ETag, a class the copy keeps, no replica listed, a target that announces
+    /// nothing and has no KMS key of its own.
+    #[test]
+    fn a_sync_copies_plain_from_the_listing_only_when_nothing_else_is_needed() {
+        let plain = Copy(Method::Plain, Replaces::Nothing);
+        let listed = |etag: &str, class: Option<&str>| S::Listed {
+            etag: etag.into(),
+            size: 10,
+            storage_class: class.map(str::to_string),
+        };
+        let decide_with =
+            |source: S, replica: R, target: &Target, sources: &BTreeSet<String>, echo: Echo| {
+                let etag = match &source {
+                    S::Listed { etag, .. } => Some(etag.clone()),
+                    _ => None,
+                };
+                let facts = Facts {
+                    source: &source,
+                    layout: None,
+                    replica: &replica,
+                    announced: etag.as_deref(),
+                    bucket: "src",
+                    sources,
+                    source_tags: None,
+                    replica_tags: None,
+                    announced_size: Some(10),
+                    written: None,
+                    echo,
+                };
+                decide(SYNC, &facts, target, "k", &RULES)
+            };
+        let one: BTreeSet<String> = ["src".to_string()].into();
+        let two: BTreeSet<String> = ["src".to_string(), "other".to_string()].into();
+        let t = target();
+        let silent = Echo::Silent;
+        assert_eq!(
+            decide_with(listed("e", None), R::Absent, &t, &one, silent),
+            plain
+        );
+        assert_eq!(
+            decide_with(listed("e", Some("STANDARD")), R::Absent, &t, &one, silent),
+            plain
+        );
+        let mut ia = t.clone();
+        ia.storage_class = Some("STANDARD_IA".into());
+        assert_eq!(
+            decide_with(listed("e", Some("GLACIER")), R::Absent, &ia, &one, silent),
+            plain,
+            "the target names the class"
+        );
+        // Otherwise the source's headers are read first.
+        let head_first = Read(Need::SourceHead);
+        for (source, replica, target, sources, echo) in [
+            (
+                listed("e", Some("STANDARD_IA")),
+                R::Absent,
+                &t,
+                &one,
+                silent,
+            ),
+            (listed("e-2", None), R::Absent, &t, &one, silent),
+            (listed("e", None), R::Absent, &t, &two, silent),
+            (listed("e", None), R::Absent, &t, &one, Echo::Possible),
+        ] {
+            assert_eq!(
+                decide_with(source.clone(), replica, target, sources, echo),
+                head_first,
+                "{source:?}"
+            );
+        }
+        let mut kms = t.clone();
+        kms.kms_key_id = Some("key".into());
+        assert_ne!(
+            decide_with(listed("e", None), R::Absent, &kms, &one, silent),
+            plain
+        );
+        let listed_replica = R::Listed {
+            etag: "x".into(),
+            size: 10,
+        };
+        assert_ne!(
+            decide_with(listed("e", None), listed_replica, &t, &one, silent),
+            plain
+        );
+    }
+
+    /// A plain copy of what the loop guard or the two-way rule keeps where it is goes again
+    /// once the headers read beside it show it.
+    #[test]
+    fn a_plain_copy_of_a_replica_is_undone() {
+        let mut own = head("e", 10);
+        own.metadata
+            .insert(provenance::SOURCE_BUCKET.into(), "rep".into());
+        let plain = R::Plain {
+            etag: "e".into(),
+            kms: false,
+        };
+        assert_eq!(
+            run(SYNC, S::Headed(Box::new(own.clone())), plain, Some("e")),
+            Delete
+        );
+        assert_eq!(
+            run(SYNC, S::Headed(Box::new(own)), R::Absent, Some("e")),
+            Done(Settled::IsReplica)
         );
     }
 

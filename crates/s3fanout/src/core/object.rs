@@ -131,14 +131,19 @@ pub struct Listed {
 }
 
 impl Listed {
-    /// Whether the object may be archived, which only a HEAD can tell: GLACIER and
-    /// DEEP_ARCHIVE until restored, INTELLIGENT_TIERING in its archive tiers.
+    /// Whether the object may be archived ([`may_be_archived`]).
     pub fn may_be_archived(&self) -> bool {
-        matches!(
-            self.storage_class.as_deref(),
-            Some("GLACIER" | "DEEP_ARCHIVE" | "INTELLIGENT_TIERING")
-        )
+        may_be_archived(self.storage_class.as_deref())
     }
+}
+
+/// Whether an object of this storage class may be archived, which only a HEAD can tell:
+/// GLACIER and DEEP_ARCHIVE until restored, INTELLIGENT_TIERING in its archive tiers.
+pub fn may_be_archived(storage_class: Option<&str>) -> bool {
+    matches!(
+        storage_class,
+        Some("GLACIER" | "DEEP_ARCHIVE" | "INTELLIGENT_TIERING")
+    )
 }
 
 /// One tag.

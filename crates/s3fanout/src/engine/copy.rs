@@ -20,15 +20,32 @@ use crate::store::{
     Store, WriteCondition,
 };
 
-/// What a copy by parts does with its upload when the deadline stops it.
+/// What a copy by parts does with its upload when something stops it before it completes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum AtDeadline {
-    /// Leave it open: the redelivered event or the backfill's next invocation comes back to
-    /// this key and resumes it, copying only the missing parts.
+pub(crate) enum WhenStopped {
+    /// Leave it open, stopped by the deadline or by a transient failure: the event's retry
+    /// comes back to this key whatever stopped it, and resumes it, copying only the missing
+    /// parts (a target failing one request in ten still sees every attempt make progress).
     LeaveOpen,
+    /// Leave it open only at the deadline: the backfill's next invocation comes back to the
+    /// key after a deadline, never to a key it reported failed.
+    LeaveOpenAtDeadline,
     /// Abort it: it copies a version nothing will come back for (an event about another
     /// version, whose redelivery may find the source smaller and never look for uploads).
     Abort,
+}
+
+impl WhenStopped {
+    /// Whether an upload stopped by `failure` is left open.
+    fn leaves_open(self, failure: &Failure) -> bool {
+        match self {
+            WhenStopped::LeaveOpen => {
+                failure.kind == FailureKind::Deferred || failure.is_transient()
+            }
+            WhenStopped::LeaveOpenAtDeadline => failure.kind == FailureKind::Deferred,
+            WhenStopped::Abort => false,
+        }
+    }
 }
 
 /// What copies by parts of one object did, whether or not they completed.
@@ -164,8 +181,8 @@ pub(crate) struct Destination<'a> {
     pub method: Method,
     /// What the copy may replace.
     pub replaces: Replaces,
-    /// What a copy by parts stopped by the deadline does with its upload.
-    pub at_deadline: AtDeadline,
+    /// What a copy by parts stopped before it completes does with its upload.
+    pub when_stopped: WhenStopped,
     /// What a copy by parts did, whether or not it completes.
     pub progress: &'a PartsProgress,
 }
@@ -184,7 +201,7 @@ pub(crate) async fn copy<S: Store>(
         at: destination,
         method,
         replaces,
-        at_deadline,
+        when_stopped,
         progress,
     } = to;
     let attributes = attributes(source.bucket, head, target);
@@ -221,7 +238,7 @@ pub(crate) async fn copy<S: Store>(
                 part_size,
                 progress,
             };
-            plan.run(replicator, head, &attributes, at_deadline, deadline)
+            plan.run(replicator, head, &attributes, when_stopped, deadline)
                 .await
                 .map(|()| None)
         }
@@ -292,13 +309,13 @@ struct Multipart<'a> {
 impl<'a> Multipart<'a> {
     /// Resumes an upload an earlier invocation left for this source, or creates one; copies
     /// the missing parts; completes it. A failure aborts the upload so that none is left
-    /// behind; the deadline leaves it open when asked to.
+    /// behind, unless `when_stopped` leaves it open for the next attempt.
     async fn run<S: Store>(
         &self,
         replicator: &Replicator<S>,
         head: &ObjectHead,
         attributes: &ReplicaAttributes,
-        at_deadline: AtDeadline,
+        when_stopped: WhenStopped,
         deadline: &Deadline,
     ) -> Result<(), CopyError> {
         let store = replicator.store();
@@ -316,13 +333,10 @@ impl<'a> Multipart<'a> {
         match result {
             Ok(()) if resumed => self.one_version(replicator, deadline).await,
             Ok(()) => Ok(()),
-            Err(CopyError::Failed(failure))
-                if failure.kind == FailureKind::Deferred
-                    && at_deadline == AtDeadline::LeaveOpen =>
-            {
+            Err(CopyError::Failed(failure)) if when_stopped.leaves_open(&failure) => {
                 self.progress.left_open.store(true, Ordering::Relaxed);
                 tracing::info!(bucket = %self.destination.bucket, key = %self.destination.key,
-                    upload_id, "copy by parts continues in the next invocation");
+                    upload_id, "copy by parts continues in the next attempt");
                 Err(CopyError::Failed(failure))
             }
             Err(CopyError::Superseded) => Err(CopyError::Superseded),

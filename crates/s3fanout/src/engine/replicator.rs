@@ -9,7 +9,7 @@ use tokio::sync::{OnceCell, Semaphore};
 use tokio::time::Instant;
 
 use super::breaker::{Admission, BreakerSettings, Breakers, Health};
-use super::copy::{self, AtDeadline, CopyError, Destination, PartsProgress};
+use super::copy::{self, CopyError, Destination, PartsProgress, WhenStopped};
 use super::deadline::Deadline;
 use super::shared::{Fresh, Writes};
 use crate::core::change::{Change, ChangeKind, Written};
@@ -477,12 +477,38 @@ impl<S: Store> Replicator<S> {
         )
         .sized(change.size.and_then(|s| u64::try_from(s).ok()))
         .written(change.written);
+        // The key as delivered had no object, its other spelling did: an earlier attempt may
+        // have found the object under the delivered spelling and left a copy by parts open
+        // for it at its deadline, which nothing else would ever visit.
+        let stray = (key != change.key
+            && change
+                .etag
+                .as_deref()
+                .is_some_and(|etag| self.by_parts(etag, job.announced_size)))
+        .then_some(change.key.as_str());
         let work = targets.iter().map(|target| async {
             let outcome = self
-                .guarded(
-                    target,
-                    self.settle(&job, target, ReplicaSeen::Unknown, deadline),
-                )
+                .guarded(target, async {
+                    // Boxed: the settling future is large, and several are alive at once.
+                    let outcome =
+                        Box::pin(self.settle(&job, target, ReplicaSeen::Unknown, deadline)).await;
+                    match (stray, &outcome) {
+                        (None, _) | (_, Outcome::Failed(_)) => outcome,
+                        (Some(delivered), _) => {
+                            let replica_key =
+                                self.config.replica_key(target, job.bucket, delivered);
+                            let replica_at = ObjectAt {
+                                bucket: &target.bucket,
+                                region: Some(&target.region),
+                                key: &replica_key,
+                            };
+                            match copy::abort_stale(&self.store, replica_at, None).await {
+                                Ok(()) => outcome,
+                                Err(failure) => Outcome::Failed(failure),
+                            }
+                        }
+                    }
+                })
                 .await;
             let bytes = copied_bytes(&job, &outcome);
             TargetReport {
@@ -640,9 +666,16 @@ impl<S: Store> Replicator<S> {
         let mut since = job.began;
         // How the object was written, while a plain copy may still be tried.
         let mut written = job.written;
-        let echo = if job.purpose == Purpose::Replicate(ChangeKind::Created)
-            && written == Some(Written::Uploaded)
-        {
+        // Only where a plain copy may be made: a client's upload announced, or a listed object
+        // a listing shows no replica of.
+        let may_copy_plain = match (job.purpose, &job.seen, &replica) {
+            (Purpose::Replicate(ChangeKind::Created), _, _) => written == Some(Written::Uploaded),
+            (Purpose::Sync { .. }, SourceSeen::Listed { .. }, ReplicaSeen::Absent) => {
+                self.config.source_buckets.len() == 1
+            }
+            _ => false,
+        };
+        let echo = if may_copy_plain {
             self.echo(target, deadline).await
         } else {
             Echo::Possible
@@ -813,6 +846,17 @@ impl<S: Store> Replicator<S> {
                                 etag: landed.etag,
                                 kms: landed.kms,
                             };
+                            // The headers read beside the copy decide now. Should that read
+                            // have been stopped (the deadline), they are read again past the
+                            // soft deadline: a copy that landed is never left unchecked.
+                            match job.head.get() {
+                                Some(Ok(seen)) => source = seen.clone(),
+                                _ => {
+                                    source = SourceSeen::Unknown;
+                                    phase = Phase::Finishing;
+                                    since = job.began;
+                                }
+                            }
                             if let AfterCopy::Recheck(scope) =
                                 after_copy(Method::Plain, replaces, &rules)
                             {
@@ -863,17 +907,18 @@ impl<S: Store> Replicator<S> {
                         at: replica_at,
                         method,
                         replaces,
-                        // An event's redelivery cleans up only after the announced version,
-                        // and only when it is above the threshold (a small source copied by
-                        // parts to keep its ETag has few parts to lose).
-                        at_deadline: match job.purpose {
+                        // An event's retry cleans up only after the announced version, and
+                        // only when it is above the threshold (a small source copied by parts
+                        // to keep its ETag has few parts to lose).
+                        when_stopped: match job.purpose {
                             Purpose::Replicate(_)
                                 if job.announced != Some(head.etag.as_str())
                                     || head.size <= self.config.multipart_threshold =>
                             {
-                                AtDeadline::Abort
+                                WhenStopped::Abort
                             }
-                            _ => AtDeadline::LeaveOpen,
+                            Purpose::Replicate(_) => WhenStopped::LeaveOpen,
+                            _ => WhenStopped::LeaveOpenAtDeadline,
                         },
                         progress: &job.parts,
                     };
@@ -975,7 +1020,11 @@ impl<S: Store> Replicator<S> {
                     if let Err(failure) = deleted {
                         return Outcome::Failed(failure);
                     }
-                    wrote = Some(Outcome::Deleted);
+                    // Undoing a plain copy of this very job leaves the replica as it was found.
+                    wrote = match replica {
+                        ReplicaSeen::Plain { .. } => None,
+                        _ => Some(Outcome::Deleted),
+                    };
                     // An object written at the source since it was read keeps its replica:
                     // read the source again and copy it back if so.
                     replica = ReplicaSeen::Absent;
@@ -1069,29 +1118,32 @@ impl<S: Store> Replicator<S> {
             SourceSeen::Headed(head) => Some(&**head),
             _ => None,
         };
-        // Copied by parts: above the threshold (a multipart source announced without its size
-        // may be).
-        let by_parts = |etag: &str, size: Option<u64>| match size {
-            Some(size) => size > self.config.multipart_threshold,
-            None => parts_in_etag(etag).is_some(),
-        };
         let large = marked
-            || head.is_some_and(|h| by_parts(&h.etag, Some(h.size)))
+            || head.is_some_and(|h| self.by_parts(&h.etag, Some(h.size)))
             || job
                 .announced
-                .is_some_and(|etag| by_parts(etag, job.announced_size));
+                .is_some_and(|etag| self.by_parts(etag, job.announced_size));
         match settled {
             // The replica is current, or the object is gone: any upload for it is superfluous.
             Settled::UpToDate | Settled::BothAbsent | Settled::DeletesOff => large.then_some(None),
             // A newer version may be being copied by parts right now: keep its upload, unless
             // the source as it is now is not copied by parts at all.
             Settled::SourceChanged | Settled::SourceGone => {
-                let by_parts_now = head.filter(|h| by_parts(&h.etag, Some(h.size)));
+                let by_parts_now = head.filter(|h| self.by_parts(&h.etag, Some(h.size)));
                 large.then_some(by_parts_now)
             }
             // Anything else (the object gone while deletes do not propagate, found after a
             // write; a replica of another source): no upload of this key is needed either.
             _ => large.then_some(None),
+        }
+    }
+
+    /// Whether a source of this ETag and size is copied by parts: above the threshold (a
+    /// multipart source announced without its size may be).
+    fn by_parts(&self, etag: &str, size: Option<u64>) -> bool {
+        match size {
+            Some(size) => size > self.config.multipart_threshold,
+            None => parts_in_etag(etag).is_some(),
         }
     }
 

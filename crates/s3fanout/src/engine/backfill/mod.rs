@@ -606,7 +606,7 @@ impl<S: Store> Context<'_, S> {
                 SourceSeen::Listed {
                     etag: listed.etag.clone(),
                     size: listed.size,
-                    may_be_archived: listed.may_be_archived(),
+                    storage_class: listed.storage_class.clone(),
                 },
                 Some(listed.etag.as_str()),
             ),
