@@ -578,7 +578,9 @@ def test_mapping_and_functions_wait_for_every_policy(translated):
     replicate_policies = policies_of_role(translated, "ReplicateRole")
     backfill_policies = policies_of_role(translated, "BackfillRole")
     assert replicate_policies >= {"ReplicaAccessPolicy", "ReplicaDeletePolicy"}
-    assert backfill_policies == {"ReplicaAccessPolicy", "ReplicaDeletePolicy"}
+    assert backfill_policies == {
+        "ReplicaAccessPolicy", "ReplicaDeletePolicy", "TargetNotificationsPolicy",
+    }
     mapping = created_before(translated, "ReplicationQueueMapping")
     assert {"ReplicateFunction", "ReplicateRole", "ReplicationQueue"} <= mapping
     assert replicate_policies <= mapping
