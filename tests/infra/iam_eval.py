@@ -63,6 +63,8 @@ def operation(record: dict) -> str:
             return "GetBucketLocation"
         if method == "GET" and "notification" in query:
             return "GetBucketNotificationConfiguration"
+        if method == "GET" and "website" in query:
+            return "GetBucketWebsite"
         if method == "GET":
             return "ListObjects"
         return f"{method} bucket"
@@ -128,6 +130,10 @@ def required(record: dict) -> list[Need]:
         # "you must be the bucket owner or have the s3:GetBucketNotification permission"
         # (S3 API reference, GetBucketNotificationConfiguration).
         needs.append(Need("s3:GetBucketNotification", _bucket(bucket)))
+    elif op == "GetBucketWebsite":
+        # "This GET action requires the S3:GetBucketWebsite permission" (S3 API reference,
+        # GetBucketWebsite).
+        needs.append(Need("s3:GetBucketWebsite", _bucket(bucket)))
     elif op in ("HeadObject", "GetObject"):
         version = "versionId" in record["query"]
         needs.append(Need("s3:GetObjectVersion" if version else "s3:GetObject", obj))

@@ -580,6 +580,7 @@ def test_mapping_and_functions_wait_for_every_policy(translated):
     assert replicate_policies >= {"ReplicaAccessPolicy", "ReplicaDeletePolicy"}
     assert backfill_policies == {
         "ReplicaAccessPolicy", "ReplicaDeletePolicy", "TargetNotificationsPolicy",
+        "BucketWebsitesPolicy",
     }
     mapping = created_before(translated, "ReplicationQueueMapping")
     assert {"ReplicateFunction", "ReplicateRole", "ReplicationQueue"} <= mapping
@@ -693,15 +694,17 @@ def test_iam_targets_from_the_list(aws, all_stacks):
                 "s3:GetObject", "s3:GetObjectTagging", "s3:GetObjectVersion",
                 "s3:PutObject", "s3:PutObjectTagging", "s3:DeleteObjectTagging",
                 "s3:AbortMultipartUpload", "s3:ListMultipartUploadParts", "s3:DeleteObject",
-                "s3:GetBucketNotification",
+                "s3:GetBucketNotification", "s3:GetBucketWebsite",
             } for a in perms), perms
-            # Replicate and backfill, which make plain copies, read the targets' notification
-            # configurations.
-            notifications = perms.get("s3:GetBucketNotification")
-            if role in ("ReplicateRole", "BackfillRole"):
-                assert notifications == bucket_arns(targets), (stack["name"], perms)
+            # Both make plain copies: they read the targets' notification configurations.
+            assert perms.get("s3:GetBucketNotification") == bucket_arns(targets), (
+                stack["name"], role, perms)
+            # The backfill alone copies from its listing where no bucket is a website.
+            websites = perms.get("s3:GetBucketWebsite")
+            if role == "BackfillRole":
+                assert websites == bucket_arns([SOURCE, *targets]), (stack["name"], perms)
             else:
-                assert notifications is None, (stack["name"], role, perms)
+                assert websites is None, (stack["name"], role, perms)
 
 
 def test_iam_replicate_role(aws, full_stack):

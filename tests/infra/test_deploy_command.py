@@ -359,7 +359,7 @@ def test_replica_bucket_grants_another_accounts_roles(aws):
         granted[grant["Sid"]] = (set(grant["Action"]), grant["Resource"])
     # What replicate, backfill and canary do on a replica (infra/replication.yaml's grants).
     assert granted["ReplicationRolesList"] == (
-        {"s3:ListBucket", "s3:ListBucketMultipartUploads", "s3:GetBucketNotification"},
+        {"s3:ListBucket", "s3:ListBucketMultipartUploads", "s3:GetBucketNotification", "s3:GetBucketWebsite"},
         {"Fn::GetAtt": ["ReplicaBucket", "Arn"]},
     )
     assert granted["ReplicationRolesWrite"][0] == {

@@ -704,3 +704,45 @@ async fn a_part_range_beyond_a_source_that_shrank_reads_as_a_changed_source() {
     }
     store.abort_upload(destination, &upload).await.unwrap();
 }
+
+/// A bucket's website configuration, as the backfill reads it: none (`GetBucketWebsite`
+/// answers 404 `NoSuchWebsiteConfiguration`), then one.
+#[tokio::test]
+#[ignore = "needs the local S3 server (make test)"]
+async fn a_bucket_without_a_website_configuration_serves_no_website() {
+    use aws_sdk_s3::types::{IndexDocument, WebsiteConfiguration};
+    let clients = clients().await;
+    let bucket = unique("site");
+    create_bucket(&clients, &bucket, "us-east-1").await;
+    let store = S3Store::new(integration::clients().await);
+    assert!(!store
+        .serves_website(&bucket, Some("us-east-1"))
+        .await
+        .unwrap());
+    clients
+        .for_region("us-east-1")
+        .put_bucket_website()
+        .bucket(&bucket)
+        .website_configuration(
+            WebsiteConfiguration::builder()
+                .index_document(
+                    IndexDocument::builder()
+                        .suffix("index.html")
+                        .build()
+                        .unwrap(),
+                )
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert!(store
+        .serves_website(&bucket, Some("us-east-1"))
+        .await
+        .unwrap());
+    let missing = store
+        .serves_website(&unique("no-such-bucket"), Some("us-east-1"))
+        .await
+        .unwrap_err();
+    assert_eq!(missing.status, Some(404), "{missing:?}");
+}

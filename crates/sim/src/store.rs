@@ -226,6 +226,9 @@ struct Bucket {
     notify: bool,
     /// Default encryption SSE-KMS.
     kms: bool,
+    /// Configured as a website (`PutBucketWebsite`): the only way S3 uses objects' website
+    /// redirect locations.
+    website: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -947,6 +950,18 @@ impl SimStore {
         });
     }
 
+    /// Configures a bucket as a website, or removes its website configuration.
+    pub fn set_website(&self, bucket: &str, website: bool) {
+        if let Some(b) = self.lock().buckets.get_mut(bucket) {
+            b.website = website;
+        }
+    }
+
+    /// Whether a bucket is configured as a website.
+    pub fn is_website(&self, bucket: &str) -> bool {
+        self.lock().buckets.get(bucket).is_some_and(|b| b.website)
+    }
+
     /// Whether a bucket announces its changes.
     pub fn notifies(&self, bucket: &str) -> bool {
         self.lock().buckets.get(bucket).is_some_and(|b| b.notify)
@@ -1327,6 +1342,13 @@ impl Store for SimStore {
             };
             state.put_object(at.bucket, at.key, object, Written::Copied);
             Ok(Landed { etag, kms })
+        })
+        .await
+    }
+
+    async fn serves_website(&self, bucket: &str, _region: Option<&str>) -> Result<bool, Failure> {
+        self.request("GetBucketWebsite", format!("s3://{bucket}"), |state| {
+            Ok(state.bucket(bucket, "GetBucketWebsite")?.website)
         })
         .await
     }

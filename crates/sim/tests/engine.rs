@@ -903,73 +903,93 @@ async fn an_event_copy_by_parts_stopped_by_a_failure_is_resumed_by_the_retry() {
     assert!(store.uploads("rep-0").is_empty());
 }
 
-/// A sync copies what its listing shows plain: one `CopyObject` per target, the source's
-/// `HeadObject` beside them, no provenance; what `COPY` leaves out (a website redirect) is
-/// written a second time, and a listed storage class the copy would not keep is copied from
-/// the source's headers at once.
+/// A sync copies what its listing shows plain: one `CopyObject` per target, no provenance.
+/// Where neither bucket is configured as a website (the only place S3 uses redirect
+/// locations) nothing else is read; otherwise the source's `HeadObject` runs beside the
+/// copies and what `COPY` left out (a website redirect) is written a second time. A listed
+/// storage class the copy would not keep is copied from the source's headers at once.
 #[tokio::test(start_paused = true)]
 async fn a_sync_copies_plain_from_its_listing_and_writes_again_what_copy_left_out() {
-    let r = {
-        let store = SimStore::new(7, Faults::NONE);
-        store.create_bucket(SOURCE, false);
-        let targets = vec![target(0, ""), target(1, "")];
-        for t in &targets {
-            store.create_bucket(&t.bucket, false);
-        }
-        // Deletes off: a create needs no check after it, so the requests are the copy's own.
-        Replicator::with_store(Config::new([SOURCE.to_string()], targets), store)
-    };
-    let store = r.store();
-    let mut tagged = NewObject::plain(10);
-    tagged.tags = vec![s3fanout::core::object::Tag {
-        key: "t".into(),
-        value: "v".into(),
-    }];
-    tagged.metadata.insert("owner".into(), "me".into());
-    store.put(SOURCE, "plain", tagged);
-    let mut redirect = NewObject::plain(10);
-    redirect.headers.website_redirect = Some("/elsewhere".into());
-    store.put(SOURCE, "redirect", redirect);
-    let mut ia = NewObject::plain(10);
-    ia.storage_class = Some("STANDARD_IA".into());
-    store.put(SOURCE, "ia", ia);
-    let before = store.requests();
-    let summary = sync(&r, BackfillRequest::default(), 1000).await;
-    let after = store.requests();
-    let made =
-        |kind: &str| after.get(kind).copied().unwrap_or(0) - before.get(kind).copied().unwrap_or(0);
-    for t in ["rep-0", "rep-1"] {
-        assert_eq!(summary.targets[t].copied, 3, "{summary:?}");
-        for key in ["plain", "redirect", "ia"] {
-            let (s, c) = (
-                store.object(SOURCE, key).unwrap(),
-                store.object(t, key).unwrap(),
-            );
+    for website in [false, true] {
+        let r = {
+            let store = SimStore::new(7, Faults::NONE);
+            store.create_bucket(SOURCE, false);
+            store.set_website(SOURCE, website);
+            let targets = vec![target(0, ""), target(1, "")];
+            for t in &targets {
+                store.create_bucket(&t.bucket, false);
+            }
+            // Deletes off: a create needs no check after it, so the requests are the copy's own.
+            Replicator::with_store(Config::new([SOURCE.to_string()], targets), store)
+        };
+        let store = r.store();
+        let mut tagged = NewObject::plain(10);
+        tagged.tags = vec![s3fanout::core::object::Tag {
+            key: "t".into(),
+            value: "v".into(),
+        }];
+        tagged.metadata.insert("owner".into(), "me".into());
+        store.put(SOURCE, "plain", tagged);
+        let mut redirect = NewObject::plain(10);
+        redirect.headers.website_redirect = Some("/elsewhere".into());
+        store.put(SOURCE, "redirect", redirect);
+        let mut ia = NewObject::plain(10);
+        ia.storage_class = Some("STANDARD_IA".into());
+        store.put(SOURCE, "ia", ia);
+        let before = store.requests();
+        let summary = sync(&r, BackfillRequest::default(), 1000).await;
+        let after = store.requests();
+        let made = |kind: &str| {
+            after.get(kind).copied().unwrap_or(0) - before.get(kind).copied().unwrap_or(0)
+        };
+        for t in ["rep-0", "rep-1"] {
+            assert_eq!(summary.targets[t].copied, 3, "{summary:?}");
+            for key in ["plain", "redirect", "ia"] {
+                let (s, mut c) = (
+                    store.object(SOURCE, key).unwrap(),
+                    store.object(t, key).unwrap(),
+                );
+                if !website {
+                    assert_eq!(c.headers.website_redirect, None, "{t}/{key}: not copied");
+                    c.headers.website_redirect = s.headers.website_redirect.clone();
+                }
+                assert_eq!(
+                    (&c.content, &c.headers, &c.tags, &c.storage_class),
+                    (&s.content, &s.headers, &s.tags, &s.storage_class),
+                    "{t}/{key}"
+                );
+            }
+            let plain = store.object(t, "plain").unwrap();
             assert_eq!(
-                (&c.content, &c.headers, &c.tags),
-                (&s.content, &s.headers, &s.tags),
-                "{t}/{key}"
+                plain.metadata,
+                store.object(SOURCE, "plain").unwrap().metadata,
+                "no provenance"
             );
-            assert_eq!(c.storage_class, s.storage_class, "{t}/{key}");
         }
-        let plain = store.object(t, "plain").unwrap();
+        assert_eq!(made("GetBucketNotificationConfiguration"), 2, "{after:?}");
+        // Read at once for the source and the first target; a website among them settles it.
         assert_eq!(
-            plain.metadata,
-            store.object(SOURCE, "plain").unwrap().metadata,
-            "no provenance"
+            made("GetBucketWebsite"),
+            if website { 2 } else { 3 },
+            "{after:?}"
         );
-        assert!(store
-            .object(t, "redirect")
-            .unwrap()
-            .metadata
-            .contains_key(s3fanout::provenance::SOURCE_ETAG));
+        if website {
+            // One HEAD per object, beside the plain copies or before the copy of `ia`; the
+            // second write of `redirect` is an overwrite, checked with both sides' tags.
+            assert_eq!(made("HeadObject"), 3 + 1, "{after:?}");
+            assert_eq!(made("GetObjectTagging"), 1 + 2, "{after:?}");
+            // Per target: plain copies of `plain` and `redirect`, the second write of
+            // `redirect`, one copy of `ia`.
+            assert_eq!(made("CopyObject"), 2 * 4, "{after:?}");
+        } else {
+            // Only `ia` is read: its class is one the copy would not keep.
+            assert_eq!(made("HeadObject"), 1, "{after:?}");
+            assert_eq!(made("GetObjectTagging"), 0, "{after:?}");
+            assert_eq!(made("CopyObject"), 2 * 3, "{after:?}");
+            let replica = store.object("rep-0", "redirect").unwrap();
+            assert!(!replica
+                .metadata
+                .contains_key(s3fanout::provenance::SOURCE_ETAG));
+        }
     }
-    // One HEAD per object, beside the plain copies or before the copy of `ia`; the second
-    // write of `redirect` is an overwrite, checked with both sides' tags after it.
-    assert_eq!(made("HeadObject"), 3 + 1, "{after:?}");
-    assert_eq!(made("GetObjectTagging"), 1 + 2, "{after:?}");
-    // Per target: plain copies of `plain` and `redirect`, the second write of `redirect`,
-    // one copy of `ia`.
-    assert_eq!(made("CopyObject"), 2 * 4, "{after:?}");
-    assert_eq!(made("GetBucketNotificationConfiguration"), 2, "{after:?}");
 }

@@ -472,6 +472,31 @@ async fn a_bucket_tells_whether_it_announces_changes() {
     );
 }
 
+/// `GetBucketWebsite` answers a bucket's website configuration, or 404
+/// `NoSuchWebsiteConfiguration` when it has none (S3 API reference, GetBucketWebsite); S3 uses
+/// an object's `x-amz-website-redirect-location` only "if the bucket is configured as a
+/// website" (S3 API reference, PutObject), and a copy with a metadata directive never carries
+/// it (CopyObject: "not copied when using the x-amz-metadata-directive header").
+#[tokio::test(start_paused = true)]
+async fn a_bucket_tells_whether_it_serves_as_a_website() {
+    let store = SimStore::new(1, Faults::NONE);
+    store.create_bucket("site", false);
+    store.create_bucket("plain", false);
+    store.set_website("site", true);
+    assert!(store.serves_website("site", None).await.unwrap());
+    assert!(!store.serves_website("plain", None).await.unwrap());
+    store.set_website("site", false);
+    assert!(!store.serves_website("site", None).await.unwrap());
+    assert_eq!(
+        store
+            .serves_website("missing", None)
+            .await
+            .unwrap_err()
+            .status,
+        Some(404)
+    );
+}
+
 /// Each creation is announced with how it was written: `ObjectCreated:Put` for a client's
 /// upload, `:Copy` for `CopyObject`, `:CompleteMultipartUpload` for an upload by parts
 /// (user guide, "Event notification types and destinations").

@@ -84,6 +84,17 @@ pub enum Echo {
     Possible,
 }
 
+/// Whether objects' website redirect locations can matter to a copy: S3 uses them only in a
+/// bucket configured as a website, and a copy with the source's metadata never carries them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Redirects {
+    /// Neither the source nor the target bucket is configured as a website.
+    Inert,
+    /// One of them is, or its configuration could not be read.
+    #[default]
+    Possible,
+}
+
 /// Why the engine looks at this replica.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Purpose {
@@ -168,6 +179,8 @@ pub struct Facts<'a> {
     pub written: Option<Written>,
     /// Whether the target announces its changes.
     pub echo: Echo,
+    /// Whether website redirect locations matter between the source and the target.
+    pub redirects: Redirects,
 }
 
 /// Something to read before deciding.
@@ -395,7 +408,7 @@ pub fn decide(
         ReplicaSeen::Unknown | ReplicaSeen::Exists => return Action::Read(Need::ReplicaHead),
         ReplicaSeen::Absent => Settled::Missing,
         ReplicaSeen::Plain { etag: landed, kms } => {
-            if plain_complete(facts.source, landed, *kms, target) {
+            if plain_complete(facts.source, landed, *kms, target, facts.redirects) {
                 return current;
             }
             // Written again with what `COPY` left out, or with provenance to show it current.
@@ -417,7 +430,7 @@ pub fn decide(
             // under KMS a new ETag) is brought to the source as it is: later decisions that
             // can only read the provenance must find the current ETag.
             Proof::Same
-                if source_attributes(facts.source, replica, target)
+                if source_attributes(facts.source, replica, target, facts.redirects)
                     && replica
                         .recorded_etag()
                         .is_none_or(|recorded| recorded == etag) =>
@@ -433,7 +446,9 @@ pub fn decide(
             {
                 return Action::Read(Need::SourceHead)
             }
-            Proof::Unknown if !source_attributes(facts.source, replica, target) => {
+            Proof::Unknown
+                if !source_attributes(facts.source, replica, target, facts.redirects) =>
+            {
                 Settled::Different
             }
             // A verify reports what it cannot prove, whatever the provenance claims.
@@ -553,16 +568,37 @@ fn class_kept(source_class: Option<&str>, target: &Target) -> bool {
 /// have written: the source's ETag as a digest on both sides (no KMS), the storage class the
 /// replica should have (the target's, or the default, which is what `COPY` writes without
 /// one), and no website redirect location (which `COPY` never carries).
-fn plain_complete(source: &SourceSeen, landed: &str, kms: bool, target: &Target) -> bool {
-    let SourceSeen::Headed(head) = source else {
+///
+/// From a listing alone: the ETag it showed (a KMS source's, no digest, never equals what
+/// landed), its storage class, and no bucket that could use a redirect location.
+fn plain_complete(
+    source: &SourceSeen,
+    landed: &str,
+    kms: bool,
+    target: &Target,
+    redirects: Redirects,
+) -> bool {
+    if kms || target.kms_key_id.is_some() {
         return false;
-    };
-    landed == head.etag
-        && !kms
-        && !head.kms
-        && target.kms_key_id.is_none()
-        && class_kept(head.storage_class.as_deref(), target)
-        && head.headers.website_redirect.is_none()
+    }
+    match source {
+        SourceSeen::Headed(head) => {
+            landed == head.etag
+                && !head.kms
+                && class_kept(head.storage_class.as_deref(), target)
+                && (redirects == Redirects::Inert || head.headers.website_redirect.is_none())
+        }
+        SourceSeen::Listed {
+            etag,
+            storage_class,
+            ..
+        } => {
+            redirects == Redirects::Inert
+                && landed == etag
+                && class_kept(storage_class.as_deref(), target)
+        }
+        _ => false,
+    }
 }
 
 /// The replica holds the source's content: done, unless the change was to the tags.
@@ -633,10 +669,15 @@ fn same_content(source: &SourceSeen, replica: &ObjectHead, target: &Target, etag
 
 /// Content headers and user metadata equal on both sides, when the source's are known, and
 /// the replica not left in the default storage class by a plain copy.
-fn source_attributes(source: &SourceSeen, replica: &ObjectHead, target: &Target) -> bool {
+fn source_attributes(
+    source: &SourceSeen,
+    replica: &ObjectHead,
+    target: &Target,
+    redirects: Redirects,
+) -> bool {
     match source {
         SourceSeen::Headed(head) => {
-            same_attributes(head, replica) && class_written(head, replica, target)
+            same_attributes(head, replica, redirects) && class_written(head, replica, target)
         }
         _ => true,
     }
@@ -668,8 +709,9 @@ fn same_checksum(source: &ObjectHead, replica: &ObjectHead) -> Option<bool> {
     }
 }
 
-/// Content headers and user metadata (provenance aside) equal on both sides.
-fn same_attributes(source: &ObjectHead, replica: &ObjectHead) -> bool {
+/// Content headers and user metadata (provenance aside) equal on both sides; the website
+/// redirect location only where a bucket could use it.
+fn same_attributes(source: &ObjectHead, replica: &ObjectHead, redirects: Redirects) -> bool {
     let own = |head: &ObjectHead| {
         head.metadata
             .iter()
@@ -677,7 +719,14 @@ fn same_attributes(source: &ObjectHead, replica: &ObjectHead) -> bool {
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect::<Vec<_>>()
     };
-    source.headers == replica.headers && own(source) == own(replica)
+    let headers = |head: &ObjectHead| {
+        let mut headers = head.headers.clone();
+        if redirects == Redirects::Inert {
+            headers.website_redirect = None;
+        }
+        headers
+    };
+    headers(source) == headers(replica) && own(source) == own(replica)
 }
 
 fn source_not_listed(purpose: Purpose) -> Action {
@@ -906,6 +955,7 @@ mod tests {
             announced_size: None,
             written: None,
             echo: Echo::Possible,
+            redirects: Redirects::Possible,
         };
         decide(purpose, &facts, &target(), "k", rules)
     }
@@ -937,6 +987,7 @@ mod tests {
             announced_size: Some(size),
             written,
             echo,
+            redirects: Redirects::Possible,
         };
         decide(CREATED, &facts, target, "k", &RULES)
     }
@@ -1098,6 +1149,7 @@ mod tests {
                     announced_size: Some(10),
                     written: None,
                     echo,
+                    redirects: Redirects::Possible,
                 };
                 decide(SYNC, &facts, target, "k", &RULES)
             };
@@ -1436,6 +1488,7 @@ mod tests {
                 announced_size: None,
                 written: None,
                 echo: Echo::Possible,
+                redirects: Redirects::Possible,
             };
             decide(tagged, &facts, &target(), "k", &RULES)
         };
@@ -1679,6 +1732,7 @@ mod tests {
                 announced_size: None,
                 written: None,
                 echo: Echo::Possible,
+                redirects: Redirects::Possible,
             };
             decide(purpose, &facts, t, "k", &RULES)
         };
@@ -1928,6 +1982,7 @@ mod tests {
             announced_size: None,
             written: None,
             echo: Echo::Possible,
+            redirects: Redirects::Possible,
         };
         let mut long = target();
         long.prefix = "p/".repeat(10);

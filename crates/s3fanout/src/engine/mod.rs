@@ -7,3 +7,4 @@ mod copy;
 pub mod deadline;
 pub mod replicator;
 mod shared;
+mod websites;

@@ -12,10 +12,11 @@ use super::breaker::{Admission, BreakerSettings, Breakers, Health};
 use super::copy::{self, CopyError, Destination, PartsProgress, WhenStopped};
 use super::deadline::Deadline;
 use super::shared::{Fresh, Writes};
+use super::websites::Websites;
 use crate::core::change::{Change, ChangeKind, Written};
 use crate::core::config::{Config, ConfigError, Target};
 use crate::core::decide::{
-    after_copy, decide, Action, AfterCopy, Echo, Facts, Method, Need, Purpose, Replaces,
+    after_copy, decide, Action, AfterCopy, Echo, Facts, Method, Need, Purpose, Redirects, Replaces,
     ReplicaSeen, Rules, Scope, Settled, SourceSeen,
 };
 use crate::core::object::{layout_of, parts_in_etag, Layout, ObjectHead, Tag};
@@ -67,6 +68,8 @@ pub struct Replicator<S = S3Store> {
     /// One read of a notification configuration at a time, so that changes arriving together
     /// share it.
     echo_reads: tokio::sync::Mutex<()>,
+    /// Per bucket: whether it is configured as a website.
+    websites: Websites,
 }
 
 impl Replicator<S3Store> {
@@ -224,6 +227,7 @@ impl<S: Store> Replicator<S> {
             breakers: Breakers::default(),
             echoes: Default::default(),
             echo_reads: tokio::sync::Mutex::new(()),
+            websites: Websites::default(),
         }
     }
 
@@ -238,6 +242,15 @@ impl<S: Store> Replicator<S> {
                 .map(|target| self.read_echo(target, &deadline)),
         )
         .await;
+    }
+
+    /// Whether website redirect locations can matter between the job's source and `target`.
+    async fn redirects(&self, job: &Job<'_>, target: &Target, deadline: &Deadline) -> Redirects {
+        let buckets = [
+            (job.bucket, job.region),
+            (target.bucket.as_str(), Some(target.region.as_str())),
+        ];
+        self.websites.redirects(self, &buckets, deadline).await
     }
 
     /// Whether `target` announces its changes, as last read (at most [`ECHO_TTL`] ago).
@@ -670,8 +683,10 @@ impl<S: Store> Replicator<S> {
         // a listing shows no replica of.
         let may_copy_plain = match (job.purpose, &job.seen, &replica) {
             (Purpose::Replicate(ChangeKind::Created), _, _) => written == Some(Written::Uploaded),
-            (Purpose::Sync { .. }, SourceSeen::Listed { .. }, ReplicaSeen::Absent) => {
+            (Purpose::Sync { .. }, SourceSeen::Listed { etag, size, .. }, ReplicaSeen::Absent) => {
                 self.config.source_buckets.len() == 1
+                    && *size <= self.config.multipart_threshold
+                    && parts_in_etag(etag).is_none()
             }
             _ => false,
         };
@@ -679,6 +694,17 @@ impl<S: Store> Replicator<S> {
             self.echo(target, deadline).await
         } else {
             Echo::Possible
+        };
+        // A backfill and a full verify hold replicas to the website redirect location only
+        // where a bucket could use it: an object listed may then be copied plain without a
+        // read of its own. Events copy it always. Read only where it decides something, so
+        // that a run over synced buckets stays listings only.
+        let redirects = match job.purpose {
+            Purpose::Sync { .. } if may_copy_plain && echo == Echo::Silent => {
+                self.redirects(job, target, deadline).await
+            }
+            Purpose::Audit => self.redirects(job, target, deadline).await,
+            _ => Redirects::Possible,
         };
         for _ in 0..MAX_STEPS {
             let facts = Facts {
@@ -693,6 +719,7 @@ impl<S: Store> Replicator<S> {
                 announced_size: job.announced_size,
                 written,
                 echo,
+                redirects,
             };
             match decide(purpose, &facts, target, &replica_key, &rules) {
                 Action::Read(Need::SourceHead) => {
@@ -815,25 +842,28 @@ impl<S: Store> Replicator<S> {
                         return internal("a plain copy was decided without an announced ETag");
                     };
                     let writing = job.writes.start();
+                    // What the listing showed is all the copy needs: nothing is read.
+                    let from_listing = redirects == Redirects::Inert
+                        && matches!(source, SourceSeen::Listed { .. });
                     // Boxed: the loop's future stays small (copies by parts nest deeply).
-                    let (landed, _) = Box::pin(async {
-                        tokio::join!(
-                            copy::copy_plain(
-                                self,
-                                job.source(),
-                                etag,
-                                target,
-                                replica_at,
-                                replaces,
-                                deadline
-                            ),
-                            // Beside the copy: what `COPY` could not carry shows in the headers.
-                            job.head.get_or_init(|| self.read_source(
-                                job,
-                                Phase::Starting,
-                                deadline
-                            )),
-                        )
+                    let landed = Box::pin(async {
+                        let copy = copy::copy_plain(
+                            self,
+                            job.source(),
+                            etag,
+                            target,
+                            replica_at,
+                            replaces,
+                            deadline,
+                        );
+                        if from_listing {
+                            return copy.await;
+                        }
+                        // Beside the copy: what `COPY` could not carry shows in the headers.
+                        let beside = job
+                            .head
+                            .get_or_init(|| self.read_source(job, Phase::Starting, deadline));
+                        tokio::join!(copy, beside).0
                     })
                     .await;
                     drop(writing);
@@ -846,10 +876,12 @@ impl<S: Store> Replicator<S> {
                                 etag: landed.etag,
                                 kms: landed.kms,
                             };
-                            // The headers read beside the copy decide now. Should that read
-                            // have been stopped (the deadline), they are read again past the
-                            // soft deadline: a copy that landed is never left unchecked.
+                            // The headers read beside the copy decide now (or the listing,
+                            // where it showed all the copy needs). Should that read have been
+                            // stopped (the deadline), they are read again past the soft
+                            // deadline: a copy that landed is never left unchecked.
                             match job.head.get() {
+                                _ if from_listing => {}
                                 Some(Ok(seen)) => source = seen.clone(),
                                 _ => {
                                     source = SourceSeen::Unknown;

@@ -234,6 +234,14 @@ pub trait Store: Send + Sync {
         region: Option<&str>,
     ) -> impl Future<Output = Result<bool, Failure>> + Send;
 
+    /// `GetBucketWebsite`: whether the bucket is configured as a website, the only way S3
+    /// uses an object's website redirect location (`NoSuchWebsiteConfiguration`: it is not).
+    fn serves_website(
+        &self,
+        bucket: &str,
+        region: Option<&str>,
+    ) -> impl Future<Output = Result<bool, Failure>> + Send;
+
     /// `CreateMultipartUpload` with the replica's attributes and tags, asking for a full-object
     /// checksum in the attributes' algorithm (`x-amz-checksum-algorithm`,
     /// `x-amz-checksum-type: FULL_OBJECT`); answers the upload id.

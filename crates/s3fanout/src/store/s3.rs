@@ -473,6 +473,27 @@ impl Store for S3Store {
             || out.event_bridge_configuration().is_some())
     }
 
+    async fn serves_website(&self, bucket: &str, region: Option<&str>) -> Result<bool, Failure> {
+        let out = self
+            .client(region)
+            .get_bucket_website()
+            .bucket(bucket)
+            .set_expected_bucket_owner(self.owner(bucket))
+            .send()
+            .await;
+        match out {
+            Ok(_) => Ok(true),
+            Err(err) => {
+                let failure = failure(&err, "GetBucketWebsite", bucket);
+                if failure.code.as_deref() == Some("NoSuchWebsiteConfiguration") {
+                    Ok(false)
+                } else {
+                    Err(failure)
+                }
+            }
+        }
+    }
+
     async fn create_upload(
         &self,
         at: ObjectAt<'_>,
