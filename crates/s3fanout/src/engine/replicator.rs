@@ -244,6 +244,40 @@ impl<S: Store> Replicator<S> {
         .await;
     }
 
+    /// The source's tags, read after `since` (shared by the job's targets).
+    async fn source_tags(
+        &self,
+        job: &Job<'_>,
+        phase: Phase,
+        since: Instant,
+        deadline: &Deadline,
+    ) -> Result<Vec<Tag>, Failure> {
+        job.fresh_tags
+            .get(since, || {
+                self.checking(phase, deadline, || {
+                    self.call_in(phase, deadline, self.store.get_tags(job.source()))
+                })
+            })
+            .await
+    }
+
+    /// The replica's tags, unless they are known already.
+    async fn replica_tags(
+        &self,
+        replica_at: ObjectAt<'_>,
+        phase: Phase,
+        deadline: &Deadline,
+        known: &Option<Vec<Tag>>,
+    ) -> Option<Result<Vec<Tag>, Failure>> {
+        if known.is_some() {
+            return None;
+        }
+        let read = self.checking(phase, deadline, || {
+            self.call_in(phase, deadline, self.store.get_tags(replica_at))
+        });
+        Some(read.await)
+    }
+
     /// Whether website redirect locations can matter between the job's source and `target`.
     async fn redirects(&self, job: &Job<'_>, target: &Target, deadline: &Deadline) -> Redirects {
         let buckets = [
@@ -726,13 +760,31 @@ impl<S: Store> Replicator<S> {
                     let read = match phase {
                         Phase::Finishing => {
                             job.writes.gathered().await;
-                            job.fresh_head
-                                .get(since, || {
-                                    self.checking(phase, deadline, || {
-                                        self.read_source(job, phase, deadline)
-                                    })
+                            let head = job.fresh_head.get(since, || {
+                                self.checking(phase, deadline, || {
+                                    self.read_source(job, phase, deadline)
                                 })
-                                .await
+                            });
+                            // A check with tags reads both sides' tags next, unless the source
+                            // moved on: read at once, one round trip instead of three.
+                            if purpose == Purpose::Recheck(Scope::ContentAndTags)
+                                && source_tags.is_none()
+                                && replica_exists(&replica)
+                            {
+                                let (head, tags, theirs) = tokio::join!(
+                                    head,
+                                    self.source_tags(job, phase, since, deadline),
+                                    self.replica_tags(replica_at, phase, deadline, &replica_tags),
+                                );
+                                // A read that failed is made again when it is needed.
+                                source_tags = tags.ok();
+                                if let Some(Ok(tags)) = theirs {
+                                    replica_tags = Some(tags);
+                                }
+                                head
+                            } else {
+                                head.await
+                            }
                         }
                         Phase::Starting => job
                             .head
@@ -776,12 +828,19 @@ impl<S: Store> Replicator<S> {
                     if phase == Phase::Finishing {
                         job.writes.gathered().await;
                     }
-                    let read = job.fresh_tags.get(since, || {
-                        self.checking(phase, deadline, || {
-                            self.call_in(phase, deadline, self.store.get_tags(job.source()))
-                        })
-                    });
-                    match read.await {
+                    // The replica's tags are compared next: read at once where it exists.
+                    let known = match replica_exists(&replica) {
+                        true => &replica_tags,
+                        false => &Some(Vec::new()),
+                    };
+                    let (read, theirs) = tokio::join!(
+                        self.source_tags(job, phase, since, deadline),
+                        self.replica_tags(replica_at, phase, deadline, known),
+                    );
+                    if let Some(Ok(tags)) = theirs {
+                        replica_tags = Some(tags);
+                    }
+                    match read {
                         Ok(tags) => source_tags = Some(tags),
                         Err(failure) if failure.is_missing_object() => source = SourceSeen::Unknown,
                         Err(failure) => return Outcome::Failed(failure),
@@ -1250,6 +1309,14 @@ fn copied(head: &ObjectHead, bucket: &str) -> ObjectHead {
 /// Writes whose failure leaves unknown whether they landed that are checked in place before
 /// the change is given up for a retry.
 const UNSURE_WRITES: u32 = 2;
+
+/// Whether the replica is known to exist, so that reading its tags is not wasted.
+fn replica_exists(replica: &ReplicaSeen) -> bool {
+    matches!(
+        replica,
+        ReplicaSeen::Headed(_) | ReplicaSeen::Plain { .. } | ReplicaSeen::Listed { .. }
+    )
+}
 
 /// Whether a failed write may have landed (a reset, a timeout, a 5xx) and is to be checked
 /// now, counting it: a retry of the change would not look at everything it may have changed.
