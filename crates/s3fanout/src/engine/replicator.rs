@@ -536,9 +536,9 @@ impl<S: Store> Replicator<S> {
         let work = targets.iter().map(|target| async {
             let outcome = self
                 .guarded(target, async {
-                    // Boxed: the settling future is large, and several are alive at once.
-                    let outcome =
-                        Box::pin(self.settle(&job, target, ReplicaSeen::Unknown, deadline)).await;
+                    let outcome = self
+                        .settle(&job, target, ReplicaSeen::Unknown, deadline)
+                        .await;
                     match (stray, &outcome) {
                         (None, _) | (_, Outcome::Failed(_)) => outcome,
                         (Some(delivered), _) => {
@@ -680,6 +680,18 @@ impl<S: Store> Replicator<S> {
     /// Brings one replica to its source's state: decide, read or write what the decision asks,
     /// decide again, until it settles.
     pub(crate) async fn settle(
+        &self,
+        job: &Job<'_>,
+        target: &Target,
+        replica: ReplicaSeen,
+        deadline: &Deadline,
+    ) -> Outcome {
+        // Boxed: the loop's future is large, and one is alive per object and target, nested
+        // in what runs them (a test's thread has a small stack).
+        Box::pin(self.settle_loop(job, target, replica, deadline)).await
+    }
+
+    async fn settle_loop(
         &self,
         job: &Job<'_>,
         target: &Target,
