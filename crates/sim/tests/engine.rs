@@ -34,6 +34,29 @@ fn replicator(targets: Vec<Target>, faults: Faults) -> Replicator<SimStore> {
     Replicator::with_store(config, store)
 }
 
+/// An object's location, in no region in particular.
+fn at<'a>(bucket: &'a str, key: &'a str) -> s3fanout::store::ObjectAt<'a> {
+    s3fanout::store::ObjectAt {
+        bucket,
+        region: None,
+        key,
+    }
+}
+
+/// What a replica is written with: these headers and metadata, nothing else of its own.
+fn replica_attributes(
+    headers: &ContentHeaders,
+    metadata: BTreeMap<String, String>,
+) -> s3fanout::store::ReplicaAttributes {
+    s3fanout::store::ReplicaAttributes {
+        headers: headers.clone(),
+        metadata,
+        storage_class: None,
+        kms_key_id: None,
+        checksum: s3fanout::core::object::ChecksumAlgorithm::Crc64Nvme,
+    }
+}
+
 async fn sync(r: &Replicator<SimStore>, request: BackfillRequest, page: u32) -> Summary {
     run_paged(r, &request, &Deadline::none(), &|_| {}, page)
         .await
@@ -743,18 +766,7 @@ async fn a_copy_by_parts_whose_bytes_are_not_the_sources_never_completes() {
     let mut metadata = source.metadata.clone();
     metadata.insert(s3fanout::provenance::SOURCE_ETAG.into(), etag.clone());
     metadata.insert(s3fanout::provenance::SOURCE_BUCKET.into(), SOURCE.into());
-    let attributes = s3fanout::store::ReplicaAttributes {
-        headers: source.headers.clone(),
-        metadata,
-        storage_class: None,
-        kms_key_id: None,
-        checksum: s3fanout::core::object::ChecksumAlgorithm::Crc64Nvme,
-    };
-    let at = |bucket, key| s3fanout::store::ObjectAt {
-        bucket,
-        region: None,
-        key,
-    };
+    let attributes = replica_attributes(&source.headers, metadata);
     use s3fanout::Store;
     let upload = store
         .create_upload(at("rep-0", "big"), &attributes, &[])
@@ -831,18 +843,7 @@ async fn a_retried_eventbridge_change_aborts_the_upload_left_for_the_spelling_no
     let store = r.store();
     let etag = store.put(SOURCE, "a+b", NewObject::plain(20 * MIB));
     let source = store.object(SOURCE, "a+b").unwrap();
-    let attributes = s3fanout::store::ReplicaAttributes {
-        headers: source.headers.clone(),
-        metadata: source.metadata.clone(),
-        storage_class: None,
-        kms_key_id: None,
-        checksum: s3fanout::core::object::ChecksumAlgorithm::Crc64Nvme,
-    };
-    let at = |bucket, key| s3fanout::store::ObjectAt {
-        bucket,
-        region: None,
-        key,
-    };
+    let attributes = replica_attributes(&source.headers, source.metadata.clone());
     use s3fanout::Store;
     // What the first attempt left at its deadline.
     store

@@ -19,6 +19,15 @@ use serde_json::{json, Value};
 const SOURCE: &str = "source";
 /// A second source sharing the targets, with keys equal to the first's, in some seeds.
 const SOURCE_B: &str = "source-b";
+/// Every bucket a scenario may use: the sources and the targets.
+const BUCKETS: [&str; 6] = [
+    SOURCE,
+    SOURCE_B,
+    "replica-0",
+    "replica-1",
+    "replica-2",
+    "replica-3",
+];
 const MIB: u64 = 1024 * 1024;
 const KEYS: [&str; 8] = [
     "a.txt",
@@ -293,36 +302,22 @@ fn scenario(rng: &mut Rng, extra: &mut Rng) -> Scenario {
     } else {
         ops
     };
-    let kms_buckets = [
-        SOURCE,
-        SOURCE_B,
-        "replica-0",
-        "replica-1",
-        "replica-2",
-        "replica-3",
-    ]
-    .into_iter()
-    .filter(|_| extra.chance(0.15))
-    .map(str::to_string)
-    .collect();
+    let kms_buckets = BUCKETS
+        .into_iter()
+        .filter(|_| extra.chance(0.15))
+        .map(str::to_string)
+        .collect();
     let announcing = ["replica-0", "replica-1", "replica-2", "replica-3"]
         .into_iter()
         .filter(|_| extra.chance(0.25))
         .map(str::to_string)
         .collect();
     // Buckets configured as websites, where redirect locations must be replicated.
-    let websites = [
-        SOURCE,
-        SOURCE_B,
-        "replica-0",
-        "replica-1",
-        "replica-2",
-        "replica-3",
-    ]
-    .into_iter()
-    .filter(|_| extra.chance(0.2))
-    .map(str::to_string)
-    .collect();
+    let websites = BUCKETS
+        .into_iter()
+        .filter(|_| extra.chance(0.2))
+        .map(str::to_string)
+        .collect();
     Scenario {
         kms_buckets,
         websites,

@@ -261,15 +261,15 @@ impl<S: Store> Replicator<S> {
             .await
     }
 
-    /// The replica's tags, unless they are known already.
+    /// The replica's tags, when `wanted`.
     async fn replica_tags(
         &self,
         replica_at: ObjectAt<'_>,
         phase: Phase,
         deadline: &Deadline,
-        known: &Option<Vec<Tag>>,
+        wanted: bool,
     ) -> Option<Result<Vec<Tag>, Failure>> {
-        if known.is_some() {
+        if !wanted {
             return None;
         }
         let read = self.checking(phase, deadline, || {
@@ -786,7 +786,12 @@ impl<S: Store> Replicator<S> {
                                 let (head, tags, theirs) = tokio::join!(
                                     head,
                                     self.source_tags(job, phase, since, deadline),
-                                    self.replica_tags(replica_at, phase, deadline, &replica_tags),
+                                    self.replica_tags(
+                                        replica_at,
+                                        phase,
+                                        deadline,
+                                        replica_tags.is_none()
+                                    ),
                                 );
                                 // A read that failed is made again when it is needed.
                                 source_tags = tags.ok();
@@ -841,13 +846,10 @@ impl<S: Store> Replicator<S> {
                         job.writes.gathered().await;
                     }
                     // The replica's tags are compared next: read at once where it exists.
-                    let known = match replica_exists(&replica) {
-                        true => &replica_tags,
-                        false => &Some(Vec::new()),
-                    };
+                    let wanted = replica_tags.is_none() && replica_exists(&replica);
                     let (read, theirs) = tokio::join!(
                         self.source_tags(job, phase, since, deadline),
-                        self.replica_tags(replica_at, phase, deadline, known),
+                        self.replica_tags(replica_at, phase, deadline, wanted),
                     );
                     if let Some(Ok(tags)) = theirs {
                         replica_tags = Some(tags);
