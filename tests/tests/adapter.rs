@@ -746,3 +746,38 @@ async fn a_bucket_without_a_website_configuration_serves_no_website() {
         .unwrap_err();
     assert_eq!(missing.status, Some(404), "{missing:?}");
 }
+
+/// The common prefixes one level below a prefix, from a delimited listing read to its end
+/// (pages of 1,000 at most, as S3 answers them), where a split backfill divides its keys.
+#[tokio::test]
+#[ignore = "needs the local S3 server (make test)"]
+async fn a_delimited_listing_shows_each_common_prefix_once() {
+    let clients = clients().await;
+    let bucket = unique("prefixes");
+    create_bucket(&clients, &bucket, "us-east-1").await;
+    let client = clients.for_region("us-east-1");
+    for key in [
+        "top",
+        "photos/a/1",
+        "photos/a/2",
+        "photos/b/1",
+        "photos/c",
+        "logs/x",
+    ] {
+        integration::put(&client, &bucket, key, b"x").await;
+    }
+    let store = S3Store::new(integration::clients().await);
+    let region = Some("us-east-1");
+    let root = store.list_prefixes(&bucket, region, "", 100).await.unwrap();
+    assert_eq!(root, ["logs/", "photos/"]);
+    let below = store
+        .list_prefixes(&bucket, region, "photos/", 100)
+        .await
+        .unwrap();
+    assert_eq!(below, ["photos/a/", "photos/b/"]);
+    let first = store
+        .list_prefixes(&bucket, region, "photos/", 1)
+        .await
+        .unwrap();
+    assert_eq!(first, ["photos/a/"]);
+}

@@ -64,7 +64,7 @@ async fn run(replicator: &Replicator, payload: Value) -> (Value, Vec<(String, u6
         )
         .await
         .unwrap();
-        let Some(next) = next else {
+        let Some(next) = next.into_iter().next() else {
             let figures = metrics::take_captured()
                 .iter()
                 .map(|l| {

@@ -26,11 +26,18 @@ async fn main() -> Result<(), Error> {
             error_type: e.kind().into(),
             error_message: e.to_string(),
         })?;
-        if let Some(next) = next {
-            response["continued"] = continuer.invoke(&next).await.map_err(|e| Diagnostic {
+        // A split run's chains, or the next hop. A chain that could not be started fails
+        // the invocation, whose retry starts them all again: those already started are
+        // refused by their own markers.
+        let started = futures::future::join_all(next.iter().map(|n| continuer.invoke(n))).await;
+        if let Some(e) = started.iter().find_map(|s| s.as_ref().err()) {
+            return Err(Diagnostic {
                 error_type: "ContinuationFailed".into(),
-                error_message: e,
-            })?;
+                error_message: e.clone(),
+            });
+        }
+        if !started.is_empty() {
+            response["continued"] = Value::Bool(true);
         }
         Ok::<Value, Diagnostic>(response)
     }))

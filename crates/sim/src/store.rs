@@ -285,6 +285,29 @@ struct State {
     unavailable: BTreeSet<String>,
     /// Requests sent to each bucket, by bucket.
     by_bucket: BTreeMap<String, u64>,
+    /// Most writes a second per partitioned prefix, when S3's request-rate limit is modelled.
+    prefix_write_limit: Option<u32>,
+    /// Writes in the current virtual second, by bucket and partitioned prefix.
+    prefix_writes: BTreeMap<(String, String), (u64, u32)>,
+    /// Writes refused with `SlowDown` by that limit.
+    slowed_down: u64,
+}
+
+/// Requests S3 counts against a prefix's write rate: "3,500 PUT/COPY/POST/DELETE".
+const WRITES: [&str; 7] = [
+    "PutObject",
+    "CopyObject",
+    "UploadPartCopy",
+    "CreateMultipartUpload",
+    "CompleteMultipartUpload",
+    "AbortMultipartUpload",
+    "DeleteObject",
+];
+
+/// The partitioned prefix a key's writes count against, as the model draws it: the key up to
+/// its first `/` (the bucket's root for a key without one).
+fn partition_of(key: &str) -> &str {
+    key.find('/').map_or("", |end| &key[..=end])
 }
 
 /// Two writes of one key within this time may produce a single notification.
@@ -319,6 +342,36 @@ fn metadata_bytes(metadata: &BTreeMap<String, String>) -> usize {
 }
 
 impl State {
+    /// `SlowDown` when this write is over its prefix's rate in the current virtual second.
+    fn over_write_rate(&mut self, op: &str, place: &str, bucket: &str) -> Option<Failure> {
+        let limit = self.prefix_write_limit?;
+        if !WRITES.contains(&op) {
+            return None;
+        }
+        let key = place
+            .trim_start_matches("s3://")
+            .split_once('/')
+            .map_or("", |(_, key)| key);
+        let second = (tokio::time::Instant::now() - self.epoch).as_secs();
+        let slot = self
+            .prefix_writes
+            .entry((bucket.to_string(), partition_of(key).to_string()))
+            .or_insert((second, 0));
+        if slot.0 != second {
+            *slot = (second, 0);
+        }
+        if slot.1 >= limit {
+            self.slowed_down += 1;
+            return Some(error(
+                503,
+                "SlowDown",
+                format!("{op} {place}: SlowDown (HTTP 503): Please reduce your request rate."),
+            ));
+        }
+        slot.1 += 1;
+        None
+    }
+
     fn log(&mut self, line: String) {
         if self.trace.len() == TRACE_LINES {
             self.trace.pop_front();
@@ -720,12 +773,30 @@ impl SimStore {
                 lost: 0,
                 unavailable: BTreeSet::new(),
                 by_bucket: BTreeMap::new(),
+                prefix_write_limit: None,
+                prefix_writes: BTreeMap::new(),
+                slowed_down: 0,
             })),
         }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Limits writes (PUT, COPY, POST, DELETE) to `per_second` a second per partitioned prefix
+    /// of each bucket, answering `503 SlowDown` past it, as S3 does: "your application can
+    /// achieve at least 3,500 PUT/COPY/POST/DELETE or 5,500 GET/HEAD requests per second per
+    /// partitioned Amazon S3 prefix" (S3 User Guide, Best practices design patterns:
+    /// optimizing Amazon S3 performance). A prefix here is a key's first path segment; S3
+    /// partitions further as load grows, which the model leaves out: it errs slow.
+    pub fn limit_prefix_writes(&self, per_second: u32) {
+        self.lock().prefix_write_limit = Some(per_second);
+    }
+
+    /// Writes refused by [`SimStore::limit_prefix_writes`] so far.
+    pub fn slowed_down(&self) -> u64 {
+        self.lock().slowed_down
     }
 
     /// Creates a bucket; writes to a notifying bucket produce [`Notice`]s.
@@ -1124,7 +1195,9 @@ impl SimStore {
                 .to_string();
             *state.by_bucket.entry(bucket.clone()).or_default() += 1;
             state.maybe_other_write();
-            let fault = if state.unavailable.contains(&bucket) {
+            let fault = if let Some(slow) = state.over_write_rate(op, &place, &bucket) {
+                Fault::Before(slow)
+            } else if state.unavailable.contains(&bucket) {
                 let failure = if state.rng.chance(0.5) {
                     error(
                         503,
@@ -1233,6 +1306,39 @@ impl Store for SimStore {
         self.request("HeadBucket", format!("s3://{bucket}"), |state| {
             Ok(state.buckets.contains_key(bucket))
         })
+        .await
+    }
+
+    async fn list_prefixes(
+        &self,
+        bucket: &str,
+        _region: Option<&str>,
+        prefix: &str,
+        limit: usize,
+    ) -> Result<Vec<String>, Failure> {
+        // One request stands for every page: the pages of a delimited listing are not what
+        // the simulation tests.
+        self.request(
+            "ListObjectsV2",
+            format!("s3://{bucket}/{prefix}"),
+            |state| {
+                let b = state.bucket(bucket, "ListObjectsV2")?;
+                let mut prefixes: Vec<String> = Vec::new();
+                for key in b.objects.keys() {
+                    let Some(rest) = key.strip_prefix(prefix) else {
+                        continue;
+                    };
+                    if let Some(end) = rest.find('/') {
+                        let common = format!("{prefix}{}", &rest[..=end]);
+                        if prefixes.last() != Some(&common) {
+                            prefixes.push(common);
+                        }
+                    }
+                }
+                prefixes.truncate(limit);
+                Ok(prefixes)
+            },
+        )
         .await
     }
 

@@ -53,16 +53,22 @@ fn fill(r: &Replicator<SimStore>, n: usize) {
     }
 }
 
-/// One invocation as Lambda makes it: the answer as JSON, and the next request.
+/// One invocation of a run that does not split, as Lambda makes it: the answer as JSON, and
+/// the next request.
 async fn invoke(
     r: &Replicator<SimStore>,
     payload: &Value,
     deadline: Deadline,
     invocation: &str,
 ) -> (Value, Option<BackfillRequest>) {
-    handle_invocation_as(r, payload, &deadline, invocation)
+    let (answer, mut next) = handle_invocation_as(r, payload, &deadline, invocation)
         .await
-        .unwrap()
+        .unwrap();
+    assert!(
+        next.len() <= 1,
+        "one hop continues with one request: {next:?}"
+    );
+    (answer, next.pop())
 }
 
 fn window() -> Deadline {
@@ -753,4 +759,157 @@ async fn a_scheduled_reconciliation_reports_drift_per_target_at_the_end_of_each_
             "{verify}"
         );
     }
+}
+
+/// Runs every request and what it continues with, all chains at once, each invocation with
+/// its own id; answers the number of invocations.
+async fn drive(r: &Replicator<SimStore>, first: Vec<BackfillRequest>) -> usize {
+    let mut pending = first;
+    let mut invocations = 0;
+    while !pending.is_empty() {
+        assert!(invocations < 400, "no convergence");
+        let calls = pending.drain(..).map(|request| {
+            invocations += 1;
+            let id = format!("chain-call-{invocations}");
+            async move {
+                let payload = serde_json::to_value(&request).unwrap();
+                // Long enough for a chain's claim, listings and summaries, and some copies.
+                let window = Deadline::after(Duration::from_secs(1), Duration::from_millis(50));
+                handle_invocation_as(r, &payload, &window, &id)
+                    .await
+                    .unwrap()
+                    .1
+            }
+        });
+        pending = futures::future::join_all(calls.collect::<Vec<_>>())
+            .await
+            .into_iter()
+            .flatten()
+            .collect();
+    }
+    invocations
+}
+
+async fn read_summary(r: &Replicator<SimStore>, key: &str) -> Option<Summary> {
+    let at = ObjectAt {
+        bucket: OPS,
+        region: None,
+        key,
+    };
+    let object = r.store().get_small_object(at).await.unwrap()?;
+    Some(serde_json::from_slice(&object.body).unwrap())
+}
+
+/// A split run starts one chain per range of common prefixes; the chains work at once, each
+/// with its own marker and continuations, and the run's summary is the sum of theirs, done
+/// when all are, even as chains finish at the same moment.
+#[tokio::test(start_paused = true)]
+async fn a_split_run_copies_every_range_at_once_and_sums_its_chains() {
+    let r = replicator(2, 30, 4);
+    let mut keys = vec!["a-top".to_string(), "zz-top".to_string()];
+    for p in 0..8 {
+        keys.extend((0..25).map(|k| format!("p{p}/k{k:02}")));
+    }
+    for key in &keys {
+        r.store().put(SOURCE, key, NewObject::plain(10));
+    }
+    let payload = json!({"auto_continue": true, "run_id": "split-1", "chains": 4,
+        "summary_to": "s3://ops-bucket/backfills"});
+    let (answer, chains) = handle_invocation_as(&r, &payload, &window(), "start")
+        .await
+        .unwrap();
+    assert_eq!(chains.len(), 4, "{answer}");
+    assert_eq!(answer["chains"][1]["run_id"], "split-1.1");
+    assert_eq!(answer["chains"][1]["range"]["from"], "p2/");
+    assert_eq!(
+        answer["run_summary_object"],
+        "s3://ops-bucket/backfills/split-1.json"
+    );
+    let before = read_summary(&r, "backfills/split-1.json").await.unwrap();
+    assert!(!before.done && before.chains.iter().all(|c| !c.reported));
+    assert!(marker(&r, "split-1").is_some() && marker(&r, "split-1.0").is_none());
+
+    let invocations = drive(&r, chains).await;
+    assert!(
+        invocations > 4,
+        "the window should have made the chains continue"
+    );
+    let run = read_summary(&r, "backfills/split-1.json").await.unwrap();
+    assert!(run.done, "{run:?}");
+    assert_eq!(run.chains.len(), 4);
+    assert_eq!(run.invocations as usize, invocations);
+    let mut listed = 0;
+    for (n, chain) in run.chains.iter().enumerate() {
+        assert!(chain.reported && chain.done, "{chain:?}");
+        let own = read_summary(&r, &format!("backfills/split-1.{n}.json"))
+            .await
+            .unwrap();
+        assert!(own.done);
+        listed += own.targets["rep-0"].listed;
+        assert!(marker(&r, &format!("split-1.{n}")).is_some());
+    }
+    for target in ["rep-0", "rep-1"] {
+        let counts = &run.targets[target];
+        // A copy whose answer the deadline cut is found current by the next hop.
+        let settled = counts.copied + counts.up_to_date;
+        assert_eq!((counts.listed, settled), (202, 202), "{counts:?}");
+        for key in &keys {
+            assert!(r.store().object(target, key).is_some(), "{target}/{key}");
+        }
+    }
+    assert_eq!(listed, 202, "every key in exactly one chain");
+}
+
+/// A split is made once: a retry of the first invocation (Lambda keeps its request id) starts
+/// the chains over the ranges it recorded, though the bucket changed meanwhile; another start
+/// of the run is refused; a request that cannot split says which value is wrong.
+#[tokio::test(start_paused = true)]
+async fn a_split_is_made_once_and_bad_splits_are_named() {
+    let r = replicator(1, 0, 4);
+    for p in ["a/", "c/"] {
+        r.store()
+            .put(SOURCE, &format!("{p}k"), NewObject::plain(10));
+    }
+    let payload = json!({"auto_continue": true, "run_id": "once", "chains": 8,
+        "summary_to": "s3://ops-bucket/backfills"});
+    let (first, chains) = handle_invocation_as(&r, &payload, &Deadline::none(), "inv-a")
+        .await
+        .unwrap();
+    assert_eq!(chains.len(), 2, "one chain per prefix: {first}");
+    r.store().put(SOURCE, "b/k", NewObject::plain(10));
+    let (retry, again) = handle_invocation_as(&r, &payload, &Deadline::none(), "inv-a")
+        .await
+        .unwrap();
+    assert_eq!(retry["chains"], first["chains"]);
+    assert_eq!(again, chains);
+    let (other, none) = handle_invocation_as(&r, &payload, &Deadline::none(), "inv-b")
+        .await
+        .unwrap();
+    assert!(none.is_empty());
+    assert_eq!(other["stopped"]["reason"], "superseded", "{other}");
+
+    for (field, value, said) in [
+        ("chains", json!(65), "chains 65: at most 64"),
+        ("chains", json!(0), "chains 0"),
+        (
+            "split_at",
+            json!(["m", "c"]),
+            "\"m\" must sort before \"c\"",
+        ),
+        ("summary_to", Value::Null, "needs summary_to"),
+        ("auto_continue", json!(false), "needs auto_continue"),
+    ] {
+        let mut bad = json!({"auto_continue": true, "run_id": "bad", "chains": 2,
+            "summary_to": "s3://ops-bucket/backfills"});
+        bad[field] = value;
+        if field == "split_at" {
+            bad.as_object_mut().unwrap().remove("chains");
+        }
+        let err = handle_invocation_as(&r, &bad, &Deadline::none(), "bad")
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(said), "{field}: {err}");
+    }
+    assert!(marker(&r, "bad").is_none(), "a bad split claims nothing");
 }

@@ -264,7 +264,7 @@ async fn batch_operations_tasks_answer_per_outcome() {
     let (response, next) = backfill::handle_invocation(&r, &event, &Deadline::none())
         .await
         .unwrap();
-    assert!(next.is_none());
+    assert!(next.is_empty());
     assert_eq!(response["results"][0]["resultCode"], "Succeeded");
     assert_eq!(response["results"][1]["resultCode"], "PermanentFailure");
     assert!(r.store().object("rep-0", "a b.txt").is_some());

@@ -418,7 +418,7 @@ enum Work {
 enum Result_ {
     Redeliver(Vec<Message>),
     RedeliverOwed(Vec<Owed>),
-    Continue(Value),
+    Continue(Vec<Value>),
     RetryTask(&'static str, String),
     Done,
 }
@@ -506,11 +506,14 @@ async fn invoke(
         }
         Work::Backfill(request) => {
             match backfill::handle_invocation(replicator, &request, &deadline).await {
-                Ok((_, Some(next))) => {
-                    Result_::Continue(serde_json::to_value(next).expect("request serialises"))
-                }
-                Ok((_, None)) => Result_::Done,
-                Err(_) => Result_::Continue(request),
+                Ok((_, next)) if next.is_empty() => Result_::Done,
+                // The next hop, or a split run's chains.
+                Ok((_, next)) => Result_::Continue(
+                    next.iter()
+                        .map(|n| serde_json::to_value(n).expect("request serialises"))
+                        .collect(),
+                ),
+                Err(_) => Result_::Continue(vec![request]),
             }
         }
         Work::BatchTask(source, key) => {
@@ -626,7 +629,16 @@ async fn simulate(seed: u64) -> Result<(), String> {
         // Backfills and Batch Operations tasks are part of the workload: they stop with it.
         if rng.chance(0.05) && !ops_done {
             let source = *rng.pick(sources);
-            backfills.push(json!({"source_bucket": source, "delete": scenario.replicate_deletes, "auto_continue": true}));
+            let mut request = json!({"source_bucket": source, "delete": scenario.replicate_deletes, "auto_continue": true});
+            // Some runs split into chains, one per range of keys, that work at once.
+            if rng.chance(0.5) {
+                request["chains"] = json!(rng.below(2..5));
+                request["summary_to"] = json!(format!(
+                    "s3://{}/.s3fanout/summaries/",
+                    scenario.targets[0].bucket
+                ));
+            }
+            backfills.push(request);
         }
         if rng.chance(0.05) && !ops_done {
             tasks.push((*rng.pick(sources), rng.pick(&scenario.keys).clone()));
@@ -783,7 +795,7 @@ async fn simulate(seed: u64) -> Result<(), String> {
                     due: tokio::time::Instant::now() + Duration::from_secs(10),
                     ..o
                 })),
-                Result_::Continue(request) => backfills.push(request),
+                Result_::Continue(requests) => backfills.extend(requests),
                 Result_::RetryTask(source, key) => tasks.push((source, key)),
                 Result_::Done => {}
             }
@@ -866,10 +878,10 @@ async fn reconcile(replicator: &Replicator<SimStore>, scenario: &Scenario) -> Re
         let mut request = json!({"source_bucket": source, "delete": scenario.replicate_deletes, "auto_continue": true});
         for _ in 0..100 {
             match backfill::handle_invocation(replicator, &request, &Deadline::none()).await {
-                Ok((_, Some(next))) => {
-                    request = serde_json::to_value(next).map_err(|e| e.to_string())?
+                Ok((_, next)) if next.is_empty() => break,
+                Ok((_, next)) => {
+                    request = serde_json::to_value(&next[0]).map_err(|e| e.to_string())?
                 }
-                Ok((_, None)) => break,
                 // A failed run is tried again, as the schedule would the next time.
                 Err(_) => {}
             }

@@ -529,3 +529,42 @@ async fn creations_are_announced_with_how_they_were_written() {
         ]
     );
 }
+
+/// "Your application can achieve at least 3,500 PUT/COPY/POST/DELETE or 5,500 GET/HEAD
+/// requests per second per partitioned Amazon S3 prefix"; past it S3 answers `503 Slow Down`
+/// (S3 User Guide, Best practices design patterns: optimizing Amazon S3 performance; S3 API
+/// reference, Error responses: SlowDown). Reads do not count against writes, and each prefix
+/// has its own rate.
+#[tokio::test(start_paused = true)]
+async fn a_prefix_takes_3500_writes_a_second_and_slows_down_past_them() {
+    let store = SimStore::new(1, Faults::NONE);
+    store.create_bucket("b", false);
+    store.limit_prefix_writes(3500);
+    let write = |key: String| {
+        let store = &store;
+        async move {
+            store
+                .put_small_object(at("b", &key), b"x", &WriteCondition::Any)
+                .await
+        }
+    };
+    for i in 0..3500 {
+        write(format!("logs/{i}")).await.unwrap();
+    }
+    let refused = write("logs/one-more".into()).await.unwrap_err();
+    assert_eq!(
+        (refused.status, refused.code.as_deref()),
+        (Some(503), Some("SlowDown"))
+    );
+    assert!(refused.is_transient(), "{refused:?}");
+    write("photos/0".into()).await.expect("another prefix");
+    store
+        .get_small_object(at("b", "logs/0"))
+        .await
+        .expect("a read is not a write");
+    assert_eq!(store.slowed_down(), 1);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    write("logs/next-second".into())
+        .await
+        .expect("the next second");
+}

@@ -5,6 +5,9 @@
 //! hop limit and still holds its hop. Its summary is written to `summary_to` after every hop.
 //! When the run ends (done, or a self-continuing run that stops continuing), its last
 //! invocation writes the run's drift metrics per target ([`metrics::drift_lines`]).
+//!
+//! A split run (`chains`, `split_at`) answers the chains to start instead of working itself
+//! ([`split`]); each chain writes the run's summary beside its own after every hop.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -15,7 +18,8 @@ use super::batch;
 use super::event::EventError;
 use super::invocation::InvocationError;
 use super::metrics;
-use crate::engine::backfill::chain::{self, Claim, Hop, Plan};
+use crate::engine::backfill::chain::{self, Claim, Hop, Plan, SplitClaim};
+use crate::engine::backfill::split;
 use crate::engine::backfill::{run, BackfillRequest, Stop, StopReason, Summary};
 use crate::engine::deadline::Deadline;
 use crate::engine::replicator::Replicator;
@@ -27,7 +31,7 @@ pub async fn handle_invocation<S: Store>(
     replicator: &Replicator<S>,
     payload: &Value,
     deadline: &Deadline,
-) -> Result<(Value, Option<BackfillRequest>), InvocationError> {
+) -> Result<(Value, Vec<BackfillRequest>), InvocationError> {
     static CALLS: AtomicU64 = AtomicU64::new(0);
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -41,17 +45,20 @@ pub async fn handle_invocation<S: Store>(
     handle_invocation_as(replicator, payload, deadline, &id).await
 }
 
-/// What a backfill invocation answers, and the request to continue with when it stopped early
-/// and `auto_continue` was asked. `invocation_id` is Lambda's request id, which Lambda keeps
+/// What a backfill invocation answers, and the requests to invoke next: the continuation when
+/// it stopped early and `auto_continue` was asked, or a split run's chains. `invocation_id` is Lambda's request id, which Lambda keeps
 /// when it retries a failed asynchronous invocation: a retry recognises its own claim.
 pub async fn handle_invocation_as<S: Store>(
     replicator: &Replicator<S>,
     payload: &Value,
     deadline: &Deadline,
     invocation_id: &str,
-) -> Result<(Value, Option<BackfillRequest>), InvocationError> {
+) -> Result<(Value, Vec<BackfillRequest>), InvocationError> {
     if batch::is_batch_event(payload) {
-        return Ok((batch::handle(replicator, payload, deadline).await?, None));
+        return Ok((
+            batch::handle(replicator, payload, deadline).await?,
+            Vec::new(),
+        ));
     }
     let malformed = |message: String| InvocationError::Malformed(EventError(message));
     let request = BackfillRequest::deserialize(payload)
@@ -59,6 +66,9 @@ pub async fn handle_invocation_as<S: Store>(
     let plan = Plan::new(&request, invocation_id).map_err(|e| malformed(e.to_string()))?;
     let config = replicator.config();
     let marker_key = plan.marker_key();
+    if split::is_split(&request) {
+        return start_split(replicator, &request, &plan, invocation_id).await;
+    }
 
     let held = match (request.auto_continue, chain::marker_at(config, &marker_key)) {
         (true, Some(at)) => {
@@ -72,7 +82,7 @@ pub async fn handle_invocation_as<S: Store>(
                     let summary = refused(&request, &plan, stop);
                     log(&summary, &plan, None);
                     let response = serde_json::to_value(&summary).expect("summary serialises");
-                    return Ok((response, None));
+                    return Ok((response, Vec::new()));
                 }
             }
         }
@@ -104,7 +114,7 @@ pub async fn handle_invocation_as<S: Store>(
         (Some(continuation), true, None) => Some(BackfillRequest {
             continuation: Some((**continuation).clone()),
             run_id: Some(plan.run_id.clone()),
-            ..request
+            ..request.clone()
         }),
         _ => None,
     };
@@ -123,8 +133,76 @@ pub async fn handle_invocation_as<S: Store>(
         Some(Err(message)) => response["summary_error"] = Value::String(message.clone()),
         None => {}
     }
+    // After its own summary: a chain's sum read after it includes it.
+    if let (Some(location), Some(part_of), Some(Ok(_))) =
+        (&plan.summary_to, &request.part_of, &written)
+    {
+        match split::combine(replicator, location, part_of, &summary).await {
+            Ok(url) => response["run_summary_object"] = Value::String(url),
+            Err(message) => response["run_summary_error"] = Value::String(message),
+        }
+    }
     log(&summary, &plan, written.as_ref());
-    Ok((response, next))
+    Ok((response, next.into_iter().collect()))
+}
+
+/// The first invocation of a split run: chooses the ranges, records them in the run's
+/// marker, writes the run's first summary, and answers the chains to start.
+async fn start_split<S: Store>(
+    replicator: &Replicator<S>,
+    request: &BackfillRequest,
+    plan: &Plan,
+    invocation_id: &str,
+) -> Result<(Value, Vec<BackfillRequest>), InvocationError> {
+    let malformed = |message: String| InvocationError::Malformed(EventError(message));
+    let location = split::check(request).map_err(|e| malformed(e.to_string()))?;
+    let ranges = split::ranges(replicator, request)
+        .await
+        .map_err(|e| InvocationError::Failed(e.to_string()))?;
+    // Checked before the claim: a run whose chains could not be named must not be claimed.
+    split::chain_requests(request, &plan.run_id, &ranges).map_err(|e| malformed(e.to_string()))?;
+    let marker_key = plan.marker_key();
+    let at = chain::marker_at(replicator.config(), &marker_key)
+        .ok_or_else(|| malformed("a split run needs a configured target for its marker".into()))?;
+    let claim = chain::claim_split(replicator.store(), at, plan, invocation_id, ranges)
+        .await
+        .map_err(|f| InvocationError::Failed(format!("claiming the split run: {f}")))?;
+    let ranges = match claim {
+        SplitClaim::Held(ranges) => ranges,
+        SplitClaim::Refused(stop) => {
+            let summary = refused(request, plan, stop);
+            log(&summary, plan, None);
+            let response = serde_json::to_value(&summary).expect("summary serialises");
+            return Ok((response, Vec::new()));
+        }
+    };
+    let chains = split::chain_requests(request, &plan.run_id, &ranges)
+        .map_err(|e| malformed(e.to_string()))?;
+    let base = Summary {
+        mode: request.mode,
+        dry_run: request.dry_run,
+        source_bucket: request.source_bucket.clone().unwrap_or_default(),
+        prefix: request.prefix.clone(),
+        ..Summary::default()
+    };
+    let first = chains[0]
+        .part_of
+        .clone()
+        .expect("a chain is part of its run");
+    let written = split::combine(replicator, &location, &first, &base).await;
+    let mut response = serde_json::json!({
+        "run_id": plan.run_id,
+        "chains": chains
+            .iter()
+            .map(|c| serde_json::json!({"run_id": c.run_id, "range": c.range}))
+            .collect::<Vec<_>>(),
+    });
+    match written {
+        Ok(url) => response["run_summary_object"] = Value::String(url),
+        Err(message) => response["run_summary_error"] = Value::String(message),
+    }
+    tracing::info!(run_id = %plan.run_id, chains = chains.len(), "backfill split");
+    Ok((response, chains))
 }
 
 /// The answer of a hop that may not run: where the run stood, and why this chain stops.
@@ -152,12 +230,8 @@ async fn write_summary<S: Store>(
     plan: &Plan,
     summary: &Summary,
 ) -> Result<String, String> {
-    let config = replicator.config();
     let key = location.key(&plan.run_id);
-    let region = config
-        .target(&location.bucket)
-        .map(|t| t.region.as_str())
-        .or_else(|| replicator.source_region(&location.bucket));
+    let region = split::summary_region(replicator, &location.bucket);
     let at = ObjectAt {
         bucket: &location.bucket,
         region,

@@ -218,6 +218,16 @@ pub trait Store: Send + Sync {
         max_keys: u32,
     ) -> impl Future<Output = Result<ListPage, Failure>> + Send;
 
+    /// The common prefixes one level below `prefix` (`ListObjectsV2` with `Delimiter: /`, every
+    /// page), in listing order, at most `limit` of them: where a backfill splits its key space.
+    fn list_prefixes(
+        &self,
+        bucket: &str,
+        region: Option<&str>,
+        prefix: &str,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<String>, Failure>> + Send;
+
     /// `CopyObject` with metadata replaced or copied (the request's directive), tags copied;
     /// answers what landed.
     fn copy_object(

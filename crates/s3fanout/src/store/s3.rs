@@ -351,6 +351,45 @@ impl Store for S3Store {
         }
     }
 
+    async fn list_prefixes(
+        &self,
+        bucket: &str,
+        region: Option<&str>,
+        prefix: &str,
+        limit: usize,
+    ) -> Result<Vec<String>, Failure> {
+        let mut prefixes = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let page = self
+                .client(region)
+                .list_objects_v2()
+                .bucket(bucket)
+                .set_expected_bucket_owner(self.owner(bucket))
+                .set_request_payer(self.payer(&[bucket]))
+                .prefix(prefix)
+                .delimiter("/")
+                .set_continuation_token(token.take())
+                .customize()
+                .config_override(self.bounded())
+                .send()
+                .await
+                .map_err(|err| {
+                    failure(&err, "ListObjectsV2", &format!("s3://{bucket}/{prefix}"))
+                })?;
+            prefixes.extend(
+                page.common_prefixes()
+                    .iter()
+                    .filter_map(|p| p.prefix().map(str::to_string)),
+            );
+            token = page.next_continuation_token().map(str::to_string);
+            if prefixes.len() >= limit || token.is_none() || page.is_truncated() != Some(true) {
+                prefixes.truncate(limit);
+                return Ok(prefixes);
+            }
+        }
+    }
+
     async fn list_page(
         &self,
         bucket: &str,

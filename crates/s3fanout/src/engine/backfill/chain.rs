@@ -11,6 +11,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::range::KeyRange;
 use super::{BackfillError, BackfillRequest, Stop, StopReason};
 use crate::core::config::Config;
 use crate::core::outcome::Failure;
@@ -52,6 +53,9 @@ struct Marker {
     hop: u32,
     /// The invocation (Lambda request id) that claimed the hop.
     holder: String,
+    /// A split run's ranges, as its first invocation chose them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    ranges: Vec<KeyRange>,
 }
 
 /// A bucket and key prefix, from `s3://bucket/prefix/`.
@@ -165,7 +169,7 @@ pub fn marker_at<'a>(config: &'a Config, key: &'a str) -> Option<ObjectAt<'a>> {
     })
 }
 
-fn check_run_id(id: &str) -> Result<(), BackfillError> {
+pub(crate) fn check_run_id(id: &str) -> Result<(), BackfillError> {
     // ':' for run ids made of a time, as the template's schedule makes them.
     let valid = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | ':');
     if id.is_empty() || id.len() > MAX_RUN_ID || !id.chars().all(valid) {
@@ -199,6 +203,7 @@ pub async fn claim<S: Store>(
         run_id: plan.run_id.clone(),
         hop: plan.hop,
         holder: holder.to_string(),
+        ranges: Vec::new(),
     };
     let body = serde_json::to_vec(&mine).expect("marker serialises");
     let condition = match &plan.previous {
@@ -233,6 +238,66 @@ pub async fn claim<S: Store>(
         detail: format!(
             "hop {} of run {} is not this chain's: {place} names hop {} of invocation {}",
             plan.hop, plan.run_id, found.hop, found.holder
+        ),
+    }))
+}
+
+/// Whether this invocation may start a split run's chains.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SplitClaim {
+    /// It may, over these ranges: its own, or those an earlier attempt of this very
+    /// invocation recorded (a listing read again may split differently, and chains of two
+    /// splits could leave a gap between them).
+    Held(Vec<KeyRange>),
+    /// It may not: the run was split already, by another invocation.
+    Refused(Stop),
+}
+
+/// Claims a split run (hop 0 of `plan`) for `holder`, recording `ranges` in the run's
+/// marker at `at`, create-only.
+pub async fn claim_split<S: Store>(
+    store: &S,
+    at: ObjectAt<'_>,
+    plan: &Plan,
+    holder: &str,
+    ranges: Vec<KeyRange>,
+) -> Result<SplitClaim, Failure> {
+    let mine = Marker {
+        run_id: plan.run_id.clone(),
+        hop: 0,
+        holder: holder.to_string(),
+        ranges,
+    };
+    let body = serde_json::to_vec(&mine).expect("marker serialises");
+    let failure = match store
+        .put_small_object(at, &body, &WriteCondition::Absent)
+        .await
+    {
+        Ok(_) => return Ok(SplitClaim::Held(mine.ranges)),
+        Err(f) if f.is_precondition_failed() => f,
+        Err(f) => return Err(f),
+    };
+    let place = format!("s3://{}/{}", at.bucket, at.key);
+    let Some(current) = store.get_small_object(at).await? else {
+        return Ok(SplitClaim::Refused(Stop {
+            reason: StopReason::Cancelled,
+            detail: format!("the run's marker {place} was deleted: the run is cancelled"),
+        }));
+    };
+    let found: Marker = serde_json::from_slice(&current.body).map_err(|e| {
+        Failure::permanent(format!(
+            "{place} is not a run marker ({e}); it answered {}",
+            failure.message
+        ))
+    })?;
+    if found.holder == mine.holder && found.hop == 0 && !found.ranges.is_empty() {
+        return Ok(SplitClaim::Held(found.ranges));
+    }
+    Ok(SplitClaim::Refused(Stop {
+        reason: StopReason::Superseded,
+        detail: format!(
+            "run {} was started already: {place} names hop {} of invocation {}",
+            plan.run_id, found.hop, found.holder
         ),
     }))
 }

@@ -3,6 +3,7 @@
 
 use std::collections::VecDeque;
 
+use super::range::KeyRange;
 use crate::core::object::Listed;
 use crate::core::outcome::Failure;
 use crate::store::{ListFrom, Store};
@@ -24,20 +25,29 @@ pub(crate) struct Cursor {
     exhausted: bool,
     buffer: VecDeque<Listed>,
     page_size: u32,
+    /// Only keys (relative to `strip`) in this range are shown.
+    range: KeyRange,
     /// Pages requested so far.
     pub requests: u64,
 }
 
 impl Cursor {
-    /// Lists `bucket` under `strip + prefix`, after `start_after` (relative to `strip`).
+    /// Lists `bucket` under `strip + prefix`, after `start_after` and within `range` (both
+    /// relative to `strip`).
     pub fn new(
         bucket: &str,
         region: Option<&str>,
         strip: &str,
         prefix: &str,
         start_after: Option<&str>,
+        range: &KeyRange,
         page_size: u32,
     ) -> Self {
+        let range_start = range.list_after();
+        let start_after = match (start_after, range_start.as_deref()) {
+            (Some(resume), Some(start)) => Some(resume.max(start)),
+            (resume, start) => resume.or(start),
+        };
         Cursor {
             bucket: bucket.to_string(),
             region: region.map(str::to_string),
@@ -48,6 +58,7 @@ impl Cursor {
             exhausted: false,
             buffer: VecDeque::new(),
             page_size,
+            range: range.clone(),
             requests: 0,
         }
     }
@@ -85,15 +96,22 @@ impl Cursor {
                 self.page_size,
             )
             .await?;
+        self.exhausted = page.next.is_none();
         for object in page.objects {
-            if let Some(relative) = object.key.strip_prefix(&self.strip) {
+            let Some(relative) = object.key.strip_prefix(&self.strip) else {
+                continue;
+            };
+            if self.range.ended_by(relative) {
+                self.exhausted = true;
+                break;
+            }
+            if self.range.contains(relative) {
                 self.buffer.push_back(Listed {
                     key: relative.to_string(),
                     ..object
                 });
             }
         }
-        self.exhausted = page.next.is_none();
         self.token = page.next;
         Ok(())
     }

@@ -18,6 +18,8 @@ pub mod chain;
 pub mod filter;
 mod listing;
 mod merge;
+pub mod range;
+pub mod split;
 
 use std::collections::BTreeMap;
 
@@ -35,6 +37,7 @@ use crate::store::Store;
 use filter::{passes, Filter};
 use listing::{Cursor, PAGE_SIZE};
 use merge::{Merge, Merged};
+use range::KeyRange;
 
 /// What a run does.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -101,6 +104,20 @@ pub struct BackfillRequest {
     /// every invocation of the run.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub summary_to: Option<String>,
+    /// Only keys in this range (a chain of a split run works on one).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub range: Option<KeyRange>,
+    /// Split the run into this many chains working at once (at most [`range::MAX_CHAINS`]),
+    /// at the common prefixes one level below `prefix`; needs `auto_continue` and
+    /// `summary_to`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub chains: Option<u32>,
+    /// Split the run at these keys instead (sorted; each the first key of a range).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub split_at: Vec<String>,
+    /// Set on each chain of a split run: the run it is part of.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub part_of: Option<split::PartOf>,
 }
 
 /// Where a stopped run resumes, and what it counted so far.
@@ -215,6 +232,9 @@ pub struct Summary {
     /// Why a run that is not done does not continue, when it does not.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stopped: Option<Stop>,
+    /// A split run's chains, in the run's summary.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub chains: Vec<split::ChainReport>,
 }
 
 /// Why a run stopped continuing before its end.
@@ -290,6 +310,8 @@ pub async fn run_paged<S: Store>(
     let started = Instant::now();
     let config = replicator.config();
     let source_bucket = source_bucket(replicator, request)?;
+    let range = request.range.clone().unwrap_or_default();
+    range.check()?;
     let targets: Vec<&Target> = match &request.targets {
         None => config.targets.iter().collect(),
         Some(names) => names
@@ -349,6 +371,7 @@ pub async fn run_paged<S: Store>(
         "",
         &request.prefix,
         resume.as_deref(),
+        &range,
         page_size,
     );
     let replicas = targets
@@ -360,6 +383,7 @@ pub async fn run_paged<S: Store>(
                 &config.replica_prefix(t, &source_bucket),
                 &request.prefix,
                 resume.as_deref(),
+                &range,
                 page_size,
             )
         })
@@ -536,7 +560,7 @@ fn remembered_size(key: &str, targets: &[String]) -> usize {
     json(key) + 3 + targets.iter().map(|t| json(t) + 1).sum::<usize>()
 }
 
-fn source_bucket<S: Store>(
+pub(crate) fn source_bucket<S: Store>(
     replicator: &Replicator<S>,
     request: &BackfillRequest,
 ) -> Result<String, BackfillError> {
