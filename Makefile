@@ -5,7 +5,8 @@
 #                  LocalStack: make test-localstack), end-to-end through the Lambda runtime API,
 #                  template tests, the docs against the code
 #   make bench     figures: replicate latency and requests for 1..8 targets, multipart sources,
-#                  a batch's concurrency, memory, copy method, backfill against sync tools;
+#                  a batch's concurrency, memory, copy method, backfill against sync tools,
+#                  a split backfill's throughput for 1..16 chains (simulation, virtual time);
 #                  target/bench/results.json, target/bench/bench.svg (make bench-docs: docs/performance.md)
 #   make package   build the Lambda zips (arm64)
 
@@ -74,6 +75,7 @@ bench: setup
 	$(LOCAL_S3) $(BENCH_BIN)/bench
 	cargo build --profile bench-build -p integration --bin bench_read && $(LOCAL_S3) $(BENCH_BIN)/bench_read
 	cargo build --profile bench-build -p s3fanout-sim --example bench_memory && $(BENCH_BIN)/examples/bench_memory
+	cargo build --profile bench-build -p s3fanout-sim --example bench_scale_out && $(BENCH_BIN)/examples/bench_scale_out
 	$(PY) -m pip install --quiet --disable-pip-version-check -r tests/bench-requirements.txt && (command -v rclone >/dev/null || (apt-get update -qq && apt-get install -y -qq rclone)) && cargo build --profile bench-build -p s3fanout-cli -p integration --bin s3fanout --bin bench_backfill && $(LOCAL_S3) $(BENCH_BIN)/bench_backfill
 	python3 tests/bench_report.py --dir $(BENCH_DIR)
 

@@ -223,6 +223,23 @@ def report_md(results):
             f"(goal: {fmt(bf.get('goal_share', 0.95))}) and `s5cmd sync`, run once per target, takes "
             f"{fmt(bf.get('s5cmd_time_over_s3fanout'))}x its time (goal: {fmt(bf.get('goal_s5cmd', 1.15))}x).\n"
         )
+    so = results.get("scale_out") or {}
+    if so.get("rows"):
+        out.append(
+            f"**Backfill scale-out** (simulation, virtual time): {so['objects']:,} objects to {so['targets']} targets, "
+            f"up to {so['latency_ms']} ms before and after each request, {so['prefix_writes_per_second']:,} writes/s "
+            f"per prefix at each target, COPY_CONCURRENCY {so['concurrency']} per chain:\n"
+        )
+        out.append("| layout | chains | time | copies/s | speed-up | SlowDown answers |")
+        out.append("|---|---|---|---|---|---|")
+        base = {}
+        for r in so["rows"]:
+            one = base.setdefault(r["layout"], r["copies_per_s"])
+            out.append(
+                f"| {r['layout']} | {r['chains']} | {r['seconds']:.1f} s | {r['copies_per_s']:,.0f} "
+                f"| {r['copies_per_s'] / one:.2f}x | {r['slowed_down']:,} |"
+            )
+        out.append("")
     rows = results.get("cost", [])
     if rows:
         out.append("**Cost per million replicated objects per target** (S3 Standard, us-east-1 list prices: "
@@ -342,9 +359,9 @@ def num(v):
 
 
 def plot(results):
-    # Four panels of PH in all, and a strip below them for the stamp.
+    # Two rows of two panels in PH, a row for the scale-out below, and a strip for the stamp.
     W, PH = 1000, 760
-    H = PH + 18
+    H = PH + PH // 2 + 18
     svg = [
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" viewBox="0 0 {W} {H}" '
         'font-family="Helvetica, Arial, sans-serif">',
@@ -476,6 +493,30 @@ def plot(results):
                             size=11, anchor="middle"))
     else:
         p.empty("no multipart figures")
+
+    # 5. A split backfill's throughput against its chains, per key layout.
+    so = results.get("scale_out") or {}
+    p = Panel(svg, 0, PH, W, PH / 2, "Backfill scale-out (simulation, virtual time)", "chains", "copies per second")
+    if so.get("rows"):
+        chains = sorted({r["chains"] for r in so["rows"]})
+        layouts = list(dict.fromkeys(r["layout"] for r in so["rows"]))
+        ceiling = so["targets"] * so["prefix_writes_per_second"]
+        top = nice_max(max(max(r["copies_per_s"] for r in so["rows"]), ceiling) * 1.15)
+        # Chains double: evenly spaced positions, labelled with the counts.
+        p.scale(-0.5, len(chains) - 0.5, 0, top)
+        p.axes(list(range(len(chains))), ticks(top), xfmt=lambda i: str(chains[i]), yfmt=num)
+        series = []
+        for i, layout in enumerate(layouts):
+            rows = sorted((r for r in so["rows"] if r["layout"] == layout), key=lambda r: r["chains"])
+            pts = [(p.px(chains.index(r["chains"])), p.py(r["copies_per_s"])) for r in rows]
+            svg.append(polyline(pts, COLORS[i]))
+            series.append((layout, COLORS[i], None))
+        svg.append(line(p.left, p.py(ceiling), p.right, p.py(ceiling), COLORS[3], 1.5, "2,3"))
+        series.append((f"one prefix's ceiling: {so['targets']} targets x {so['prefix_writes_per_second']:,} writes/s",
+                       COLORS[3], "2,3"))
+        legend(svg, p.left + 10, p.top + 12, series)
+    else:
+        p.empty("no scale-out figures")
 
     stamp = results.get("generated_at", "")
     svg.append(text(W - 8, H - 5, f"make bench, {stamp}, local S3 server (moto)", size=9, anchor="end", fill="#888"))

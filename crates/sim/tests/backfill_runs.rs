@@ -913,3 +913,21 @@ async fn a_split_is_made_once_and_bad_splits_are_named() {
     }
     assert!(marker(&r, "bad").is_none(), "a bad split claims nothing");
 }
+
+/// A run past a prefix's write rate slows down instead of failing keys: what S3 answered
+/// `SlowDown` (or the target's breaker then held) is redone after a pause, in the same
+/// invocation.
+#[tokio::test(start_paused = true)]
+async fn a_throttled_run_slows_down_and_copies_every_key() {
+    let r = replicator(2, 10, 32);
+    fill(&r, 300);
+    r.store().limit_prefix_writes(50);
+    let (answer, next) = invoke(&r, &json!({}), Deadline::none(), "throttled").await;
+    assert!(next.is_none());
+    assert!(r.store().slowed_down() > 0, "the limit should have bitten");
+    for target in ["rep-0", "rep-1"] {
+        let counts = &answer["targets"][target];
+        assert_eq!(counts["failed"], 0, "{answer}");
+        assert_eq!(counts["copied"], 300, "{answer}");
+    }
+}

@@ -26,6 +26,8 @@ use std::collections::BTreeMap;
 use futures::future::join_all;
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
 use tokio::time::Instant;
 
 use super::deadline::Deadline;
@@ -454,6 +456,9 @@ pub async fn run_paged<S: Store>(
             .collect()
             .await;
         results.sort_by_key(|(index, _)| *index);
+        context
+            .redo_throttled(&items, &mut results, concurrency, deadline)
+            .await;
         let parts: u64 = results.iter().map(|(_, acted)| acted.parts_copied).sum();
         summary.parts_copied += parts;
         parts_moved += parts
@@ -590,6 +595,7 @@ fn is_deferred(outcome: &Outcome) -> bool {
 }
 
 /// What acting on one item did.
+#[derive(Default)]
 struct Acted {
     /// Per target (its index), what happened.
     outcomes: Vec<(usize, Outcome)>,
@@ -603,6 +609,30 @@ struct Acted {
     left_open: bool,
 }
 
+/// Rounds in which a batch redoes the work S3 throttled, after pauses from
+/// [`THROTTLE_PAUSE`], doubling.
+const THROTTLE_ROUNDS: u32 = 8;
+
+/// The first pause before throttled work is redone.
+const THROTTLE_PAUSE: Duration = Duration::from_millis(500);
+
+/// A share from 0 to 1 drawn from a key.
+fn spread_of(key: &str) -> f64 {
+    let hash = key.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    (hash % 1000) as f64 / 1000.0
+}
+
+/// Whether S3 refused the work for its request rate (`503 SlowDown`, which is also how it
+/// answers a cross-region copy past the available bandwidth), or the target's breaker held
+/// it, opened by such answers or by an outage: work that waiting lets succeed.
+fn is_throttled(outcome: &Outcome) -> bool {
+    outcome
+        .failure()
+        .is_some_and(|f| f.code.as_deref() == Some("SlowDown") || f.kind == FailureKind::Held)
+}
+
 /// What a run needs to act on an item.
 struct Context<'a, S> {
     replicator: &'a Replicator<S>,
@@ -613,6 +643,85 @@ struct Context<'a, S> {
 }
 
 impl<S: Store> Context<'_, S> {
+    /// Redoes, after a pause, the work of a batch that S3 answered `SlowDown` after the
+    /// client's own retries: a run past a prefix's request rate (several chains, a busy
+    /// bucket) then slows down instead of counting keys as failed. Work the deadline stops
+    /// is deferred to the next invocation, as any other.
+    async fn redo_throttled(
+        &self,
+        items: &[Merged],
+        results: &mut [(usize, Acted)],
+        concurrency: usize,
+        deadline: &Deadline,
+    ) {
+        let buckets: Vec<&str> = self.targets.iter().map(|t| t.bucket.as_str()).collect();
+        let buckets = &buckets;
+        for round in 0..THROTTLE_ROUNDS {
+            let throttled: Vec<(usize, Vec<String>)> = results
+                .iter()
+                .filter_map(|(index, acted)| {
+                    let slowed: Vec<usize> = acted
+                        .outcomes
+                        .iter()
+                        .filter(|(_, o)| is_throttled(o))
+                        .map(|(t, _)| *t)
+                        .collect();
+                    let others = (0..buckets.len())
+                        .filter(|t| !slowed.contains(t))
+                        .map(|t| buckets[t].to_string())
+                        .collect();
+                    (!slowed.is_empty()).then_some((*index, others))
+                })
+                .collect();
+            if throttled.is_empty() || deadline.passed_soft() {
+                return;
+            }
+            let pause = THROTTLE_PAUSE * 2u32.pow(round.min(5));
+            let redone: Vec<(usize, Acted)> = futures::stream::iter(&throttled)
+                .map(|(index, others)| async move {
+                    let item = &items[*index];
+                    // Spread over the pause (by the key, so that a run replays alike):
+                    // chains throttled together must not come back together.
+                    let spread = pause.mul_f64(0.5 + spread_of(&item.key));
+                    let paused = deadline
+                        .bound(async {
+                            tokio::time::sleep(spread).await;
+                            Ok(())
+                        })
+                        .await;
+                    let acted = match paused {
+                        Ok(()) => {
+                            self.act(item, Some(others), LeftUpload::Unknown, deadline)
+                                .await
+                        }
+                        // Stopped by the deadline: deferred, redone by the next invocation.
+                        Err(stopped) => Acted {
+                            outcomes: (0..buckets.len())
+                                .filter(|t| !others.iter().any(|b| b == buckets[*t]))
+                                .map(|t| (t, Outcome::Failed(stopped.clone())))
+                                .collect(),
+                            ..Acted::default()
+                        },
+                    };
+                    (*index, acted)
+                })
+                .buffer_unordered(concurrency)
+                .collect()
+                .await;
+            for (index, again) in redone {
+                let acted = &mut results[index].1;
+                for (target, outcome) in again.outcomes {
+                    if let Some(slot) = acted.outcomes.iter_mut().find(|(t, _)| *t == target) {
+                        slot.1 = outcome;
+                    }
+                }
+                acted.parts_copied += again.parts_copied;
+                acted.uploads_completed += again.uploads_completed;
+                acted.left_open |= again.left_open;
+            }
+        }
+    }
+
     /// Settles one key at every target that lists it or should (those in `skip` were done by
     /// an earlier invocation).
     async fn act(

@@ -8,6 +8,7 @@
 //! own summary, then the run's: the sum of every chain's latest, written with `If-Match` on
 //! the summary it read, so that two chains finishing at once cannot leave an older sum behind.
 
+use futures::future::join_all;
 use serde::{Deserialize, Serialize};
 
 use super::chain::{check_run_id, SummaryLocation};
@@ -19,8 +20,9 @@ use crate::store::{ObjectAt, Store, WriteCondition};
 /// Most common prefixes read to choose where a run splits.
 const MAX_PREFIXES: usize = 100_000;
 
-/// Attempts at writing the run's summary against other chains writing it too.
-const COMBINE_ATTEMPTS: u32 = 10;
+/// Attempts at writing the run's summary against other chains writing it too: each attempt
+/// lost is another chain's write, so twice the most chains.
+const COMBINE_ATTEMPTS: u32 = 2 * MAX_CHAINS;
 
 /// Which chain of which run a request is.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -175,8 +177,7 @@ pub async fn combine<S: Store>(
             .get_small_object(at)
             .await
             .map_err(|f| format!("reading the run's summary: {}", f.message))?;
-        let mut parts = Vec::with_capacity(ids.len());
-        for id in &ids {
+        let reads = ids.iter().map(|id| async move {
             let part_key = location.key(id);
             let part_at = ObjectAt {
                 key: &part_key,
@@ -190,8 +191,12 @@ pub async fn combine<S: Store>(
                 .map(|p| serde_json::from_slice::<Summary>(&p.body))
                 .transpose()
                 .map_err(|e| format!("{} is not a summary: {e}", location.url(id)))?;
-            parts.push((id.clone(), parsed));
-        }
+            Ok::<_, String>((id.clone(), parsed))
+        });
+        let parts = join_all(reads)
+            .await
+            .into_iter()
+            .collect::<Result<Vec<_>, String>>()?;
         let sum = sum_of(&part_of.run_id, base, &parts);
         let body = serde_json::to_vec_pretty(&sum).expect("summary serialises");
         let condition = match current {
