@@ -235,6 +235,8 @@ pub fn sum_of(run_id: &str, base: &Summary, parts: &[(String, Option<Summary>)])
         prefix: base.prefix.clone(),
         run_id: Some(run_id.to_string()),
         done: !parts.is_empty(),
+        // The split itself, then every chain's.
+        invocations: 1,
         ..Summary::default()
     };
     for (id, part) in parts {
