@@ -160,7 +160,7 @@ async fn start_split<S: Store>(
         .await
         .map_err(|e| InvocationError::Failed(e.to_string()))?;
     // Checked before the claim: a run whose chains could not be named must not be claimed.
-    split::chain_requests(request, &plan.run_id, &ranges).map_err(|e| malformed(e.to_string()))?;
+    split::chain_ids(&plan.run_id, ranges.len()).map_err(|e| malformed(e.to_string()))?;
     let marker_key = plan.marker_key();
     let at = chain::marker_at(replicator.config(), &marker_key)
         .ok_or_else(|| malformed("a split run needs a configured target for its marker".into()))?;

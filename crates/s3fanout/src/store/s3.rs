@@ -11,7 +11,7 @@ use aws_sdk_s3::types::{
 use aws_sdk_s3::Client;
 
 use super::clients::Clients;
-use super::s3_error::failure;
+use super::s3_error::{failure, list_failure};
 use super::{
     CopiedPart, CopyRange, CopyRequest, Directive, Landed, ListFrom, ListPage, ObjectAt, Part,
     PartCopyRequest, ReplicaAttributes, SmallObject, Store, Upload, WriteCondition,
@@ -58,6 +58,21 @@ impl S3Store {
     pub fn with_attempt_timeout(mut self, attempt: std::time::Duration) -> Self {
         self.attempt = attempt;
         self
+    }
+
+    /// A `ListObjectsV2` of `bucket` under `prefix`, with the bucket's owner and payer.
+    fn list_objects(
+        &self,
+        bucket: &str,
+        region: Option<&str>,
+        prefix: &str,
+    ) -> aws_sdk_s3::operation::list_objects_v2::builders::ListObjectsV2FluentBuilder {
+        self.client(region)
+            .list_objects_v2()
+            .bucket(bucket)
+            .set_expected_bucket_owner(self.owner(bucket))
+            .set_request_payer(self.payer(&[bucket]))
+            .prefix(prefix)
     }
 
     fn bounded(&self) -> aws_sdk_s3::config::Builder {
@@ -362,28 +377,21 @@ impl Store for S3Store {
         let mut token: Option<String> = None;
         loop {
             let page = self
-                .client(region)
-                .list_objects_v2()
-                .bucket(bucket)
-                .set_expected_bucket_owner(self.owner(bucket))
-                .set_request_payer(self.payer(&[bucket]))
-                .prefix(prefix)
+                .list_objects(bucket, region, prefix)
                 .delimiter("/")
                 .set_continuation_token(token.take())
                 .customize()
                 .config_override(self.bounded())
                 .send()
                 .await
-                .map_err(|err| {
-                    failure(&err, "ListObjectsV2", &format!("s3://{bucket}/{prefix}"))
-                })?;
+                .map_err(|err| list_failure(&err, bucket, prefix))?;
             prefixes.extend(
                 page.common_prefixes()
                     .iter()
                     .filter_map(|p| p.prefix().map(str::to_string)),
             );
             token = page.next_continuation_token().map(str::to_string);
-            if prefixes.len() >= limit || token.is_none() || page.is_truncated() != Some(true) {
+            if prefixes.len() >= limit || token.is_none() {
                 prefixes.truncate(limit);
                 return Ok(prefixes);
             }
@@ -399,12 +407,7 @@ impl Store for S3Store {
         max_keys: u32,
     ) -> Result<ListPage, Failure> {
         let mut request = self
-            .client(region)
-            .list_objects_v2()
-            .bucket(bucket)
-            .set_expected_bucket_owner(self.owner(bucket))
-            .set_request_payer(self.payer(&[bucket]))
-            .prefix(prefix)
+            .list_objects(bucket, region, prefix)
             .max_keys(max_keys as i32);
         request = match from {
             ListFrom::Token(token) => request.continuation_token(token),
@@ -415,13 +418,7 @@ impl Store for S3Store {
             .config_override(self.bounded())
             .send()
             .await
-            .map_err(|err| {
-                let mut f = failure(&err, "ListObjectsV2", &format!("s3://{bucket}/{prefix}"));
-                if f.code.as_deref() == Some("NoSuchBucket") {
-                    f.message = format!("bucket {bucket:?} does not exist");
-                }
-                f
-            })?;
+            .map_err(|err| list_failure(&err, bucket, prefix))?;
         let objects = page
             .contents()
             .iter()

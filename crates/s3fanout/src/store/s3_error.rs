@@ -6,6 +6,18 @@ use aws_smithy_runtime_api::http::Response;
 
 use crate::core::outcome::{Failure, FailureKind};
 
+/// A failed `ListObjectsV2` of `bucket` under `prefix`, naming a missing bucket plainly.
+pub(crate) fn list_failure<E>(err: &SdkError<E, Response>, bucket: &str, prefix: &str) -> Failure
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
+    let mut f = failure(err, "ListObjectsV2", &format!("s3://{bucket}/{prefix}"));
+    if f.code.as_deref() == Some("NoSuchBucket") {
+        f.message = format!("bucket {bucket:?} does not exist");
+    }
+    f
+}
+
 /// Classifies an SDK error of `operation` on `location` (`s3://bucket/key`).
 pub(crate) fn failure<E>(err: &SdkError<E, Response>, operation: &str, location: &str) -> Failure
 where

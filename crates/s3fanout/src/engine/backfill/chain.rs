@@ -217,9 +217,32 @@ pub async fn claim<S: Store>(
     };
     // The marker is not what this hop expected: a retry of this very invocation may have
     // claimed it already (its answer was lost), or another chain did.
+    let (found, etag, place) = match found_marker(store, at, &failure).await? {
+        Ok(found) => found,
+        Err(cancelled) => return Ok(Claim::Refused(cancelled)),
+    };
+    if found == mine {
+        return Ok(Claim::Held { etag });
+    }
+    Ok(Claim::Refused(Stop {
+        reason: StopReason::Superseded,
+        detail: format!(
+            "hop {} of run {} is not this chain's: {place} names hop {} of invocation {}",
+            plan.hop, plan.run_id, found.hop, found.holder
+        ),
+    }))
+}
+
+/// The marker a claim refused with `failure` found, its ETag and its address; or, when the
+/// marker is gone, the stop of a cancelled run.
+async fn found_marker<S: Store>(
+    store: &S,
+    at: ObjectAt<'_>,
+    failure: &Failure,
+) -> Result<Result<(Marker, String, String), Stop>, Failure> {
     let place = format!("s3://{}/{}", at.bucket, at.key);
     let Some(current) = store.get_small_object(at).await? else {
-        return Ok(Claim::Refused(Stop {
+        return Ok(Err(Stop {
             reason: StopReason::Cancelled,
             detail: format!("the run's marker {place} was deleted: the run is cancelled"),
         }));
@@ -230,16 +253,7 @@ pub async fn claim<S: Store>(
             failure.message
         ))
     })?;
-    if found == mine {
-        return Ok(Claim::Held { etag: current.etag });
-    }
-    Ok(Claim::Refused(Stop {
-        reason: StopReason::Superseded,
-        detail: format!(
-            "hop {} of run {} is not this chain's: {place} names hop {} of invocation {}",
-            plan.hop, plan.run_id, found.hop, found.holder
-        ),
-    }))
+    Ok(Ok((found, current.etag, place)))
 }
 
 /// Whether this invocation may start a split run's chains.
@@ -277,19 +291,10 @@ pub async fn claim_split<S: Store>(
         Err(f) if f.is_precondition_failed() => f,
         Err(f) => return Err(f),
     };
-    let place = format!("s3://{}/{}", at.bucket, at.key);
-    let Some(current) = store.get_small_object(at).await? else {
-        return Ok(SplitClaim::Refused(Stop {
-            reason: StopReason::Cancelled,
-            detail: format!("the run's marker {place} was deleted: the run is cancelled"),
-        }));
+    let (found, _, place) = match found_marker(store, at, &failure).await? {
+        Ok(found) => found,
+        Err(cancelled) => return Ok(SplitClaim::Refused(cancelled)),
     };
-    let found: Marker = serde_json::from_slice(&current.body).map_err(|e| {
-        Failure::permanent(format!(
-            "{place} is not a run marker ({e}); it answered {}",
-            failure.message
-        ))
-    })?;
     if found.holder == mine.holder && found.hop == 0 && !found.ranges.is_empty() {
         return Ok(SplitClaim::Held(found.ranges));
     }
