@@ -827,6 +827,7 @@ async fn a_split_run_copies_every_range_at_once_and_sums_its_chains() {
     );
     let before = read_summary(&r, "backfills/split-1.json").await.unwrap();
     assert!(!before.done && before.chains.iter().all(|c| !c.reported));
+    assert_eq!(before.source_bucket, SOURCE, "the configured source, named");
     assert!(marker(&r, "split-1").is_some() && marker(&r, "split-1.0").is_none());
 
     let invocations = drive(&r, chains).await;

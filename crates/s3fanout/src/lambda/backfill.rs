@@ -19,7 +19,7 @@ use super::event::EventError;
 use super::invocation::InvocationError;
 use super::metrics;
 use crate::engine::backfill::chain::{self, Claim, Hop, Plan, SplitClaim};
-use crate::engine::backfill::split;
+use crate::engine::backfill::{self as backfill, split};
 use crate::engine::backfill::{run, BackfillRequest, Stop, StopReason, Summary};
 use crate::engine::deadline::Deadline;
 use crate::engine::replicator::Replicator;
@@ -181,7 +181,9 @@ async fn start_split<S: Store>(
     let base = Summary {
         mode: request.mode,
         dry_run: request.dry_run,
-        source_bucket: request.source_bucket.clone().unwrap_or_default(),
+        // A summary names the source even when the request left it to the configuration.
+        source_bucket: backfill::source_bucket(replicator, request)
+            .map_err(|e| malformed(e.to_string()))?,
         prefix: request.prefix.clone(),
         ..Summary::default()
     };
