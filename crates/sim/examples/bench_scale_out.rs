@@ -212,5 +212,6 @@ async fn measure(layout: Layout, chains: u32) -> Value {
         "slowed_down": replicator.store().slowed_down(),
         "failed": summary.targets.values().map(|c| c.failed).sum::<u64>(),
         "invocations": invocations,
+        "requests": replicator.store().requests(),
     })
 }

@@ -936,3 +936,48 @@ async fn a_throttled_run_slows_down_and_copies_every_key() {
         assert_eq!(counts["copied"], 300, "{answer}");
     }
 }
+
+/// The next batch is listed while the batch before it is copied: the copies never wait for a
+/// listing but the first.
+#[tokio::test(start_paused = true)]
+async fn the_next_batch_is_listed_while_the_last_is_copied() {
+    let r = replicator(3, 20, 64);
+    fill(&r, 2500);
+    let request: BackfillRequest = serde_json::from_value(json!({})).unwrap();
+    let deadline = Deadline::after(Duration::from_secs(900), Duration::from_secs(10));
+    let summary = run_paged(&r, &request, &deadline, &|_| {}, 1000)
+        .await
+        .unwrap();
+    assert!(summary.done, "{summary:?}");
+    let trace = r.store().trace();
+    let source_listings: Vec<usize> = (0..trace.len())
+        .filter(|&i| trace[i].contains(&format!(" ListObjectsV2 s3://{SOURCE}/:")))
+        .collect();
+    assert_eq!(
+        source_listings.len(),
+        3,
+        "pages of 1,000 keys: {source_listings:?}"
+    );
+    // The last copy of each of the first two batches, keys k0000..k0999 and k1000..k1999.
+    let last_copy_before = |bound: &str| {
+        (0..trace.len())
+            .filter(|&i| {
+                trace[i].contains(" CopyObject s3://rep-")
+                    && trace[i]
+                        .split('/')
+                        .nth(3)
+                        .is_some_and(|key| key.split(':').next().is_some_and(|k| k < bound))
+            })
+            .max()
+            .unwrap()
+    };
+    for (page, bound) in [(1, "k1000"), (2, "k2000")] {
+        let last = last_copy_before(bound);
+        assert!(
+            source_listings[page] < last,
+            "page {} was listed at step {} of the trace, after the batch before it was copied (its last copy at step {last})",
+            page + 1,
+            source_listings[page]
+        );
+    }
+}

@@ -63,12 +63,17 @@ impl Cursor {
         }
     }
 
-    /// The next entry, without taking it; reads a page when none is buffered.
-    pub async fn peek<S: Store>(&mut self, store: &S) -> Result<Option<&Listed>, Failure> {
-        while self.buffer.is_empty() && !self.exhausted {
+    /// Whether the buffer ran out while the listing goes on.
+    pub fn needs_page(&self) -> bool {
+        self.buffer.is_empty() && !self.exhausted
+    }
+
+    /// Reads pages until one entry is buffered or the listing ends.
+    pub async fn fill<S: Store>(&mut self, store: &S) -> Result<(), Failure> {
+        while self.needs_page() {
             self.fetch(store).await?;
         }
-        Ok(self.buffer.front())
+        Ok(())
     }
 
     /// The key of the buffered front entry, without reading.
@@ -76,7 +81,7 @@ impl Cursor {
         self.buffer.front().map(|l| l.key.as_str())
     }
 
-    /// Takes the entry [`Cursor::peek`] showed.
+    /// Takes the buffered front entry.
     pub fn pop(&mut self) -> Option<Listed> {
         self.buffer.pop_front()
     }

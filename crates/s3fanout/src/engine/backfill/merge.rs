@@ -1,6 +1,8 @@
 //! Merges the source's listing with every target's, a page at a time: whatever the key
 //! distribution (millions of replica-only keys included), memory holds one page per listing.
 
+use futures::future::try_join_all;
+
 use super::listing::Cursor;
 use crate::core::object::Listed;
 use crate::core::outcome::Failure;
@@ -37,14 +39,20 @@ impl Merge {
 
     /// The next key in UTF-8 binary order (S3's listing order), or `None` at the end.
     pub async fn next<S: Store>(&mut self, store: &S) -> Result<Option<Merged>, Failure> {
-        let mut smallest: Option<String> = self.source.peek(store).await?.map(|l| l.key.clone());
-        for cursor in &mut self.replicas {
-            if let Some(entry) = cursor.peek(store).await? {
-                if smallest.as_ref().is_none_or(|s| entry.key < *s) {
-                    smallest = Some(entry.key.clone());
-                }
-            }
-        }
+        // Every listing whose page ran out reads its next one at once: at a page boundary the
+        // source's and every target's pages usually end together.
+        let cursors = std::iter::once(&mut self.source).chain(self.replicas.iter_mut());
+        try_join_all(
+            cursors
+                .filter(|cursor| cursor.needs_page())
+                .map(|cursor| cursor.fill(store)),
+        )
+        .await?;
+        let smallest = std::iter::once(&self.source)
+            .chain(&self.replicas)
+            .filter_map(Cursor::front_key)
+            .min()
+            .map(str::to_string);
         let Some(key) = smallest else {
             return Ok(None);
         };
@@ -62,7 +70,7 @@ impl Merge {
     }
 }
 
-/// Takes the cursor's buffered front entry when it has this key (peek has filled the buffer).
+/// Takes the cursor's buffered front entry when it has this key (the buffer has been filled).
 fn take_if(cursor: &mut Cursor, key: &str) -> Option<Listed> {
     let matches = cursor.front_key() == Some(key);
     if matches {

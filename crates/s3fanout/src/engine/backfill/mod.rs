@@ -34,7 +34,7 @@ use super::deadline::Deadline;
 use super::replicator::{Job, LeftUpload, Replicator};
 use crate::core::config::Target;
 use crate::core::decide::{Purpose, ReplicaSeen, SourceSeen};
-use crate::core::outcome::{FailureKind, Outcome};
+use crate::core::outcome::{Failure, FailureKind, Outcome};
 use crate::store::Store;
 use filter::{passes, Filter};
 use listing::{Cursor, PAGE_SIZE};
@@ -401,38 +401,16 @@ pub async fn run_paged<S: Store>(
     };
     let store = replicator.store();
 
-    loop {
-        if deadline.passed_soft() {
-            break;
-        }
-        // Listing gives up at the deadline's hard stop too; the next invocation lists again.
-        let listed = deadline
-            .bound(async {
-                let mut items = Vec::new();
-                let mut scanned = None;
-                // Bounded by keys scanned, not kept: a run of keys the filters exclude then
-                // moves the resume point a batch at a time instead of being read whole within
-                // one deadline (and never passed).
-                let mut count = 0;
-                while count < BATCH {
-                    let Some(merged) = merge.next(store).await? else {
-                        break;
-                    };
-                    count += 1;
-                    scanned = Some(merged.key.clone());
-                    let relative = merged
-                        .key
-                        .strip_prefix(request.prefix.as_str())
-                        .unwrap_or(&merged.key);
-                    // Run markers live under a reserved prefix of the first target.
-                    if passes(&filters, relative) && !chain::is_reserved(&merged.key) {
-                        items.push(merged);
-                    }
-                }
-                Ok((items, scanned))
-            })
-            .await;
-        let (items, scanned) = match listed {
+    // Each batch is listed while the one before it is copied: the copies never wait for a
+    // listing but the first. What a listing shows past the batch being copied lies past every
+    // key that batch writes.
+    let prefix = request.prefix.as_str();
+    let mut listed = match deadline.passed_soft() {
+        true => None,
+        false => Some(next_batch(&mut merge, store, &filters, prefix, deadline).await),
+    };
+    while let Some(batch) = listed.take() {
+        let (items, scanned) = match batch {
             Ok(listed) => listed,
             Err(failure) if failure.kind == FailureKind::Deferred => break,
             Err(failure) => return Err(BackfillError(failure.message)),
@@ -443,22 +421,28 @@ pub async fn run_paged<S: Store>(
         };
         // Items finish in any order, so that one slow object never holds the others' slots.
         let (context, counted, open) = (&context, &done_after, &open_uploads);
-        let mut results: Vec<(usize, Acted)> = futures::stream::iter(items.iter().enumerate())
-            .map(|(index, item)| {
-                let skip = counted.get(&item.key);
-                let upload = match open.contains_key(&item.key) {
-                    true => LeftUpload::MayBeOpen,
-                    false => LeftUpload::Unknown,
-                };
-                async move { (index, context.act(item, skip, upload, deadline).await) }
-            })
-            .buffer_unordered(concurrency)
-            .collect()
-            .await;
-        results.sort_by_key(|(index, _)| *index);
-        context
-            .redo_throttled(&items, &mut results, concurrency, deadline)
-            .await;
+        let acting = async {
+            let mut results: Vec<(usize, Acted)> = futures::stream::iter(items.iter().enumerate())
+                .map(|(index, item)| {
+                    let skip = counted.get(&item.key);
+                    let upload = match open.contains_key(&item.key) {
+                        true => LeftUpload::MayBeOpen,
+                        false => LeftUpload::Unknown,
+                    };
+                    async move { (index, context.act(item, skip, upload, deadline).await) }
+                })
+                .buffer_unordered(concurrency)
+                .collect()
+                .await;
+            results.sort_by_key(|(index, _)| *index);
+            context
+                .redo_throttled(&items, &mut results, concurrency, deadline)
+                .await;
+            results
+        };
+        let listing = next_batch(&mut merge, store, &filters, prefix, deadline);
+        let (results, next) = tokio::join!(acting, listing);
+        listed = Some(next);
         let parts: u64 = results.iter().map(|(_, acted)| acted.parts_copied).sum();
         summary.parts_copied += parts;
         parts_moved += parts
@@ -522,6 +506,9 @@ pub async fn run_paged<S: Store>(
         resume = Some(scanned);
         let passed = resume.clone().unwrap_or_default();
         done_after.retain(|key, _| *key > passed);
+        if deadline.passed_soft() {
+            break;
+        }
     }
 
     summary.list_requests += merge.requests();
@@ -552,6 +539,37 @@ pub async fn run_paged<S: Store>(
         }));
     }
     Ok(summary)
+}
+
+/// The next batch of keys, merged from every listing, with the last key scanned (`None` at
+/// the end). Bounded by keys scanned, not kept: a run of keys the filters exclude then moves
+/// the resume point a batch at a time instead of being read whole within one deadline (and
+/// never passed). Gives up at the deadline's hard stop; the next invocation lists again.
+async fn next_batch<S: Store>(
+    merge: &mut Merge,
+    store: &S,
+    filters: &[Filter],
+    prefix: &str,
+    deadline: &Deadline,
+) -> Result<(Vec<Merged>, Option<String>), Failure> {
+    deadline
+        .bound(async {
+            let mut items = Vec::new();
+            let mut scanned = None;
+            for _ in 0..BATCH {
+                let Some(merged) = merge.next(store).await? else {
+                    break;
+                };
+                scanned = Some(merged.key.clone());
+                let relative = merged.key.strip_prefix(prefix).unwrap_or(&merged.key);
+                // Run markers live under a reserved prefix of the first target.
+                if passes(filters, relative) && !chain::is_reserved(&merged.key) {
+                    items.push(merged);
+                }
+            }
+            Ok((items, scanned))
+        })
+        .await
 }
 
 /// Most bytes of keys and target names a continuation remembers as done past its resume
