@@ -207,6 +207,13 @@ def report_md(results):
             out.append(
                 f"| raw CopyObject capacity (reference) | {ref['seconds']:.1f} s | {ref['replicas_per_s']:.0f} | 1.00 | 0 / 0 / {ref['copies']:,} | |"
             )
+        cond = bf.get("reference_as_backfill")
+        if ref and cond:
+            out.append(
+                f"| the same copies as the backfill sends them: pinned, create-only, checksum (reference) "
+                f"| {cond['seconds']:.1f} s | {cond['replicas_per_s']:.0f} | {ref['seconds'] / cond['seconds']:.2f} "
+                f"| 0 / 0 / {cond['copies']:,} | |"
+            )
         for t in bf["tools"]:
             if "error" in t:
                 out.append(f"| {t['label']} | {t['error']} | | | | |")
@@ -221,7 +228,11 @@ def report_md(results):
         out.append(
             f"s3fanout reaches {fmt(bf.get('s3fanout_share_of_raw_capacity'))} of the raw copy capacity "
             f"(goal: {fmt(bf.get('goal_share', 0.95))}) and `s5cmd sync`, run once per target, takes "
-            f"{fmt(bf.get('s5cmd_time_over_s3fanout'))}x its time (goal: {fmt(bf.get('goal_s5cmd', 1.15))}x).\n"
+            f"{fmt(bf.get('s5cmd_time_over_s3fanout'))}x its time (goal: {fmt(bf.get('goal_s5cmd', 1.15))}x)."
+            + (f" Against copies carrying the backfill's own conditions it reaches "
+               f"{fmt(bf['s3fanout_share_of_conditioned_capacity'])}."
+               if bf.get("s3fanout_share_of_conditioned_capacity") else "")
+            + "\n"
         )
     so = results.get("scale_out") or {}
     if so.get("rows"):

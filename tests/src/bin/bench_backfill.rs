@@ -11,8 +11,11 @@
 //! The reference is the server's raw copy capacity: the bench itself sends one CopyObject per
 //! object and target, at the backfill's concurrency, through the same proxy, with nothing else
 //! (no listing, no read). A backfill can only approach it; `reference time / backfill time` is
-//! the share of that capacity it reaches. The figures are printed and written as the `backfill`
-//! section of `target/bench/results.json`.
+//! the share of that capacity it reaches. A second reference sends the same copies as the
+//! backfill sends them (pinned to the listed ETag, create-only, metadata and tags copied, a
+//! checksum computed): what the server spends on those conditions is part of any safe copy's
+//! cost, and the share against it tells that cost apart from the backfill's own. The figures
+//! are printed and written as the `backfill` section of `target/bench/results.json`.
 //!
 //! `BENCH_OBJECTS` (default 2000, which keeps the whole comparison near 7 minutes on two cores)
 //! and `BENCH_LATENCY_MS` (default 10) change the workload; `BENCH_TOOLS` (comma-separated:
@@ -162,14 +165,38 @@ async fn main() {
     );
     let mut rows = Vec::new();
     let mut reference = None;
+    let mut conditioned: Option<Reference> = None;
     for tool in tools {
-        // The reference runs just before the backfill, on the server as the backfill finds it.
+        // The references run just before the backfill, on the server as the backfill finds it,
+        // the raw one last.
         if tool == Tool::S3fanout {
-            eprintln!(
-                "reference: {} CopyObject requests at concurrency {concurrency}...",
-                objects * TARGETS
+            let copies = objects * TARGETS;
+            eprintln!("reference: {copies} CopyObject requests as a backfill sends them...");
+            conditioned = Some(
+                raw_copies(
+                    &clients,
+                    &proxy,
+                    &direct,
+                    &source,
+                    concurrency,
+                    Requests::AsBackfill,
+                )
+                .await,
             );
-            reference = Some(raw_copies(&clients, &proxy, &direct, &source, concurrency).await);
+            eprintln!(
+                "reference: {copies} bare CopyObject requests at concurrency {concurrency}..."
+            );
+            reference = Some(
+                raw_copies(
+                    &clients,
+                    &proxy,
+                    &direct,
+                    &source,
+                    concurrency,
+                    Requests::Bare,
+                )
+                .await,
+            );
         }
         let mut targets = Vec::new();
         for _ in 0..TARGETS {
@@ -207,6 +234,16 @@ async fn main() {
             replicas / r.elapsed.as_secs_f64(),
             r.copies,
             r.in_flight
+        );
+    }
+    if let (Some(r), Some(c)) = (&reference, &conditioned) {
+        println!(
+            "| the same copies as a backfill sends them (pinned, create-only, checksum) | {:.1} | {:.0} | {:.2} | 0 / 0 / {} / 0 | {} | | | | | | |",
+            c.elapsed.as_secs_f64(),
+            replicas / c.elapsed.as_secs_f64(),
+            r.elapsed.as_secs_f64() / c.elapsed.as_secs_f64(),
+            c.copies,
+            c.in_flight
         );
     }
     let mut rewrote_metadata = false;
@@ -283,12 +320,22 @@ async fn main() {
         (Some(r), Some(t)) => Some(round(r.elapsed.as_secs_f64() / t)),
         _ => None,
     };
+    let vs_conditioned = match (&conditioned, times.get(&Tool::S3fanout)) {
+        (Some(c), Some(t)) => Some(round(c.elapsed.as_secs_f64() / t)),
+        _ => None,
+    };
     let vs_s5cmd = ratio(Tool::S5cmd, Tool::S3fanout);
     println!(
         "\n- s3fanout backfill reaches {} of the raw copy capacity (goal: at least {GOAL_SHARE}) and \
          is {}x as fast as s5cmd sync run once per target (goal: at least {GOAL_S5CMD}x).",
         vs_reference.map(|v| format!("{v:.2}")).unwrap_or("-".into()),
         vs_s5cmd.map(|v| format!("{v:.2}")).unwrap_or("-".into()),
+    );
+    println!(
+        "- It reaches {} of the capacity for copies carrying its conditions.",
+        vs_conditioned
+            .map(|v| format!("{v:.2}"))
+            .unwrap_or("-".into()),
     );
     println!();
     write_section(
@@ -301,6 +348,12 @@ async fn main() {
                 "replicas_per_s": round(replicas / r.elapsed.as_secs_f64()),
                 "max_in_flight": r.in_flight,
             })),
+            "reference_as_backfill": conditioned.as_ref().map(|c| json!({
+                "copies": c.copies, "seconds": round(c.elapsed.as_secs_f64()),
+                "replicas_per_s": round(replicas / c.elapsed.as_secs_f64()),
+                "max_in_flight": c.in_flight,
+            })),
+            "s3fanout_share_of_conditioned_capacity": vs_conditioned,
             "tools": json_tools,
             "s3fanout_share_of_raw_capacity": vs_reference,
             "s5cmd_time_over_s3fanout": vs_s5cmd,
@@ -313,6 +366,17 @@ async fn main() {
 
 fn round(v: f64) -> f64 {
     (v * 1000.0).round() / 1000.0
+}
+
+/// What the reference copies carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Requests {
+    /// A bare CopyObject: bucket, key and copy source.
+    Bare,
+    /// The conditions and directives a backfill's copy carries: the source pinned to its
+    /// listed ETag, create-only, metadata and tags copied, a checksum computed afresh. What
+    /// the server spends on them is part of any safe copy's cost.
+    AsBackfill,
 }
 
 /// The raw copy capacity of the server behind the proxy.
@@ -330,6 +394,7 @@ async fn raw_copies(
     direct: &aws_sdk_s3::Client,
     source: &str,
     concurrency: usize,
+    requests: Requests,
 ) -> Reference {
     let mut keys = Vec::new();
     let mut pages = direct
@@ -342,7 +407,7 @@ async fn raw_copies(
         keys.extend(
             page.contents()
                 .iter()
-                .filter_map(|o| o.key().map(str::to_string)),
+                .filter_map(|o| Some((o.key()?.to_string(), o.e_tag()?.to_string()))),
         );
     }
     let mut targets = Vec::new();
@@ -352,25 +417,34 @@ async fn raw_copies(
         targets.push(bucket);
     }
     let client = clients_via(&proxy.endpoint(), 3).await.for_region(REGION);
-    let jobs: Vec<(String, String)> = keys
+    let jobs: Vec<(&(String, String), String)> = keys
         .iter()
-        .flat_map(|k| targets.iter().map(move |t| (k.clone(), t.clone())))
+        .flat_map(|k| targets.iter().map(move |t| (k, t.clone())))
         .collect();
     let copies = jobs.len();
     proxy.take_seen();
     proxy.take_max_in_flight();
     let started = Instant::now();
     futures::stream::iter(jobs)
-        .map(|(key, target)| {
+        .map(|((key, etag), target)| {
             let client = client.clone();
             async move {
                 // The keys are plain ASCII without reserved characters: no encoding needed.
-                client
+                let copy = client
                     .copy_object()
                     .bucket(target)
-                    .key(&key)
-                    .copy_source(format!("{source}/{key}"))
-                    .send()
+                    .key(key)
+                    .copy_source(format!("{source}/{key}"));
+                let copy = match requests {
+                    Requests::Bare => copy,
+                    Requests::AsBackfill => copy
+                        .copy_source_if_match(etag)
+                        .if_none_match("*")
+                        .metadata_directive(aws_sdk_s3::types::MetadataDirective::Copy)
+                        .tagging_directive(aws_sdk_s3::types::TaggingDirective::Copy)
+                        .checksum_algorithm(aws_sdk_s3::types::ChecksumAlgorithm::Crc64Nvme),
+                };
+                copy.send()
                     .await
                     .unwrap_or_else(|e| panic!("copy {key}: {e:?}"));
             }
