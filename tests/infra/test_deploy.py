@@ -295,6 +295,7 @@ def minimal_stack(aws, translated) -> dict:
             "TargetBuckets": TARGET_EU,
             "FunctionTimeout": "900",
             "ReconcileSchedule": "cron(30 3 * * ? *)",
+            "ReconcileChains": "16",
         },
     )
 
@@ -1211,11 +1212,12 @@ def test_replica_bucket_hardening(aws, replica_bucket_stacks):
 # --------------------------------------------------------------------------- replication: reconciliation
 
 
-def schedule_input(props: dict, deletes: str, summary_bucket: str) -> dict:
+def schedule_input(props: dict, deletes: str, summary_bucket: str, chains: str = "1") -> dict:
     """The payload the schedule sends, as EventBridge Scheduler fills it in."""
     template, variables = props["Target"]["Input"]["Fn::Sub"]
     assert variables == {"SummaryBucket": {"Fn::Select": [0, {"Ref": "TargetBuckets"}]}}
-    text = template.replace("${ReplicateDeletes}", deletes).replace("${SummaryBucket}", summary_bucket)
+    text = (template.replace("${ReplicateDeletes}", deletes).replace("${SummaryBucket}", summary_bucket)
+            .replace("${ReconcileChains}", chains))
     return json.loads(text.replace("<aws.scheduler.scheduled-time>", "2026-05-01T03:00:00Z"))
 
 
@@ -1246,11 +1248,15 @@ def test_reconcile_schedule(aws, translated, full_stack, minimal_stack, six_stac
     assert "RetryPolicy" not in target
     payload = schedule_input(props, "true", TARGET_EU)
     assert payload == {
-        "auto_continue": True, "delete": True,
+        "auto_continue": True, "chains": 1, "delete": True,
         "run_id": "reconcile-2026-05-01T03:00:00Z",
         "summary_to": f"s3://{TARGET_EU}/.s3fanout/reconcile/",
     }
     assert schedule_input(props, "false", TARGET_EU)["delete"] is False
+    # Split at the top-level prefixes, within the backfill function's limit of 64 chains.
+    chains = translated["Parameters"]["ReconcileChains"]
+    assert (chains["Type"], chains["Default"], chains["MinValue"], chains["MaxValue"]) == ("Number", 1, 1, 64)
+    assert schedule_input(props, "true", TARGET_EU, "16")["chains"] == 16
     assert not {"mode", "targets", "source_bucket"} & set(payload), "a sync of every target of the one source"
 
     for stack in (full_stack, minimal_stack):
@@ -1260,12 +1266,14 @@ def test_reconcile_schedule(aws, translated, full_stack, minimal_stack, six_stac
     if not moto_supports("AWS::Scheduler::Schedule"):
         pytest.skip(f"{MOTO} does not implement AWS::Scheduler::Schedule in CloudFormation; schedule checked in the template only")
     scheduler = aws("scheduler")
-    for stack, expression, deletes in ((full_stack, "rate(1 day)", True), (minimal_stack, "cron(30 3 * * ? *)", False)):
+    for stack, expression, deletes, chains in ((full_stack, "rate(1 day)", True, 1),
+                                               (minimal_stack, "cron(30 3 * * ? *)", False, 16)):
         deployed = scheduler.get_schedule(Name=physical(stack, "ReconciliationSchedule"))
         assert deployed["ScheduleExpression"] == expression
         assert deployed["Target"]["Arn"] == stack["outputs"]["BackfillFunctionArn"]
         sent = json.loads(deployed["Target"]["Input"].replace("<aws.scheduler.scheduled-time>", "T"))
         assert (sent["delete"], sent["summary_to"]) == (deletes, f"s3://{TARGET_EU}/.s3fanout/reconcile/")
+        assert sent["chains"] == chains
 
 
 def test_iam_reconcile_schedule_role(aws, full_stack, minimal_stack):

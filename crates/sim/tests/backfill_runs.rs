@@ -865,6 +865,66 @@ async fn a_split_run_copies_every_range_at_once_and_sums_its_chains() {
     assert_eq!(listed, 202, "every key in exactly one chain");
 }
 
+/// The scheduled reconciliation split into chains, as the template's `ReconcileChains` sends
+/// it: the chains repair the drift of their ranges at once, each emits the drift metrics of
+/// its own range at its end, and together those are the run's summary; the same scheduled
+/// invocation delivered again starts nothing.
+#[tokio::test(start_paused = true)]
+async fn a_scheduled_reconciliation_in_chains_reports_their_drift_together() {
+    let r = replicator(2, 30, 4);
+    let keys: Vec<String> = (0..6)
+        .flat_map(|p| (0..10).map(move |k| format!("p{p}/k{k:02}")))
+        .collect();
+    for key in &keys {
+        r.store().put(SOURCE, key, NewObject::plain(10));
+    }
+    let time = "2026-05-01T03:00:00Z";
+    let mut payload = scheduled(time);
+    payload["chains"] = json!(3);
+    s3fanout::lambda::metrics::capture();
+    let (answer, chains) = handle_invocation_as(&r, &payload, &window(), "start")
+        .await
+        .unwrap();
+    assert_eq!(chains.len(), 3, "{answer}");
+    assert_eq!(answer["chains"][2]["run_id"], format!("reconcile-{time}.2"));
+    drive(&r, chains).await;
+    let figures = drift_figures(&s3fanout::lambda::metrics::take_captured());
+    assert_eq!(
+        figures.len(),
+        6,
+        "each chain's end, per target: {figures:?}"
+    );
+
+    let run = read_summary(&r, &format!("reconcile/reconcile-{time}.json"))
+        .await
+        .unwrap();
+    assert!(run.done && run.chains.iter().all(|c| c.done), "{run:?}");
+    for target in ["rep-0", "rep-1"] {
+        let counts = &run.targets[target];
+        let of_target = figures.iter().filter(|f| f.0 == target);
+        let (found, repaired, failed) =
+            of_target.fold((0, 0, 0), |(a, b, c), f| (a + f.1, b + f.2, c + f.3));
+        assert_eq!(
+            (found, repaired, failed),
+            (counts.drift_found, counts.drift_repaired, counts.failed),
+            "the chains' metrics add up to the run's summary"
+        );
+        // A copy whose answer the deadline cut is found current by the next hop.
+        assert_eq!(counts.listed, 60, "{counts:?}");
+        assert_eq!(counts.copied + counts.up_to_date, 60, "{counts:?}");
+        assert!(found > 0 && failed == 0, "{counts:?}");
+        for key in &keys {
+            assert!(r.store().object(target, key).is_some(), "{target}/{key}");
+        }
+    }
+
+    let copies = r.store().requests()["CopyObject"];
+    let (again, next) = invoke(&r, &payload, window(), "duplicate-delivery").await;
+    assert!(next.is_none(), "{again}");
+    assert_eq!(reason(&again), Some(StopReason::Superseded), "{again}");
+    assert_eq!(r.store().requests()["CopyObject"], copies);
+}
+
 /// A split is made once: a retry of the first invocation (Lambda keeps its request id) starts
 /// the chains over the ranges it recorded, though the bucket changed meanwhile; another start
 /// of the run is refused; a request that cannot split says which value is wrong.
