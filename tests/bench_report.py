@@ -162,6 +162,18 @@ def report_md(results):
                 and r["targets"] in (1, max(x["targets"] for x in fan))
             ) + ".")
         out.append("")
+        ends = [r for r in fan if r["targets"] in (1, max(x["targets"] for x in fan))
+                and r["overwrite"].get("latency_only_round_trips") is not None]
+        if ends:
+            out.append(
+                f"Goals for an overwrite: at most {fo.get('goal_overwrite_round_trips', 3):g} round trips and "
+                f"{fo.get('goal_overwrite_requests', '2N + 2')} requests. Measured from the added latency alone: "
+                + "; ".join(
+                    f"{size_label(r['size'])} N = {r['targets']}: {r['overwrite']['latency_only_round_trips']:.2f} "
+                    f"round trips, {fmt(r['overwrite']['requests']['total'], 0)} requests"
+                    for r in ends
+                ) + ".")
+            out.append("")
     mp = (rep.get("multipart_source") or {}).get("cases", [])
     if mp:
         out.append("**A 10 MiB source to one target**:\n")
