@@ -8,9 +8,9 @@
 //! over the synced buckets makes (which should copy nothing). Every tool runs with its default
 //! settings.
 //!
-//! The reference is the server's raw copy capacity: the bench itself sends one CopyObject per
-//! object and target, at the backfill's concurrency, through the same proxy, with nothing else
-//! (no listing, no read). A backfill can only approach it; `reference time / backfill time` is
+//! The reference is the server's raw copy capacity: the bench sends one CopyObject per object
+//! and target, at the backfill's concurrency, through the same proxy, with nothing else (no
+//! listing, no read), from a process of its own as every tool runs in its own. A backfill can only approach it; `reference time / backfill time` is
 //! the share of that capacity it reaches. A second reference sends the same copies as the
 //! backfill sends them (pinned to the listed ETag, create-only, metadata and tags copied, a
 //! checksum computed): what the server spends on those conditions is part of any safe copy's
@@ -131,6 +131,10 @@ enum Row {
 
 #[tokio::main]
 async fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some(REFERENCE_ARG) {
+        return reference_process(&args[1..]).await;
+    }
     let objects: usize = env_number("BENCH_OBJECTS", 2_000);
     let latency_ms: u64 = env_number("BENCH_LATENCY_MS", 10) as u64;
     let only: Option<Vec<String>> = std::env::var("BENCH_TOOLS")
@@ -173,30 +177,13 @@ async fn main() {
             let copies = objects * TARGETS;
             eprintln!("reference: {copies} CopyObject requests as a backfill sends them...");
             conditioned = Some(
-                raw_copies(
-                    &clients,
-                    &proxy,
-                    &direct,
-                    &source,
-                    concurrency,
-                    Requests::AsBackfill,
-                )
-                .await,
+                raw_copies(&clients, &proxy, &source, concurrency, Requests::AsBackfill).await,
             );
             eprintln!(
                 "reference: {copies} bare CopyObject requests at concurrency {concurrency}..."
             );
-            reference = Some(
-                raw_copies(
-                    &clients,
-                    &proxy,
-                    &direct,
-                    &source,
-                    concurrency,
-                    Requests::Bare,
-                )
-                .await,
-            );
+            reference =
+                Some(raw_copies(&clients, &proxy, &source, concurrency, Requests::Bare).await);
         }
         let mut targets = Vec::new();
         for _ in 0..TARGETS {
@@ -379,6 +366,23 @@ enum Requests {
     AsBackfill,
 }
 
+impl Requests {
+    fn arg(self) -> &'static str {
+        match self {
+            Requests::Bare => "bare",
+            Requests::AsBackfill => "as-backfill",
+        }
+    }
+
+    fn from_arg(arg: &str) -> Self {
+        match arg {
+            "bare" => Requests::Bare,
+            "as-backfill" => Requests::AsBackfill,
+            other => panic!("requests {other:?}: bare or as-backfill"),
+        }
+    }
+}
+
 /// The raw copy capacity of the server behind the proxy.
 struct Reference {
     copies: usize,
@@ -387,15 +391,67 @@ struct Reference {
 }
 
 /// Sends one CopyObject per source object and target, `concurrency` at a time, through the
-/// proxy, into fresh targets: the most a backfill of this bucket could do.
+/// proxy, into fresh targets: the most a backfill of this bucket could do. The copies are sent
+/// by a process of their own, as every tool runs in its own process: the bench's process also
+/// runs the proxy, and on a small machine a client sharing it would be slowed down by it.
 async fn raw_copies(
     clients: &s3fanout::Clients,
     proxy: &FaultProxy,
-    direct: &aws_sdk_s3::Client,
     source: &str,
     concurrency: usize,
     requests: Requests,
 ) -> Reference {
+    let mut targets = Vec::new();
+    for _ in 0..TARGETS {
+        let bucket = unique("bfraw");
+        create_bucket(clients, &bucket, REGION).await;
+        targets.push(bucket);
+    }
+    proxy.take_seen();
+    proxy.take_max_in_flight();
+    let exe = std::env::current_exe().expect("the bench's own path");
+    let output = Command::new(exe)
+        .arg(REFERENCE_ARG)
+        .arg(proxy.endpoint())
+        .arg(source)
+        .arg(concurrency.to_string())
+        .arg(requests.arg())
+        .args(&targets)
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("start the reference's process");
+    assert!(output.status.success(), "the reference's copies failed");
+    let answer = String::from_utf8_lossy(&output.stdout);
+    let (copies, seconds) = answer
+        .trim()
+        .split_once(' ')
+        .and_then(|(c, s)| Some((c.parse::<usize>().ok()?, s.parse::<f64>().ok()?)))
+        .unwrap_or_else(|| panic!("the reference answered {answer:?}"));
+    // More requests than copies would be the SDK's retries: the server refused some.
+    let sent = proxy.take_seen().len();
+    if sent != copies {
+        eprintln!("reference: {sent} requests for {copies} copies (retries)");
+    }
+    Reference {
+        copies,
+        elapsed: Duration::from_secs_f64(seconds),
+        in_flight: proxy.take_max_in_flight(),
+    }
+}
+
+/// The argument that makes this program the reference's process.
+const REFERENCE_ARG: &str = "--reference-copies";
+
+/// The reference's process: `--reference-copies PROXY SOURCE CONCURRENCY REQUESTS TARGET...`.
+/// Lists the source directly, then times the copies sent through the proxy; prints the number
+/// of copies and the seconds they took.
+async fn reference_process(args: &[String]) {
+    let [proxy, source, concurrency, requests, targets @ ..] = args else {
+        panic!("{REFERENCE_ARG} PROXY SOURCE CONCURRENCY REQUESTS TARGET...: got {args:?}");
+    };
+    let concurrency: usize = concurrency.parse().expect("a concurrency");
+    let requests = Requests::from_arg(requests);
+    let direct = clients().await.for_region(REGION);
     let mut keys = Vec::new();
     let mut pages = direct
         .list_objects_v2()
@@ -410,20 +466,12 @@ async fn raw_copies(
                 .filter_map(|o| Some((o.key()?.to_string(), o.e_tag()?.to_string()))),
         );
     }
-    let mut targets = Vec::new();
-    for _ in 0..TARGETS {
-        let bucket = unique("bfraw");
-        create_bucket(clients, &bucket, REGION).await;
-        targets.push(bucket);
-    }
-    let client = clients_via(&proxy.endpoint(), 3).await.for_region(REGION);
-    let jobs: Vec<(&(String, String), String)> = keys
+    let client = clients_via(proxy, 3).await.for_region(REGION);
+    let jobs: Vec<(&(String, String), &String)> = keys
         .iter()
-        .flat_map(|k| targets.iter().map(move |t| (k, t.clone())))
+        .flat_map(|k| targets.iter().map(move |t| (k, t)))
         .collect();
     let copies = jobs.len();
-    proxy.take_seen();
-    proxy.take_max_in_flight();
     let started = Instant::now();
     futures::stream::iter(jobs)
         .map(|((key, etag), target)| {
@@ -452,17 +500,7 @@ async fn raw_copies(
         .buffer_unordered(concurrency)
         .collect::<Vec<_>>()
         .await;
-    let elapsed = started.elapsed();
-    // More requests than copies would be the SDK's retries: the server refused some.
-    let sent = proxy.take_seen().len();
-    if sent != copies {
-        eprintln!("reference: {sent} requests for {copies} copies (retries)");
-    }
-    Reference {
-        copies,
-        elapsed,
-        in_flight: proxy.take_max_in_flight(),
-    }
+    println!("{copies} {}", started.elapsed().as_secs_f64());
 }
 
 /// Puts `n` objects of a few hundred bytes, spread over a few prefixes, many at once.
