@@ -22,6 +22,11 @@ local_s3.py corrects others:
 - Invoke with `InvocationType: DryRun` runs the function in moto (which needs Docker); Lambda
   only checks the parameters and "that the user or role has permission to invoke the
   function" (Lambda API reference, Invoke) and answers 204.
+- moto checks SQS's batch actions as `sqs:SendMessageBatch`, `sqs:DeleteMessageBatch` and
+  `sqs:ChangeMessageVisibilityBatch`; SQS has no such permissions: "setting permissions for
+  SendMessage, DeleteMessage, or ChangeMessageVisibility sets permissions for the
+  corresponding batch versions of the actions" (Amazon SQS Developer Guide, "Amazon SQS batch
+  actions"). A role granted sqs:SendMessage would be refused every SendMessageBatch.
 """
 
 from __future__ import annotations
@@ -46,6 +51,7 @@ from moto.awslambda.responses import LambdaResponse  # noqa: E402
 from moto.core.authorization import ActionAuthenticatorMixin  # noqa: E402
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication  # noqa: E402
 from moto.s3 import responses as s3_responses  # noqa: E402
+from moto.sqs.responses import SQSResponse  # noqa: E402
 
 s3_responses.ACTION_MAP["BUCKET"]["HEAD"]["DEFAULT"] = "ListBucket"
 # moto authorizes DeleteObjectTagging as s3:DeleteObject; S3 requires s3:DeleteObjectTagging
@@ -89,6 +95,31 @@ def _dry_run(invoke):
     return answer
 
 
+# SQS authorizes a batch action with its single action's permission.
+SQS_BATCH_ACTIONS = {
+    "SendMessageBatch": "SendMessage",
+    "DeleteMessageBatch": "DeleteMessage",
+    "ChangeMessageVisibilityBatch": "ChangeMessageVisibility",
+}
+
+
+def _authorize_sqs_batch(original):
+    def authorize(self, resource="*"):
+        single = SQS_BATCH_ACTIONS.get(self._get_action())
+        if single is None:
+            return original(self, resource)
+        self._get_action = lambda: single  # this request's instance only: moto dispatches on it
+        try:
+            return original(self, resource)
+        finally:
+            del self._get_action
+
+    return authorize
+
+
+SQSResponse._authenticate_and_authorize_normal_action = _authorize_sqs_batch(
+    SQSResponse._authenticate_and_authorize_normal_action
+)
 LambdaResponse._determine_resource = _invoke_resource
 LambdaResponse._authenticate_and_authorize_normal_action = _authorize_invoke(
     LambdaResponse._authenticate_and_authorize_normal_action
