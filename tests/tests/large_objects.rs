@@ -188,18 +188,31 @@ async fn a_failing_part_leaves_the_upload_to_the_retry_or_aborts_it() {
         .await
         .unwrap();
     let upload_id = open.uploads()[0].upload_id().unwrap().to_string();
-    let held: Vec<i32> = client
-        .list_parts()
-        .bucket(&target.bucket)
-        .key("big")
-        .upload_id(&upload_id)
-        .send()
-        .await
-        .unwrap()
-        .parts()
-        .iter()
-        .filter_map(|p| p.part_number())
-        .collect();
+    // A part the first attempt sent before it stopped may land at the server after the attempt
+    // returned: what the upload holds is read once two reads apart agree.
+    let list_parts = || async {
+        client
+            .list_parts()
+            .bucket(&target.bucket)
+            .key("big")
+            .upload_id(&upload_id)
+            .send()
+            .await
+            .unwrap()
+            .parts()
+            .iter()
+            .filter_map(|p| p.part_number())
+            .collect::<Vec<i32>>()
+    };
+    let mut held = list_parts().await;
+    for _ in 0..20 {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let again = list_parts().await;
+        if again == held {
+            break;
+        }
+        held = again;
+    }
     proxy.clear_rules();
     let report = replicator
         .apply(&[created(&setup.source, "big", Some(&etag))])
