@@ -246,53 +246,39 @@ async fn fan_out() -> Value {
                 Series::default(),
                 Series::default(),
             );
+            // A client's upload announced by its event, with the ETag and size.
+            let uploaded = |key: &str, etag: &str| {
+                sqs_event(&[notification(vec![record(
+                    source,
+                    key,
+                    etag,
+                    size as u64,
+                    "ObjectCreated:Put",
+                )])])
+            };
             for run in 0..runs {
                 let key = format!("fan/{size}/{n}/{run}");
                 let etag = put(&src, source, &key, &body(size, run, 0)).await;
-                let event = sqs_event(&[notification(vec![record(
-                    source,
-                    &key,
-                    &etag,
-                    size as u64,
-                    "ObjectCreated:Put",
-                )])]);
+                let event = uploaded(&key, &etag);
                 proxy.set_default_rule(latency_rule(rtt));
                 measure(&proxy, &replicator, &event, source, &mut first).await;
                 measure(&proxy, &replicator, &event, source, &mut duplicate).await;
                 let etag = put(&src, source, &key, &body(size, run, 1)).await;
-                let event = sqs_event(&[notification(vec![record(
-                    source,
-                    &key,
-                    &etag,
-                    size as u64,
-                    "ObjectCreated:Put",
-                )])]);
+                let event = uploaded(&key, &etag);
                 measure(&proxy, &replicator, &event, source, &mut overwrite).await;
                 for t in &targets[..n] {
                     let replica = head_etag(&setup.target_client(t), &t.bucket, &key).await;
                     assert_eq!(replica, etag, "replica of {key} in {}", t.bucket);
                 }
-                // The same first delivery and overwrite with no added latency: what remains is the local
-                // server's own time, so the added latency alone tells the critical path.
+                // The same first delivery and overwrite with no added latency: what remains is
+                // the local server's own time, so the added latency alone tells the critical path.
                 proxy.set_default_rule(Rule::default());
                 let key = format!("fan0/{size}/{n}/{run}");
                 let etag = put(&src, source, &key, &body(size, run, 0)).await;
-                let event = sqs_event(&[notification(vec![record(
-                    source,
-                    &key,
-                    &etag,
-                    size as u64,
-                    "ObjectCreated:Put",
-                )])]);
+                let event = uploaded(&key, &etag);
                 measure(&proxy, &replicator, &event, source, &mut bare).await;
                 let etag = put(&src, source, &key, &body(size, run, 1)).await;
-                let event = sqs_event(&[notification(vec![record(
-                    source,
-                    &key,
-                    &etag,
-                    size as u64,
-                    "ObjectCreated:Put",
-                )])]);
+                let event = uploaded(&key, &etag);
                 measure(&proxy, &replicator, &event, source, &mut bare_overwrite).await;
             }
             let latency_only =
