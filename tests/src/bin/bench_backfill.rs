@@ -10,8 +10,9 @@
 //!
 //! The reference is the server's raw copy capacity: the bench sends one CopyObject per object
 //! and target, at the backfill's concurrency, through the same proxy, with nothing else (no
-//! listing, no read), from a process of its own as every tool runs in its own. A backfill can only approach it; `reference time / backfill time` is
-//! the share of that capacity it reaches. A second reference sends the same copies as the
+//! listing, no read), from a process of its own as every tool runs in its own. A backfill can
+//! only approach it; `reference time / backfill time` is the share of that capacity it
+//! reaches. A second reference sends the same copies as the
 //! backfill sends them (pinned to the listed ETag, create-only, metadata and tags copied, a
 //! checksum computed): what the server spends on those conditions is part of any safe copy's
 //! cost, and the share against it tells that cost apart from the backfill's own. The figures
@@ -330,16 +331,8 @@ async fn main() {
         &json!({
             "objects": objects, "targets": TARGETS, "latency_ms": latency_ms,
             "concurrency": concurrency,
-            "reference": reference.as_ref().map(|r| json!({
-                "copies": r.copies, "seconds": round(r.elapsed.as_secs_f64()),
-                "replicas_per_s": round(replicas / r.elapsed.as_secs_f64()),
-                "max_in_flight": r.in_flight,
-            })),
-            "reference_as_backfill": conditioned.as_ref().map(|c| json!({
-                "copies": c.copies, "seconds": round(c.elapsed.as_secs_f64()),
-                "replicas_per_s": round(replicas / c.elapsed.as_secs_f64()),
-                "max_in_flight": c.in_flight,
-            })),
+            "reference": reference.as_ref().map(|r| r.json(replicas)),
+            "reference_as_backfill": conditioned.as_ref().map(|c| c.json(replicas)),
             "s3fanout_share_of_conditioned_capacity": vs_conditioned,
             "tools": json_tools,
             "s3fanout_share_of_raw_capacity": vs_reference,
@@ -388,6 +381,17 @@ struct Reference {
     copies: usize,
     elapsed: Duration,
     in_flight: usize,
+}
+
+impl Reference {
+    /// As `results.json` holds it.
+    fn json(&self, replicas: f64) -> serde_json::Value {
+        json!({
+            "copies": self.copies, "seconds": round(self.elapsed.as_secs_f64()),
+            "replicas_per_s": round(replicas / self.elapsed.as_secs_f64()),
+            "max_in_flight": self.in_flight,
+        })
+    }
 }
 
 /// Sends one CopyObject per source object and target, `concurrency` at a time, through the
